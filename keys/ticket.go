@@ -1,0 +1,222 @@
+package keys
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// TicketPrefix starts every ticket; the digit is the format version.
+const TicketPrefix = "kin1"
+
+// SecretSize is the length of a ticket secret in bytes.
+const SecretSize = 16
+
+// TicketKind says what a ticket grants.
+type TicketKind byte
+
+const (
+	// TicketPort grants TCP port Ticket.Port on the sharer's machine.
+	TicketPort TicketKind = 1
+	// TicketFiles lets the holder exchange files with the issuer.
+	TicketFiles TicketKind = 2
+)
+
+// Ticket is a one-line capability: who to reach (Peer), how (Signal) and a
+// secret the holder proves inside SSH to be let in for exactly one thing.
+type Ticket struct {
+	Kind   TicketKind
+	Port   int           // for TicketPort
+	Peer   ssh.PublicKey // the issuer's identity = its SSH host key
+	Signal string        // signaling server URL (ws:// or wss://)
+	Name   string        // issuer's display name; a hint, not authenticated
+	Secret []byte        // SecretSize random bytes
+}
+
+// NewSecret returns a fresh random ticket secret.
+func NewSecret() []byte {
+	b := make([]byte, SecretSize)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand failed: %v", err)) // only on a broken OS
+	}
+	return b
+}
+
+// SecretEqual compares two secrets in constant time.
+func SecretEqual(a, b []byte) bool {
+	return len(a) == SecretSize && subtle.ConstantTimeCompare(a, b) == 1
+}
+
+var ticketEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+const checksumSize = 4
+
+// String encodes the ticket as "kin1" followed by lowercase base32 of the
+// fields and a 4-byte SHA-256 checksum, so a mistyped ticket is detected.
+func (t Ticket) String() string {
+	payload, err := t.marshal()
+	if err != nil {
+		return "<invalid ticket: " + err.Error() + ">"
+	}
+	return TicketPrefix + ticketEncoding.EncodeToString(payload)
+}
+
+func (t Ticket) validate() error {
+	switch t.Kind {
+	case TicketPort:
+		if t.Port < 1 || t.Port > 65535 {
+			return fmt.Errorf("port %d out of range", t.Port)
+		}
+	case TicketFiles:
+		if t.Port != 0 {
+			return errors.New("files ticket with a port")
+		}
+	default:
+		return fmt.Errorf("unknown ticket kind %d", t.Kind)
+	}
+	if t.Peer == nil {
+		return errors.New("no peer key")
+	}
+	if len(t.Secret) != SecretSize {
+		return errors.New("bad secret size")
+	}
+	if len(t.Signal) > 255 || len(t.Name) > 64 {
+		return errors.New("signal URL or name too long")
+	}
+	u, err := url.Parse(t.Signal)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return fmt.Errorf("signal URL %q is not ws:// or wss://", t.Signal)
+	}
+	if strings.ContainsAny(t.Name, "\x00\n\r\t") {
+		return errors.New("control characters in name")
+	}
+	return nil
+}
+
+func (t Ticket) marshal() ([]byte, error) {
+	if err := t.validate(); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteByte(byte(t.Kind))
+	binary.Write(&b, binary.BigEndian, uint16(t.Port))
+	key := t.Peer.Marshal()
+	if len(key) > 255 {
+		return nil, errors.New("peer key too long for a ticket (use an ed25519 key)")
+	}
+	b.WriteByte(byte(len(key)))
+	b.Write(key)
+	b.Write(t.Secret)
+	b.WriteByte(byte(len(t.Signal)))
+	b.WriteString(t.Signal)
+	b.WriteByte(byte(len(t.Name)))
+	b.WriteString(t.Name)
+	sum := sha256.Sum256(append([]byte(TicketPrefix), b.Bytes()...))
+	b.Write(sum[:checksumSize])
+	return b.Bytes(), nil
+}
+
+// ErrNotTicket is returned by ParseTicket for text that does not start
+// with the ticket prefix.
+var ErrNotTicket = errors.New("not a kin ticket (tickets start with " + TicketPrefix + ")")
+
+// LooksLikeTicket reports whether s is meant to be a ticket.
+func LooksLikeTicket(s string) bool {
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(s)), TicketPrefix)
+}
+
+// ParseTicket decodes a ticket, accepting surrounding whitespace, a leading
+// "kin connect " as printed by kin share, and upper case.
+func ParseTicket(s string) (Ticket, error) {
+	s = strings.TrimSpace(s)
+	for _, p := range []string{"kin connect ", "kin receive "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	s = strings.ToLower(strings.TrimSpace(s))
+	if !strings.HasPrefix(s, TicketPrefix) {
+		if strings.HasPrefix(s, "kin") && len(s) > 3 && s[3] >= '0' && s[3] <= '9' {
+			return Ticket{}, fmt.Errorf("ticket version %q is not supported by this kin; update kin", s[:4])
+		}
+		return Ticket{}, ErrNotTicket
+	}
+	payload, err := ticketEncoding.DecodeString(s[len(TicketPrefix):])
+	if err != nil {
+		return Ticket{}, errors.New("ticket is damaged (it contains characters a ticket never has); copy it again in full")
+	}
+	if len(payload) < checksumSize+4 {
+		return Ticket{}, errors.New("ticket is too short; copy it again in full")
+	}
+	body, sum := payload[:len(payload)-checksumSize], payload[len(payload)-checksumSize:]
+	want := sha256.Sum256(append([]byte(TicketPrefix), body...))
+	if subtle.ConstantTimeCompare(sum, want[:checksumSize]) != 1 {
+		return Ticket{}, errors.New("ticket checksum does not match: it was mistyped or cut short; copy it again in full")
+	}
+	t, err := unmarshalTicket(body)
+	if err != nil {
+		return Ticket{}, fmt.Errorf("ticket is malformed: %w", err)
+	}
+	return t, nil
+}
+
+func unmarshalTicket(body []byte) (Ticket, error) {
+	r := bytes.NewReader(body)
+	var t Ticket
+	kind, err := r.ReadByte()
+	if err != nil {
+		return t, err
+	}
+	t.Kind = TicketKind(kind)
+	var port uint16
+	if err := binary.Read(r, binary.BigEndian, &port); err != nil {
+		return t, err
+	}
+	t.Port = int(port)
+	key, err := readShort(r)
+	if err != nil {
+		return t, err
+	}
+	if t.Peer, err = ssh.ParsePublicKey(key); err != nil {
+		return t, fmt.Errorf("peer key: %w", err)
+	}
+	t.Secret = make([]byte, SecretSize)
+	if _, err := io.ReadFull(r, t.Secret); err != nil {
+		return t, errors.New("truncated")
+	}
+	sig, err := readShort(r)
+	if err != nil {
+		return t, err
+	}
+	t.Signal = string(sig)
+	name, err := readShort(r)
+	if err != nil {
+		return t, err
+	}
+	t.Name = string(name)
+	if r.Len() != 0 {
+		return t, errors.New("trailing bytes")
+	}
+	return t, t.validate()
+}
+
+func readShort(r *bytes.Reader) ([]byte, error) {
+	n, err := r.ReadByte()
+	if err != nil {
+		return nil, err
+	}
+	if int(n) > r.Len() {
+		return nil, errors.New("truncated")
+	}
+	b := make([]byte, n)
+	r.Read(b)
+	return b, nil
+}

@@ -1,0 +1,61 @@
+// Package signal is kin's rendezvous: a small WebSocket server that routes
+// WebRTC offers, answers and ICE candidates between peers addressed by peer
+// ID, and the client that registers with it by proving it holds its key.
+// The server is untrusted: it sees public keys and routing metadata only.
+package signal
+
+import (
+	"kin/keys"
+)
+
+// Version is the protocol version carried in every message.
+const Version = 1
+
+// Message types. The server sends Challenge, Registered, Error and Ping;
+// the client sends Register; the rest are routed between peers.
+const (
+	TypeChallenge  = "challenge"  // server -> client: Nonce to sign
+	TypeRegister   = "register"   // client -> server: Key + Sig over the challenge
+	TypeRegistered = "registered" // server -> client: From = your ID, ICEServers
+	TypeOffer      = "offer"      // peer -> peer: SDP
+	TypeAnswer     = "answer"     // peer -> peer: SDP
+	TypeCandidate  = "candidate"  // peer -> peer: Candidate (JSON of webrtc.ICECandidateInit); empty = end of candidates
+	TypeBye        = "bye"        // peer -> peer: session over
+	TypeError      = "error"      // server -> client: Code, Reason; Session/To echo the message that failed
+)
+
+// Error codes in TypeError messages.
+const (
+	CodeOffline   = "offline"    // the addressed peer is not registered
+	CodeBadMsg    = "bad-message"
+	CodeRateLimit = "rate-limit"
+	CodeTooBig    = "too-big"
+	CodeFull      = "server-full"
+	CodeAuth      = "auth"
+	CodeGoingAway = "going-away" // server shutting down; reconnect (elsewhere)
+)
+
+// Message is the one JSON object that travels over the signaling socket.
+type Message struct {
+	V          int         `json:"v"`
+	Type       string      `json:"type"`
+	From       keys.PeerID `json:"from,omitempty"` // set by the server on routed messages; never trusted from clients
+	To         keys.PeerID `json:"to,omitempty"`
+	Session    string      `json:"session,omitempty"` // random ID chosen by the dialer, ties offer/answer/candidates together
+	SDP        string      `json:"sdp,omitempty"`
+	Candidate  string      `json:"candidate,omitempty"`
+	Nonce      []byte      `json:"nonce,omitempty"`
+	Key        string      `json:"key,omitempty"` // authorized_keys form of the registering key
+	Sig        []byte      `json:"sig,omitempty"` // ssh.Signature wire form
+	ICEServers []ICEServer `json:"ice_servers,omitempty"`
+	Code       string      `json:"code,omitempty"`
+	Reason     string      `json:"reason,omitempty"`
+}
+
+// ICEServer is a STUN or TURN server the signaling server hands out,
+// with credentials for TURN (coturn use-auth-secret style).
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
