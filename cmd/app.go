@@ -1,0 +1,128 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"kin/keys"
+)
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:    "kin",
+		Usage:   "connect to the computers of people you know, by their SSH keys",
+		Version: Version,
+		Description: `kin connects two computers directly, through home routers and NATs, with
+no accounts and no port forwarding. A peer is its SSH key: friends know each
+other's public keys, and everything runs over SSH on a WebRTC data channel.
+
+Share a port with anyone, using a ticket:
+    kin share 3000                  prints: kin connect kin1...
+    kin connect kin1...             the other person gets localhost:3000
+
+Or with friends, by name:
+    kin id                          your public key: send it to your friend
+    kin friends add bob "ssh-ed25519 AAAA..." --allow port=3000
+    kin connect alice:3000          (bob, with alice in his friends file)
+
+Try it all on this machine:
+    kin demo`,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		HideHelpCommand:      true,
+		EnableBashCompletion: false,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "home", EnvVars: []string{"KIN_HOME"}, Usage: "directory holding your identity, friends file and config (default: the OS config dir + /kin)"},
+			&cli.StringFlag{Name: "identity", EnvVars: []string{"KIN_IDENTITY"}, Usage: "use this OpenSSH private key as your identity (e.g. ~/.ssh/id_ed25519) instead of HOME/identity"},
+			&cli.StringFlag{Name: "signal", EnvVars: []string{"KIN_SIGNAL"}, Usage: "signaling server URL, e.g. wss://signal.example.org (default: kin share runs one itself)"},
+			&cli.StringFlag{Name: "ice-interfaces", EnvVars: []string{"KIN_ICE_INTERFACES"}, Usage: "comma-separated network interfaces WebRTC may use, e.g. lo (default: all)"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "log what happens, for debugging"},
+		},
+		Commands: []*cli.Command{
+			idCommand(),
+			friendsCommand(),
+			shareCommand(),
+			connectCommand(),
+			signalCommand(),
+			demoCommand(),
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // Main prints errors itself
+	}
+}
+
+// env is what every command reads from the global flags.
+type env struct {
+	home       string
+	identity   string
+	signal     string
+	interfaces []string
+	log        *slog.Logger
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func getEnv(c *cli.Context) (*env, error) {
+	e := &env{
+		home:     c.String("home"),
+		identity: c.String("identity"),
+		signal:   c.String("signal"),
+		stdout:   c.App.Writer,
+		stderr:   c.App.ErrWriter,
+	}
+	e.log = newLogger(e.stderr, c.Bool("verbose"))
+	if e.home == "" {
+		dir, err := os.UserConfigDir()
+		if err != nil {
+			return nil, withHint(fmt.Errorf("find config dir: %w", err), "set KIN_HOME to a directory kin may use")
+		}
+		e.home = filepath.Join(dir, "kin")
+	}
+	for _, name := range strings.Split(c.String("ice-interfaces"), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			e.interfaces = append(e.interfaces, name)
+		}
+	}
+	return e, nil
+}
+
+func (e *env) friendsPath() string { return filepath.Join(e.home, "friends") }
+
+// loadIdentity reads the identity, creating one under home on first use.
+// An explicit --identity must exist.
+func (e *env) loadIdentity() (*keys.Identity, error) {
+	if e.identity != "" {
+		id, err := keys.LoadIdentity(e.identity)
+		return id, withHint(err, "--identity must name an existing unencrypted OpenSSH private key")
+	}
+	path := filepath.Join(e.home, "identity")
+	id, created, err := keys.LoadOrCreateIdentity(path)
+	if err != nil {
+		return nil, withHint(err, "check that %s is readable, or move it away to make a new identity", path)
+	}
+	if created {
+		e.log.Info("created a new identity", "path", path, "id", id.ID())
+	}
+	return id, nil
+}
+
+func (e *env) loadFriends() (*keys.Friends, error) {
+	f, err := keys.ReadFriends(e.friendsPath())
+	return f, withHint(err, "fix the line in %s (it is an authorized_keys file) or remove it with `kin friends rm`", e.friendsPath())
+}
+
+// displayName is what others see of us in tickets: the login name.
+func displayName() string {
+	for _, v := range []string{"USER", "USERNAME", "LOGNAME"} {
+		if n := os.Getenv(v); n != "" && keys.ValidName(n) == nil {
+			return n
+		}
+	}
+	return "kin"
+}

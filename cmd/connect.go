@@ -1,0 +1,132 @@
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/ssh"
+
+	"kin/keys"
+)
+
+func connectCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "connect",
+		Usage:     "get a port someone shares on your localhost",
+		ArgsUsage: "TICKET | FRIEND:PORT",
+		Description: `With a ticket from "kin share", or a friend's name and port:
+    kin connect kin1...
+    kin connect alice:3000
+then use the port on this machine (localhost:3000 by default, --listen to
+choose another) until you press Ctrl-C.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "local address to listen on (default 127.0.0.1:PORT)"},
+		},
+		Action: connect,
+	}
+}
+
+// target is what a connect argument names.
+type target struct {
+	name    string
+	hostKey ssh.PublicKey
+	port    int
+	secret  []byte
+	signal  string
+}
+
+func parseTarget(arg string, e *env) (*target, error) {
+	friends, err := e.loadFriends()
+	if err != nil {
+		return nil, err
+	}
+	if keys.LooksLikeTicket(arg) {
+		t, err := keys.ParseTicket(arg)
+		if err != nil {
+			return nil, withHint(err, "ask for the ticket again and paste the whole line")
+		}
+		if t.Kind != keys.TicketPort {
+			return nil, errors.New("this ticket is not for a port (it is for kin receive)")
+		}
+		name := t.Name
+		if fr, ok := friends.ByKey(t.Peer); ok {
+			name = fr.Name
+		}
+		if name == "" {
+			name = string(keys.IDOf(t.Peer))
+		}
+		return &target{name: name, hostKey: t.Peer, port: t.Port, secret: t.Secret, signal: t.Signal}, nil
+	}
+	name, portText, ok := strings.Cut(arg, ":")
+	if !ok {
+		return nil, withHint(fmt.Errorf("%q is neither a ticket nor FRIEND:PORT", arg), "kin connect alice:3000, or paste the ticket from kin share")
+	}
+	port, err := keys.ParsePort(portText)
+	if err != nil {
+		return nil, err
+	}
+	fr, ok := friends.ByName(name)
+	if !ok {
+		return nil, withHint(fmt.Errorf("you have no friend named %q", name), `add them with: kin friends add %s "ssh-ed25519 AAAA..." (see kin friends ls)`, name)
+	}
+	if e.signal == "" {
+		return nil, withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or ask them for a ticket", fr.Name)
+	}
+	return &target{name: fr.Name, hostKey: fr.Key, port: port, signal: e.signal}, nil
+}
+
+func connect(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return withHint(errors.New("connect needs a ticket or FRIEND:PORT"), "kin connect kin1...   or   kin connect alice:3000")
+	}
+	e, err := getEnv(c)
+	if err != nil {
+		return err
+	}
+	t, err := parseTarget(c.Args().First(), e)
+	if err != nil {
+		return err
+	}
+	id, err := e.loadIdentity()
+	if err != nil {
+		return err
+	}
+	listen := c.String("listen")
+	if listen == "" {
+		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port))
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return withHint(fmt.Errorf("listen on %s: %w", listen, err), "choose a free local address with --listen 127.0.0.1:PORT")
+	}
+	defer ln.Close()
+
+	ctx := c.Context
+	p, err := startPeer(ctx, e, id, t.signal)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	client, conn, err := p.dial(ctx, e, t.hostKey, t.secret, t.name)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if err := client.CheckPort(ctx, t.port); err != nil {
+		return withHint(err, "ask %s to share port %d with you (kin friends add ... --allow port=%d, then kin share %d)", t.name, t.port, t.port, t.port)
+	}
+	info := conn.Info()
+	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%d (%s, connected in %s)\n", ln.Addr(), t.name, t.port, info.Path, info.Timings.DataChannel.Round(1e6))
+	err = client.Forward(ctx, ln, t.port)
+	if ctx.Err() != nil {
+		return nil // Ctrl-C
+	}
+	if err == nil {
+		err = errors.New("the other side closed it")
+	}
+	return withHint(fmt.Errorf("lost the connection to %s: %w", t.name, err), "run the same kin connect again to reconnect")
+}

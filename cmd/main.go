@@ -1,0 +1,183 @@
+// Package cmd is kin's command line: the commands, their flags and help,
+// and how results and errors are shown to a person.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/mattn/go-isatty"
+	"github.com/urfave/cli/v2"
+)
+
+// Version is kin's version, set at build time with
+// -ldflags "-X kin/cmd.Version=...".
+var Version = "dev"
+
+// Main runs kin with args (including the program name) and returns the
+// process exit code.
+func Main(args []string) int {
+	return run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	app := newApp(stdin, stdout, stderr)
+	err := app.RunContext(ctx, reorderArgs(app, args))
+	if err == nil {
+		return 0
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) && ec.Error() == "" {
+		return ec.ExitCode()
+	}
+	printError(stderr, err)
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return 1
+}
+
+// hinted is an error with advice on what to do next.
+type hinted struct {
+	err  error
+	hint string
+}
+
+func (h *hinted) Error() string { return h.err.Error() }
+func (h *hinted) Unwrap() error { return h.err }
+
+// withHint attaches advice to err. A nil err stays nil.
+func withHint(err error, format string, a ...any) error {
+	if err == nil {
+		return nil
+	}
+	return &hinted{err: err, hint: fmt.Sprintf(format, a...)}
+}
+
+func printError(w io.Writer, err error) {
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintf(w, "kin: %s\n", msg)
+	var h *hinted
+	if errors.As(err, &h) && h.hint != "" {
+		fmt.Fprintf(w, "hint: %s\n", h.hint)
+	}
+}
+
+// isTerminal reports whether w is a terminal, to choose between
+// interactive and plain output.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+func newLogger(w io.Writer, verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 && !verbose {
+				return slog.Attr{} // people read these; times only help when debugging
+			}
+			return a
+		},
+	}))
+}
+
+// reorderArgs moves a (sub)command's flags in front of its positional
+// arguments, so `kin connect TICKET --listen ADDR` works as people type it.
+// urfave/cli/v2 stops parsing flags at the first positional argument.
+func reorderArgs(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	i := 1
+	flags := app.Flags
+	cmds := app.Commands
+	for {
+		// Copy leading flags of this level.
+		for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+			out = append(out, args[i])
+			if takesValue(flags, args[i]) && i+1 < len(args) {
+				out = append(out, args[i+1])
+				i++
+			}
+			i++
+		}
+		if i >= len(args) {
+			return out
+		}
+		c := findCommand(cmds, args[i])
+		if c == nil {
+			return append(out, args[i:]...)
+		}
+		out = append(out, args[i])
+		i++
+		if len(c.Subcommands) > 0 {
+			flags, cmds = c.Flags, c.Subcommands
+			continue
+		}
+		var fl, pos []string
+		for i < len(args) {
+			a := args[i]
+			if a == "--" {
+				pos = append(pos, args[i:]...)
+				break
+			}
+			if strings.HasPrefix(a, "-") && len(a) > 1 {
+				fl = append(fl, a)
+				if takesValue(c.Flags, a) && i+1 < len(args) {
+					fl = append(fl, args[i+1])
+					i++
+				}
+			} else {
+				pos = append(pos, a)
+			}
+			i++
+		}
+		out = append(out, fl...)
+		return append(out, pos...)
+	}
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
+}
+
+// takesValue reports whether the flag token a (like "--listen" or "-v")
+// names a flag that takes a separate value.
+func takesValue(flags []cli.Flag, a string) bool {
+	if strings.Contains(a, "=") {
+		return false
+	}
+	name := strings.TrimLeft(a, "-")
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			if bf, ok := f.(*cli.BoolFlag); ok && bf != nil {
+				return false
+			}
+			return true
+		}
+	}
+	return false
+}

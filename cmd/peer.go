@@ -1,0 +1,128 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"kin/keys"
+	"kin/session"
+	"kin/signal"
+	"kin/transport"
+)
+
+// How long kin waits for the signaling server and for a peer.
+const (
+	signalTimeout  = 10 * time.Second
+	connectTimeout = 30 * time.Second
+)
+
+// peer is this machine on the kin network: registered with a signaling
+// server, ready to dial or accept peer connections. close stops it.
+type peer struct {
+	id   *keys.Identity
+	url  string
+	reg  signal.Registration
+	node *transport.Node
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startPeer registers id with the signaling server at url and runs the
+// transport node until close is called or ctx ends.
+func startPeer(ctx context.Context, e *env, id *keys.Identity, url string) (*peer, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &peer{id: id, url: url, cancel: cancel}
+	client := signal.NewClient(signal.ClientConfig{URL: url, Signer: id.Signer, Logger: e.log.With("part", "signal")})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		client.Run(ctx)
+	}()
+	readyCtx, readyCancel := context.WithTimeout(ctx, signalTimeout)
+	reg, err := client.Ready(readyCtx)
+	readyCancel()
+	if err != nil {
+		p.close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, withHint(fmt.Errorf("signaling server %s: %w", url, err),
+			"is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
+	}
+	p.reg = reg
+	e.log.Debug("registered", "id", reg.ID, "signal", url, "ice_servers", len(reg.ICEServers))
+	p.node = transport.NewNode(client, transport.Config{
+		ICEServers: reg.ICEServers,
+		Interfaces: e.interfaces,
+		Logger:     e.log.With("part", "transport"),
+	})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.node.Run(ctx)
+	}()
+	return p, nil
+}
+
+func (p *peer) close() {
+	p.cancel()
+	p.wg.Wait()
+}
+
+// dial opens a peer connection to the owner of hostKey and runs the SSH
+// client handshake on it. name is how the user calls that peer.
+func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, *transport.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	conn, err := p.node.Dial(ctx, keys.IDOf(hostKey))
+	if errors.Is(err, transport.ErrPeerOffline) {
+		return nil, nil, withHint(fmt.Errorf("%s is not online", name),
+			"ask %s to run kin (kin share / kin up) with the same signaling server (%s)", name, p.url)
+	}
+	if err != nil {
+		return nil, nil, withHint(fmt.Errorf("connect to %s: %w", name, err), "run with -v to see what was tried")
+	}
+	client, err := session.NewClient(ctx, conn, session.ClientConfig{
+		Identity: p.id, HostKey: hostKey, Secret: secret, Logger: e.log.With("part", "session"),
+	})
+	if err != nil {
+		conn.Close()
+		switch {
+		case errors.Is(err, session.ErrHostKeyMismatch):
+			return nil, nil, withHint(err, "do not trust this connection; check %s's key with them", name)
+		case errors.Is(err, session.ErrAuthRefused):
+			return nil, nil, withHint(err, `ask %s for a fresh ticket, or to add you as a friend with: kin friends add NAME "%s"`, name, p.id.AuthorizedKey())
+		}
+		return nil, nil, fmt.Errorf("ssh handshake with %s: %w", name, err)
+	}
+	return client, conn, nil
+}
+
+// serveSignal runs a signaling server on ln until ctx ends.
+func serveSignal(ctx context.Context, e *env, ln net.Listener, cfg signal.ServerConfig) error {
+	cfg.Logger = e.log.With("part", "signal-server")
+	srv := signal.NewServer(cfg)
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		srv.Close()
+		return fmt.Errorf("signaling server: %w", err)
+	case <-ctx.Done():
+	}
+	srv.Close()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	hs.Shutdown(shutCtx)
+	<-errc
+	return nil
+}

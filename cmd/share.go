@@ -1,0 +1,212 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"kin/keys"
+	"kin/session"
+	"kin/signal"
+)
+
+func shareCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "share",
+		Usage:     "share a local TCP port: prints a ticket anyone can connect with",
+		ArgsUsage: "PORT",
+		Description: `Shares localhost:PORT on this machine until you press Ctrl-C. It prints one
+line, a ticket; whoever runs it gets your port on their own localhost:
+    kin share 3000        ->  kin connect kin1...
+The ticket grants that one port and nothing else, and stops working when
+kin share exits. Friends allowed the port (kin friends add ... --allow
+port=3000) can connect without a ticket: kin connect YOURNAME:3000.
+
+With no signaling server configured (--signal / KIN_SIGNAL), kin share runs
+one itself on this machine and puts its address in the ticket, which is all
+two computers on one network need.`,
+		Action: share,
+	}
+}
+
+func share(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return withHint(errors.New("share needs one port"), "kin share 3000")
+	}
+	port, err := keys.ParsePort(c.Args().First())
+	if err != nil {
+		return err
+	}
+	e, err := getEnv(c)
+	if err != nil {
+		return err
+	}
+	id, err := e.loadIdentity()
+	if err != nil {
+		return err
+	}
+	friends, err := e.loadFriends()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
+
+	url := e.signal
+	if url == "" {
+		listenAddr, host := embeddedSignalAddr(e.interfaces)
+		ln, err := net.Listen("tcp", listenAddr)
+		if err != nil {
+			return withHint(fmt.Errorf("start the built-in signaling server: %w", err), "use a running one with --signal ws://HOST:PORT")
+		}
+		url = "ws://" + net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
+				e.log.Error("built-in signaling server stopped", "err", err)
+				cancel()
+			}
+		}()
+	}
+
+	p, err := startPeer(ctx, e, id, url)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+
+	target := net.JoinHostPort("localhost", strconv.Itoa(port))
+	secret := keys.NewSecret()
+	friendsFile := &friendsCache{e: e, last: friends}
+	srv, err := session.NewServer(session.ServerConfig{
+		Identity: id,
+		Friends:  friendsFile.get,
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			if keys.SecretEqual(s, secret) {
+				return keys.Permissions{Ports: []int{port}}, true
+			}
+			return keys.Permissions{}, false
+		},
+		Ports:  map[int]string{port: target},
+		Logger: e.log.With("part", "session"),
+	})
+	if err != nil {
+		return err
+	}
+
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
+	if probe, err := net.DialTimeout("tcp", target, time.Second); err != nil {
+		fmt.Fprintf(e.stderr, "note: nothing answers on %s yet; connections will fail until something listens there\n", target)
+	} else {
+		probe.Close()
+	}
+	fmt.Fprintf(e.stderr, "sharing %s until you press Ctrl-C; give this line to the person who should get it:\n", target)
+	fmt.Fprintf(e.stdout, "kin connect %s\n", ticket)
+	if allowed := friendsAllowedPort(friends, port); len(allowed) > 0 {
+		fmt.Fprintf(e.stderr, "friends allowed port %d (%s) can also run: kin connect %s:%d\n", port, joinNames(allowed), displayName(), port)
+	}
+
+	for {
+		conn, err := p.node.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				if c.Context.Err() != nil {
+					fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
+					return nil
+				}
+				return errors.New("stopped sharing: the built-in signaling server failed")
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		info := conn.Info()
+		e.log.Debug("peer connection", "peer", info.Peer, "path", info.Path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.ServeConn(ctx, conn, string(info.Peer)); err != nil && ctx.Err() == nil {
+				e.log.Debug("session ended", "peer", info.Peer, "err", err)
+			}
+		}()
+	}
+}
+
+// friendsCache re-reads the friends file at every authentication, so edits
+// apply at once, and keeps the last good version if an edit breaks it.
+type friendsCache struct {
+	e    *env
+	mu   sync.Mutex
+	last *keys.Friends
+}
+
+func (f *friendsCache) get() *keys.Friends {
+	fr, err := f.e.loadFriends()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.e.log.Warn("friends file has an error; using the last good version", "err", err)
+		return f.last
+	}
+	f.last = fr
+	return fr
+}
+
+func friendsAllowedPort(f *keys.Friends, port int) []string {
+	var names []string
+	for _, fr := range f.List() {
+		if fr.Perms.AllowsPort(port) {
+			names = append(names, fr.Name)
+		}
+	}
+	return names
+}
+
+func joinNames(n []string) string {
+	if len(n) > 3 {
+		return fmt.Sprintf("%s, %s, %s and %d more", n[0], n[1], n[2], len(n)-3)
+	}
+	s := ""
+	for i, x := range n {
+		if i > 0 {
+			s += ", "
+		}
+		s += x
+	}
+	return s
+}
+
+// embeddedSignalAddr picks where the built-in signaling server listens and
+// the host a peer elsewhere on the network reaches it at: loopback when ICE
+// is limited to loopback, otherwise the first LAN address.
+func embeddedSignalAddr(interfaces []string) (listen, host string) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return "127.0.0.1:0", "127.0.0.1"
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		if len(interfaces) > 0 && !slices.Contains(interfaces, ifc.Name) {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+				return ":0", ipn.IP.String()
+			}
+		}
+	}
+	return "127.0.0.1:0", "127.0.0.1"
+}
