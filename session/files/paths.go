@@ -1,0 +1,116 @@
+package files
+
+import (
+	"fmt"
+	"path"
+	"strings"
+	"unicode/utf8"
+)
+
+// partialDir is the inbox's hidden directory for resumable state.
+const partialDir = ".kin-partial"
+
+// CleanPath checks a relative path that came from a peer and returns it
+// unchanged if it is safe to create under an inbox on any OS: no absolute
+// paths, no "..", ".", or empty components, no NUL or control characters, no
+// backslashes or drive letters, no Windows reserved names, no trailing dots or
+// spaces, and not kin's own state directory.
+func CleanPath(p string) (string, error) {
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("refused path %q from the peer: %s", p, why)
+	}
+	if p == "" {
+		return bad("empty")
+	}
+	if len(p) > 4096 {
+		return bad("too long")
+	}
+	if !utf8.ValidString(p) {
+		return bad("not UTF-8")
+	}
+	if strings.HasPrefix(p, "/") {
+		return bad("absolute")
+	}
+	if strings.ContainsRune(p, '\\') {
+		return bad("backslash")
+	}
+	parts := strings.Split(p, "/")
+	if len(parts) > 64 {
+		return bad("too deep")
+	}
+	for i, c := range parts {
+		switch {
+		case c == "":
+			return bad("empty component")
+		case c == "." || c == "..":
+			return bad("dot component")
+		case len(c) > 255:
+			return bad("component too long")
+		case strings.ContainsRune(c, ':'):
+			return bad("colon (drive letter or stream)")
+		case strings.HasSuffix(c, ".") || strings.HasSuffix(c, " "):
+			return bad("trailing dot or space")
+		case i == 0 && c == partialDir:
+			return bad("reserved name")
+		case reservedOnWindows(c):
+			return bad("reserved name on Windows")
+		}
+		for _, r := range c {
+			if r < 0x20 || r == 0x7f || strings.ContainsRune(`<>"|?*`, r) {
+				return bad("control or reserved character")
+			}
+		}
+	}
+	return p, nil
+}
+
+func reservedOnWindows(c string) bool {
+	base := strings.ToUpper(c)
+	if i := strings.IndexByte(base, '.'); i >= 0 {
+		base = base[:i]
+	}
+	base = strings.TrimRight(base, " ")
+	switch base {
+	case "CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$":
+		return true
+	}
+	if len(base) == 4 && (strings.HasPrefix(base, "COM") || strings.HasPrefix(base, "LPT")) {
+		d := base[3]
+		return d >= '0' && d <= '9' || strings.ContainsRune("¹²³", rune(d))
+	}
+	return false
+}
+
+// checkLink allows a symlink at p only if its target is relative and stays
+// inside the transferred tree.
+func checkLink(p, target string) error {
+	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsAny(target, "\\:\x00") {
+		return fmt.Errorf("refused symlink %q -> %q: target must be relative", p, target)
+	}
+	joined := path.Join(path.Dir(p), target)
+	top := strings.SplitN(p, "/", 2)[0]
+	if joined == ".." || strings.HasPrefix(joined, "../") || (joined != top && !strings.HasPrefix(joined, top+"/")) {
+		return fmt.Errorf("refused symlink %q -> %q: it points outside what was sent", p, target)
+	}
+	return nil
+}
+
+// uniqueName returns name, or "name (1).ext", "name (2).ext", ... the first
+// for which exists reports false.
+func uniqueName(name string, exists func(string) bool) string {
+	if !exists(name) {
+		return name
+	}
+	dir, file := path.Split(name)
+	ext := path.Ext(file)
+	if ext == file { // ".bashrc"
+		ext = ""
+	}
+	stem := strings.TrimSuffix(file, ext)
+	for i := 1; ; i++ {
+		cand := fmt.Sprintf("%s%s (%d)%s", dir, stem, i, ext)
+		if !exists(cand) {
+			return cand
+		}
+	}
+}

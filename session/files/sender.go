@@ -1,0 +1,336 @@
+package files
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Plan is what a sender will send: the offer and where each entry's bytes
+// come from.
+type Plan struct {
+	Offer    Offer
+	Warnings []string // e.g. symlinks that point outside what is sent, skipped
+	sources  []string // local path per entry ("" for a stream)
+	stream   io.Reader
+}
+
+// Scan builds a plan for local paths: each file is sent under its base
+// name, each directory with everything under it. Symlinks inside a
+// directory are sent as symlinks when they point inside it and skipped with
+// a warning otherwise. A path that does not exist or cannot be read is an
+// error, before anything is sent.
+func Scan(paths ...string) (*Plan, error) {
+	p := &Plan{Offer: Offer{V: 1}}
+	for _, root := range paths {
+		st, err := os.Stat(root) // follows a symlink given by name, like cp
+		if err != nil {
+			return nil, fmt.Errorf("cannot send %s: %w", root, err)
+		}
+		base := filepath.Base(filepath.Clean(root))
+		if _, err := CleanPath(base); err != nil || base == "/" {
+			return nil, fmt.Errorf("cannot send %s: its name %q is not portable", root, base)
+		}
+		if !st.IsDir() {
+			if err := p.addFile(root, base, st); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		err = filepath.WalkDir(root, func(local string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return fmt.Errorf("cannot send %s: %w", local, err)
+			}
+			rel, _ := filepath.Rel(root, local)
+			name := base
+			if rel != "." {
+				name = base + "/" + filepath.ToSlash(rel)
+			}
+			if _, err := CleanPath(name); err != nil {
+				p.Warnings = append(p.Warnings, fmt.Sprintf("skipped %s: name not portable", local))
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return fmt.Errorf("cannot send %s: %w", local, err)
+			}
+			switch {
+			case d.IsDir():
+				p.add(Entry{Path: name, Mode: fs.ModeDir | info.Mode().Perm(), ModTime: info.ModTime()}, local)
+			case info.Mode()&fs.ModeSymlink != 0:
+				target, err := os.Readlink(local)
+				if err != nil {
+					return fmt.Errorf("cannot send %s: %w", local, err)
+				}
+				target = filepath.ToSlash(target)
+				if err := checkLink(name, target); err != nil {
+					p.Warnings = append(p.Warnings, fmt.Sprintf("skipped symlink %s -> %s: it points outside what is sent", local, target))
+					return nil
+				}
+				p.add(Entry{Path: name, Mode: fs.ModeSymlink | 0o777, ModTime: info.ModTime(), Link: target}, local)
+			case info.Mode().IsRegular():
+				return p.addFile(local, name, info)
+			default:
+				p.Warnings = append(p.Warnings, fmt.Sprintf("skipped %s: not a regular file", local))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *Plan) addFile(local, name string, info fs.FileInfo) error {
+	f, err := os.Open(local)
+	if err != nil {
+		return fmt.Errorf("cannot send %s: %w", local, err)
+	}
+	f.Close()
+	p.add(Entry{Path: name, Size: info.Size(), Mode: info.Mode().Perm(), ModTime: info.ModTime()}, local)
+	return nil
+}
+
+func (p *Plan) add(e Entry, local string) {
+	p.Offer.Entries = append(p.Offer.Entries, e)
+	p.sources = append(p.sources, local)
+}
+
+// StreamPlan sends r (e.g. stdin) as one file named name, of unknown size.
+// A stream cannot be resumed.
+func StreamPlan(name string, r io.Reader) (*Plan, error) {
+	if _, err := CleanPath(name); err != nil || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("invalid name %q for the stream", name)
+	}
+	return &Plan{
+		Offer:   Offer{V: 1, Entries: []Entry{{Path: name, Size: -1, Mode: 0o644, ModTime: time.Now()}}},
+		sources: []string{""},
+		stream:  r,
+	}, nil
+}
+
+// Progress reports how far a transfer is.
+type Progress struct {
+	File       string
+	FileDone   int64
+	FileSize   int64 // -1 when unknown
+	Done       int64 // bytes of all files, including what the receiver already had
+	Total      int64
+	FilesDone  int
+	FilesTotal int
+}
+
+// Stats summarise a finished send.
+type Stats struct {
+	Sent    int64 // file bytes that crossed the wire
+	Resumed int64 // file bytes the receiver already had
+	Results []Result
+}
+
+// Send offers plan over rw and, once the receiver accepts, streams every
+// entry without waiting for the receiver between files; it returns when the
+// receiver has answered for every entry. progress may be nil.
+func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progress)) (Stats, error) {
+	var st Stats
+	w := frameWriter{bufio.NewWriterSize(rw, 256<<10)}
+	r := bufio.NewReaderSize(rw, 64<<10)
+	if err := w.writeJSON(frameOffer, plan.Offer); err != nil {
+		return st, fmt.Errorf("send offer: %w", err)
+	}
+	if err := w.w.Flush(); err != nil {
+		return st, fmt.Errorf("send offer: %w", err)
+	}
+	typ, payload, err := readFrame(r, nil)
+	if err != nil {
+		return st, fmt.Errorf("waiting for the receiver: %w", err)
+	}
+	var acc acceptMsg
+	switch typ {
+	case frameReject:
+		return st, fmt.Errorf("%w: %s", ErrRejected, payload)
+	case frameAccept:
+		if err := json.Unmarshal(payload, &acc); err != nil {
+			return st, fmt.Errorf("receiver's answer: %w", err)
+		}
+	default:
+		return st, fmt.Errorf("receiver answered with frame type %d", typ)
+	}
+
+	// Results come back while we send.
+	entries := plan.Offer.Entries
+	type resultsOrErr struct {
+		res []Result
+		err error
+	}
+	resc := make(chan resultsOrErr, 1)
+	failed := make(chan Result, 1)
+	go func() {
+		var res []Result
+		for len(res) < len(entries) {
+			typ, payload, err := readFrame(r, nil)
+			if err != nil {
+				resc <- resultsOrErr{res, fmt.Errorf("receiver: %w", noEOF(err))}
+				return
+			}
+			var x Result
+			if typ != frameResult || json.Unmarshal(payload, &x) != nil || x.Index < 0 || x.Index >= len(entries) {
+				resc <- resultsOrErr{res, errors.New("receiver sent a malformed result")}
+				return
+			}
+			res = append(res, x)
+			if x.Error != "" {
+				select {
+				case failed <- x:
+				default:
+				}
+			}
+		}
+		resc <- resultsOrErr{res, nil}
+	}()
+
+	nfiles, total := plan.Offer.Files()
+	pr := Progress{Total: total, FilesTotal: nfiles}
+	report := func() {
+		if progress != nil {
+			progress(pr)
+		}
+	}
+	buf := make([]byte, dataChunk)
+	sendErr := func() error {
+		for i, e := range entries {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			have := acc.Have[i]
+			if e.IsDir() || e.IsLink() {
+				if err := w.write(frameBegin, encodeBegin(i, 0)); err != nil {
+					return err
+				}
+				if err := w.write(frameEnd, nil); err != nil {
+					return err
+				}
+				continue
+			}
+			pr.File, pr.FileSize, pr.FileDone = e.Path, e.Size, 0
+			if e.Size >= 0 && (have < 0 || have > e.Size) {
+				return fmt.Errorf("receiver claims %d bytes of %s", have, e.Path)
+			}
+			if e.Size >= 0 && have == e.Size && have > 0 {
+				// The receiver has the whole file already.
+				st.Resumed += have
+				pr.Done += have
+				pr.FilesDone++
+				report()
+				continue
+			}
+			if e.Size < 0 {
+				have = 0
+			}
+			if err := w.write(frameBegin, encodeBegin(i, have)); err != nil {
+				return err
+			}
+			st.Resumed += have
+			pr.Done += have
+			pr.FileDone = have
+			sum, err := sendData(ctx, w, plan, i, have, buf, func(n int) {
+				st.Sent += int64(n)
+				pr.FileDone += int64(n)
+				pr.Done += int64(n)
+				report()
+			})
+			if err != nil {
+				return err
+			}
+			if err := w.write(frameEnd, sum); err != nil {
+				return err
+			}
+			pr.FilesDone++
+			report()
+			select {
+			case x := <-failed:
+				return fmt.Errorf("receiver: %s: %s", entries[x.Index].Path, x.Error)
+			default:
+			}
+		}
+		if err := w.write(frameDone, nil); err != nil {
+			return err
+		}
+		return w.w.Flush()
+	}()
+	if sendErr != nil {
+		// The receiver may have said why it stopped reading.
+		select {
+		case x := <-failed:
+			return st, fmt.Errorf("receiver: %s: %s", entries[x.Index].Path, x.Error)
+		case <-time.After(200 * time.Millisecond):
+		}
+		return st, fmt.Errorf("send: %w", sendErr)
+	}
+	var got resultsOrErr
+	select {
+	case got = <-resc:
+	case <-ctx.Done():
+		return st, ctx.Err()
+	}
+	st.Results = got.res
+	if got.err != nil {
+		return st, got.err
+	}
+	for _, x := range got.res {
+		if x.Error != "" {
+			return st, fmt.Errorf("receiver: %s: %s", path.Clean(entries[x.Index].Path), x.Error)
+		}
+	}
+	return st, nil
+}
+
+// sendData streams entry i from offset have as data frames and returns the
+// SHA-256 of the whole file (the first have bytes are hashed locally).
+func sendData(ctx context.Context, w frameWriter, plan *Plan, i int, have int64, buf []byte, sent func(int)) ([]byte, error) {
+	h := sha256.New()
+	src := plan.stream
+	if local := plan.sources[i]; local != "" {
+		f, err := os.Open(local)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", local, err)
+		}
+		defer f.Close()
+		if _, err := io.CopyN(h, f, have); err != nil {
+			return nil, fmt.Errorf("read %s: %w", local, err)
+		}
+		src = io.LimitReader(f, plan.Offer.Entries[i].Size-have)
+	}
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			h.Write(buf[:n])
+			if err := w.write(frameData, buf[:n]); err != nil {
+				return nil, err
+			}
+			sent(n)
+		}
+		if rerr == io.EOF {
+			return h.Sum(nil), nil
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("read %s: %w", plan.Offer.Entries[i].Path, rerr)
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+}
