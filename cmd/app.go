@@ -50,6 +50,8 @@ Try it all on this machine:
 			friendsCommand(),
 			shareCommand(),
 			connectCommand(),
+			sendCommand(),
+			receiveCommand(),
 			signalCommand(),
 			demoCommand(),
 		},

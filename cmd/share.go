@@ -62,25 +62,10 @@ func share(c *cli.Context) error {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 
-	url := e.signal
-	if url == "" {
-		listenAddr, host := embeddedSignalAddr(e.interfaces)
-		ln, err := net.Listen("tcp", listenAddr)
-		if err != nil {
-			return withHint(fmt.Errorf("start the built-in signaling server: %w", err), "use a running one with --signal ws://HOST:PORT")
-		}
-		url = "ws://" + net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-		e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
-				e.log.Error("built-in signaling server stopped", "err", err)
-				cancel()
-			}
-		}()
+	url, err := signalURL(ctx, e, &wg, cancel)
+	if err != nil {
+		return err
 	}
-
 	p, err := startPeer(ctx, e, id, url)
 	if err != nil {
 		return err
@@ -118,28 +103,12 @@ func share(c *cli.Context) error {
 		fmt.Fprintf(e.stderr, "friends allowed port %d (%s) can also run: kin connect %s:%d\n", port, joinNames(allowed), displayName(), port)
 	}
 
-	for {
-		conn, err := p.node.Accept(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				if c.Context.Err() != nil {
-					fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
-					return nil
-				}
-				return errors.New("stopped sharing: the built-in signaling server failed")
-			}
-			return fmt.Errorf("accept: %w", err)
-		}
-		info := conn.Info()
-		e.log.Debug("peer connection", "peer", info.Peer, "path", info.Path)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.ServeConn(ctx, conn, string(info.Peer)); err != nil && ctx.Err() == nil {
-				e.log.Debug("session ended", "peer", info.Peer, "err", err)
-			}
-		}()
+	acceptLoop(ctx, e, p, srv, &wg)
+	if c.Context.Err() != nil {
+		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
+		return nil
 	}
+	return errSignalFailed
 }
 
 // friendsCache re-reads the friends file at every authentication, so edits

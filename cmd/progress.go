@@ -1,0 +1,129 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"kin/session/files"
+)
+
+// progressPrinter shows a transfer's progress: one redrawn line on a
+// terminal, a plain line every few seconds otherwise, nothing when quiet.
+type progressPrinter struct {
+	w     io.Writer
+	tty   bool
+	quiet bool
+	verb  string // "sent" or "received"
+
+	mu        sync.Mutex
+	start     time.Time
+	last      time.Time
+	lastDone  int64
+	rate      float64 // bytes/s, smoothed
+	lastWidth int
+}
+
+func newProgress(w io.Writer, verb string, quiet bool) *progressPrinter {
+	return &progressPrinter{w: w, tty: isTerminal(w), quiet: quiet, verb: verb, start: time.Now()}
+}
+
+// update is the files.Progress callback.
+func (p *progressPrinter) update(pr files.Progress) {
+	if p.quiet {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := time.Now()
+	every := 5 * time.Second
+	if p.tty {
+		every = 200 * time.Millisecond
+	}
+	if now.Sub(p.last) < every && pr.Done != pr.Total {
+		return
+	}
+	if !p.last.IsZero() {
+		inst := float64(pr.Done-p.lastDone) / now.Sub(p.last).Seconds()
+		if p.rate == 0 {
+			p.rate = inst
+		} else {
+			p.rate = 0.7*p.rate + 0.3*inst
+		}
+	}
+	p.last, p.lastDone = now, pr.Done
+	line := p.format(pr)
+	if p.tty {
+		pad := ""
+		if n := p.lastWidth - len(line); n > 0 {
+			pad = strings.Repeat(" ", n)
+		}
+		fmt.Fprintf(p.w, "\r%s%s", line, pad)
+		p.lastWidth = len(line)
+	} else {
+		fmt.Fprintln(p.w, line)
+	}
+}
+
+func (p *progressPrinter) format(pr files.Progress) string {
+	var b strings.Builder
+	if pr.Total > 0 {
+		pct := float64(pr.Done) / float64(pr.Total)
+		if p.tty {
+			const width = 20
+			n := int(pct * width)
+			b.WriteString("[" + strings.Repeat("#", n) + strings.Repeat(".", width-n) + "] ")
+		}
+		fmt.Fprintf(&b, "%3.0f%% %s/%s", pct*100, humanBytes(pr.Done), humanBytes(pr.Total))
+	} else {
+		fmt.Fprintf(&b, "%s", humanBytes(pr.Done))
+	}
+	fmt.Fprintf(&b, " %d/%d files", pr.FilesDone, pr.FilesTotal)
+	if p.rate > 0 {
+		fmt.Fprintf(&b, " %s/s", humanBytes(int64(p.rate)))
+		if pr.Total > pr.Done {
+			eta := time.Duration(float64(pr.Total-pr.Done) / p.rate * float64(time.Second))
+			fmt.Fprintf(&b, " ETA %s", eta.Round(time.Second))
+		}
+	}
+	if pr.File != "" && pr.FilesTotal > 1 {
+		name := pr.File
+		if len(name) > 40 {
+			name = "..." + name[len(name)-37:]
+		}
+		fmt.Fprintf(&b, "  %s", name)
+		if pr.FileSize > 0 {
+			fmt.Fprintf(&b, " %.0f%%", float64(pr.FileDone)/float64(pr.FileSize)*100)
+		}
+	}
+	return b.String()
+}
+
+// finish ends the progress line with a summary.
+func (p *progressPrinter) finish(bytes int64, nfiles int) {
+	if p.quiet {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.lastWidth > 0 {
+		fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.lastWidth))
+	}
+	el := time.Since(p.start)
+	fmt.Fprintf(p.w, "%s %d files, %s in %s (%s/s)\n", p.verb, nfiles, humanBytes(bytes), el.Round(time.Millisecond), humanBytes(int64(float64(bytes)/el.Seconds())))
+}
+
+func humanBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}

@@ -1,0 +1,217 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/urfave/cli/v2"
+
+	"kin/keys"
+	"kin/session"
+	"kin/session/files"
+)
+
+func receiveCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "receive",
+		Usage:     "receive files: with a ticket from kin send, or from friends as they send",
+		ArgsUsage: "[TICKET]",
+		Description: `With a ticket printed by "kin send FILE":
+    kin receive kin1...
+Without one, wait (until Ctrl-C) for friends who may send you files
+(kin friends add NAME KEY --allow files) to run "kin send FILE YOURNAME".
+Files land in --dir (default: Downloads/kin in your home directory). An
+existing file is never overwritten: the new one becomes "name (1).ext".`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Usage: "where received files go (default: ~/Downloads/kin)"},
+			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "accept without asking"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+		},
+		Action: receive,
+	}
+}
+
+func receive(c *cli.Context) error {
+	if c.NArg() > 1 {
+		return withHint(errors.New("receive takes at most one ticket"), "kin receive kin1...")
+	}
+	e, err := getEnv(c)
+	if err != nil {
+		return err
+	}
+	id, err := e.loadIdentity()
+	if err != nil {
+		return err
+	}
+	dir := c.String("dir")
+	if dir == "" {
+		dir = defaultInbox()
+	}
+	inbox := &files.Inbox{Dir: dir}
+	quiet := c.Bool("quiet")
+	if c.NArg() == 0 {
+		return receiveFromFriends(c.Context, e, id, inbox, quiet)
+	}
+	t, err := keys.ParseTicket(c.Args().First())
+	if err != nil {
+		return withHint(err, "ask for the ticket again and paste the whole line")
+	}
+	if t.Kind != keys.TicketFiles {
+		return withHint(errors.New("this ticket is for a port, not for files"), "use it with kin connect")
+	}
+	name := t.Name
+	friends, err := e.loadFriends()
+	if err != nil {
+		return err
+	}
+	if fr, ok := friends.ByKey(t.Peer); ok {
+		name = fr.Name
+	}
+	ask := !c.Bool("yes") && isTerminal(c.App.Reader) && isTerminal(e.stderr)
+	p, err := startPeer(c.Context, e, id, t.Signal)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	client, _, err := p.dial(c.Context, e, t.Peer, t.Secret, name)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	pp := newProgress(e.stderr, "received", quiet)
+	var nfiles int
+	decide := func(o files.Offer) error {
+		n, total := o.Files()
+		nfiles = n
+		if ask && !confirm(c.App.Reader, e.stderr, fmt.Sprintf("accept %d files, %s from %s into %s? [y/N] ", n, humanBytes(total), name, dir)) {
+			return errors.New("declined")
+		}
+		return nil
+	}
+	results, err := client.Pull(c.Context, inbox, decide, pp.update)
+	if err != nil {
+		return withHint(fmt.Errorf("receive from %s: %w", name, err), "run the same kin receive again to continue where it stopped")
+	}
+	pp.finish(pp.lastDone, nfiles)
+	printLanded(e, dir, results)
+	return nil
+}
+
+// printLanded lists where files landed, briefly.
+func printLanded(e *env, dir string, results []files.Result) {
+	if len(results) == 0 {
+		return
+	}
+	top := map[string]bool{}
+	var order []string
+	for _, r := range results {
+		if r.Error != "" || r.Name == "" {
+			continue
+		}
+		t := strings.SplitN(r.Name, "/", 2)[0]
+		if !top[t] {
+			top[t] = true
+			order = append(order, t)
+		}
+	}
+	for i, t := range order {
+		if i == 5 {
+			fmt.Fprintf(e.stderr, "  ... and %d more\n", len(order)-5)
+			break
+		}
+		fmt.Fprintf(e.stdout, "%s\n", dirJoin(dir, t))
+	}
+}
+
+func dirJoin(dir, name string) string {
+	return strings.TrimSuffix(dir, "/") + "/" + name
+}
+
+func confirm(in io.Reader, out io.Writer, question string) bool {
+	fmt.Fprint(out, question)
+	line, _ := bufio.NewReader(in).ReadString('\n')
+	a := strings.ToLower(strings.TrimSpace(line))
+	return a == "y" || a == "yes"
+}
+
+// receiveFromFriends waits for friends allowed files to push to us.
+func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox *files.Inbox, quiet bool) error {
+	if e.signal == "" {
+		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server your friends use, or receive with a ticket from kin send")
+	}
+	friends, err := e.loadFriends()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	p, err := startPeer(ctx, e, id, e.signal)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	var mu sync.Mutex
+	printers := map[string]*progressPrinter{}
+	fc := &friendsCache{e: e, last: friends}
+	srv, err := session.NewServer(session.ServerConfig{
+		Identity: id,
+		Friends:  fc.get,
+		Inbox:    inbox,
+		Files: session.FileHooks{
+			Offered: func(g session.Grant, o files.Offer) error {
+				n, total := o.Files()
+				fmt.Fprintf(e.stderr, "%s is sending %d files, %s\n", g.Name, n, humanBytes(total))
+				mu.Lock()
+				printers[g.Name] = newProgress(e.stderr, "received", quiet)
+				mu.Unlock()
+				return nil
+			},
+			Progress: func(g session.Grant, pr files.Progress) {
+				mu.Lock()
+				pp := printers[g.Name]
+				mu.Unlock()
+				if pp != nil {
+					pp.update(pr)
+				}
+			},
+			Done: func(g session.Grant, _ bool, st files.Stats, err error) {
+				mu.Lock()
+				pp := printers[g.Name]
+				delete(printers, g.Name)
+				mu.Unlock()
+				if err != nil {
+					fmt.Fprintf(e.stderr, "\nfrom %s: %v (partial data kept; when they send again it continues)\n", g.Name, err)
+					return
+				}
+				if pp != nil {
+					pp.finish(pp.lastDone, len(st.Results))
+				}
+				printLanded(e, inbox.Dir, st.Results)
+			},
+		},
+		Logger: e.log.With("part", "session"),
+	})
+	if err != nil {
+		return err
+	}
+	var allowed []string
+	for _, f := range friends.List() {
+		if f.Perms.Files {
+			allowed = append(allowed, f.Name)
+		}
+	}
+	if len(allowed) == 0 {
+		fmt.Fprintf(e.stderr, "note: no friend may send you files yet; allow one with: kin friends add NAME KEY --allow files\n")
+	}
+	fmt.Fprintf(e.stderr, "receiving into %s until you press Ctrl-C; friends run: kin send FILE %s\n", inbox.Dir, displayName())
+	acceptLoop(ctx, e, p, srv, &wg)
+	return nil
+}

@@ -1,0 +1,250 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"github.com/urfave/cli/v2"
+
+	"kin/keys"
+	"kin/session"
+	"kin/session/files"
+	"kin/signal"
+)
+
+func sendCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "send",
+		Usage:     "send files or directories to a friend, or to anyone with a ticket",
+		ArgsUsage: "PATH... [FRIEND]",
+		Description: `To a friend (they run "kin receive" or "kin up", and allow you files):
+    kin send holiday.mp4 mom
+    kin send ~/Photos/2026 mom            a whole directory, structure kept
+    tar c dir | kin send - mom --name dir.tar
+To anyone: leave out the friend, and kin prints a ticket for "kin receive":
+    kin send report.pdf                   ->  kin receive kin1...
+Files land in the receiver's inbox, never over an existing file. Each file
+is checked with SHA-256 before it gets its name. If the connection breaks,
+run the same kin send again: it continues where it stopped.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "name", Usage: "file name for data read from stdin (PATH -)"},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+		},
+		Action: send,
+	}
+}
+
+func send(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return withHint(errors.New("send needs something to send"), "kin send FILE FRIEND, or kin send FILE for a ticket")
+	}
+	e, err := getEnv(c)
+	if err != nil {
+		return err
+	}
+	friends, err := e.loadFriends()
+	if err != nil {
+		return err
+	}
+	args := c.Args().Slice()
+	var to *keys.Friend
+	if len(args) >= 2 {
+		last := args[len(args)-1]
+		if fr, ok := friends.ByName(last); ok {
+			to = &fr
+			args = args[:len(args)-1]
+		} else if _, err := os.Lstat(last); err != nil {
+			return withHint(fmt.Errorf("you have no friend named %q, and there is no file %s", last, last), "see kin friends ls; leave out the name to get a ticket instead")
+		}
+	}
+	plan, err := planFor(args, c.String("name"))
+	if err != nil {
+		return err
+	}
+	for _, w := range plan.Warnings {
+		fmt.Fprintf(e.stderr, "warning: %s\n", w)
+	}
+	id, err := e.loadIdentity()
+	if err != nil {
+		return err
+	}
+	if to != nil {
+		return sendToFriend(c.Context, e, id, *to, plan, c.Bool("quiet"))
+	}
+	return sendWithTicket(c.Context, e, id, plan, c.Bool("quiet"))
+}
+
+func planFor(args []string, name string) (*files.Plan, error) {
+	if len(args) == 1 && args[0] == "-" {
+		if name == "" {
+			return nil, withHint(errors.New("sending stdin needs a name"), "tar c dir | kin send - mom --name dir.tar")
+		}
+		return files.StreamPlan(name, os.Stdin)
+	}
+	for _, a := range args {
+		if a == "-" {
+			return nil, errors.New("stdin (-) can only be sent alone")
+		}
+	}
+	plan, err := files.Scan(args...)
+	return plan, withHint(err, "check the path, and that you may read it")
+}
+
+func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend, plan *files.Plan, quiet bool) error {
+	if e.signal == "" {
+		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or send with a ticket (leave out the name)", to.Name)
+	}
+	p, err := startPeer(ctx, e, id, e.signal)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	client, conn, err := p.dial(ctx, e, to.Key, nil, to.Name)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	nfiles, total := plan.Offer.Files()
+	if !quiet {
+		fmt.Fprintf(e.stderr, "sending %d files, %s to %s (%s)\n", nfiles, humanBytes(total), to.Name, conn.Info().Path)
+	}
+	pp := newProgress(e.stderr, "sent", quiet)
+	st, err := client.Push(ctx, plan, pp.update)
+	if err != nil {
+		if errors.Is(err, session.ErrFilesNotAllowed) {
+			return withHint(err, "ask %s to allow you files: kin friends add ... --allow files", to.Name)
+		}
+		return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "run the same kin send again to continue where it stopped")
+	}
+	pp.finish(st.Sent, nfiles)
+	if st.Resumed > 0 && !quiet {
+		fmt.Fprintf(e.stderr, "(%s were already there from an earlier try)\n", humanBytes(st.Resumed))
+	}
+	return nil
+}
+
+// sendWithTicket waits for the holder of a fresh ticket to fetch plan, and
+// returns once one of them has received everything.
+func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *files.Plan, quiet bool) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	url, err := signalURL(ctx, e, &wg, cancel)
+	if err != nil {
+		return err
+	}
+	p, err := startPeer(ctx, e, id, url)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	secret := keys.NewSecret()
+	nfiles, total := plan.Offer.Files()
+	done := make(chan error, 1)
+	pp := newProgress(e.stderr, "sent", quiet)
+	srv, err := session.NewServer(session.ServerConfig{
+		Identity: id,
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Files: true}, keys.SecretEqual(s, secret)
+		},
+		Outbox: plan,
+		Files: session.FileHooks{
+			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
+			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
+				if sent && err == nil {
+					pp.finish(st.Sent, nfiles)
+					select {
+					case done <- nil:
+					default:
+					}
+				} else if err != nil {
+					fmt.Fprintf(e.stderr, "\ntransfer stopped: %v (running kin receive with the same ticket continues it)\n", err)
+				}
+			},
+		},
+		Logger: e.log.With("part", "session"),
+	})
+	if err != nil {
+		return err
+	}
+	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
+	fmt.Fprintf(e.stderr, "ready to send %d files, %s; the receiver runs:\n", nfiles, humanBytes(total))
+	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		acceptLoop(ctx, e, p, srv, &wg)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		if parent.Err() == nil {
+			return errSignalFailed
+		}
+		fmt.Fprintln(e.stderr, "stopped; the ticket no longer works")
+		return nil
+	}
+}
+
+var errSignalFailed = errors.New("the built-in signaling server failed")
+
+// signalURL returns the configured signaling server, or starts the built-in
+// one (stopped when ctx ends; wg tracks it; cancel is called if it fails).
+func signalURL(ctx context.Context, e *env, wg *sync.WaitGroup, cancel context.CancelFunc) (string, error) {
+	if e.signal != "" {
+		return e.signal, nil
+	}
+	listenAddr, host := embeddedSignalAddr(e.interfaces)
+	ln, err := net.Listen("tcp", listenAddr)
+	if err != nil {
+		return "", withHint(fmt.Errorf("start the built-in signaling server: %w", err), "use a running one with --signal ws://HOST:PORT")
+	}
+	url := "ws://" + net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
+			e.log.Error("built-in signaling server stopped", "err", err)
+			cancel()
+		}
+	}()
+	return url, nil
+}
+
+// acceptLoop serves every incoming peer connection with srv until ctx ends.
+func acceptLoop(ctx context.Context, e *env, p *peer, srv *session.Server, wg *sync.WaitGroup) error {
+	for {
+		conn, err := p.node.Accept(ctx)
+		if err != nil {
+			return err
+		}
+		info := conn.Info()
+		e.log.Debug("peer connection", "peer", info.Peer, "path", info.Path)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.ServeConn(ctx, conn, string(info.Peer)); err != nil && ctx.Err() == nil {
+				e.log.Debug("session ended", "peer", info.Peer, "err", err)
+			}
+		}()
+	}
+}
+
+// defaultInbox is where received files go: Downloads/kin in the home dir.
+func defaultInbox() string {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "kin-inbox"
+	}
+	return filepath.Join(home, "Downloads", "kin")
+}
