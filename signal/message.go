@@ -26,7 +26,7 @@ const (
 
 // Error codes in TypeError messages.
 const (
-	CodeOffline   = "offline"    // the addressed peer is not registered
+	CodeOffline   = "offline" // the addressed peer is not registered
 	CodeBadMsg    = "bad-message"
 	CodeRateLimit = "rate-limit"
 	CodeTooBig    = "too-big"

@@ -1,0 +1,348 @@
+package signal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"golang.org/x/time/rate"
+
+	"kin/keys"
+)
+
+// ServerConfig sets the server's limits and hooks; zero values get defaults
+// that protect a small machine.
+type ServerConfig struct {
+	MaxConns        int           // total connections; default 1000
+	MaxMessageBytes int64         // default 64 KiB
+	Rate            float64       // messages per second per connection; default 50
+	Burst           int           // default 100
+	PingInterval    time.Duration // keepalive; default 20s
+	// ICEServers returns the STUN/TURN servers (with credentials) handed to
+	// a peer when it registers; nil hands out none.
+	ICEServers func(id keys.PeerID) []ICEServer
+	Logger     *slog.Logger
+}
+
+func (c *ServerConfig) defaults() {
+	if c.MaxConns <= 0 {
+		c.MaxConns = 1000
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 64 << 10
+	}
+	if c.Rate <= 0 {
+		c.Rate = 50
+	}
+	if c.Burst <= 0 {
+		c.Burst = 100
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 20 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// registerTimeout bounds how long a connection may stay unregistered.
+const registerTimeout = 10 * time.Second
+
+// sendQueue bounds what the server buffers for one slow client.
+const sendQueue = 256
+
+// Server routes messages between registered peers. It is an http.Handler
+// for the WebSocket endpoint.
+type Server struct {
+	cfg ServerConfig
+
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	peers  map[keys.PeerID]*conn
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// NewServer makes a server; serve it with net/http.
+func NewServer(cfg ServerConfig) *Server {
+	cfg.defaults()
+	return &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID]*conn{}}
+}
+
+type conn struct {
+	ws     *websocket.Conn
+	id     keys.PeerID
+	out    chan Message
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+// Online reports whether a peer is registered right now.
+func (s *Server) Online(id keys.PeerID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peers[id] != nil
+}
+
+// ServeHTTP upgrades to a WebSocket and serves one client.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		s.cfg.Logger.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	ws.SetReadLimit(s.cfg.MaxMessageBytes)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{ws: ws, out: make(chan Message, sendQueue), cancel: cancel}
+
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		s.refuse(ctx, ws, CodeGoingAway, "server is shutting down")
+		cancel()
+		return
+	case len(s.conns) >= s.cfg.MaxConns:
+		s.mu.Unlock()
+		s.cfg.Logger.Warn("refused connection: server full", "remote", r.RemoteAddr)
+		s.refuse(ctx, ws, CodeFull, "server is full; try again later")
+		cancel()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	defer s.drop(c)
+	s.serve(ctx, c, r.RemoteAddr)
+}
+
+func (s *Server) refuse(ctx context.Context, ws *websocket.Conn, code, reason string) {
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	writeMessage(wctx, ws, Message{V: Version, Type: TypeError, Code: code, Reason: reason})
+	ws.Close(websocket.StatusTryAgainLater, reason)
+}
+
+func (s *Server) drop(c *conn) {
+	c.cancel()
+	s.mu.Lock()
+	delete(s.conns, c)
+	if c.id != "" && s.peers[c.id] == c {
+		delete(s.peers, c.id)
+	}
+	s.mu.Unlock()
+	c.ws.CloseNow()
+}
+
+func writeMessage(ctx context.Context, ws *websocket.Conn, m Message) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return ws.Write(ctx, websocket.MessageText, b)
+}
+
+// DecodeMessage parses one frame from a client and checks the fields its
+// type needs. It is the server's only parser of outside input.
+func DecodeMessage(b []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("not a JSON message: %w", err)
+	}
+	if m.V != Version {
+		return m, fmt.Errorf("protocol version %d not supported (want %d)", m.V, Version)
+	}
+	switch m.Type {
+	case TypeRegister:
+		if m.Key == "" || len(m.Sig) == 0 {
+			return m, errors.New("register needs key and sig")
+		}
+	case TypeOffer, TypeAnswer:
+		if !m.To.Valid() || m.Session == "" || m.SDP == "" {
+			return m, fmt.Errorf("%s needs to, session and sdp", m.Type)
+		}
+	case TypeCandidate, TypeBye:
+		if !m.To.Valid() || m.Session == "" {
+			return m, fmt.Errorf("%s needs to and session", m.Type)
+		}
+	default:
+		return m, fmt.Errorf("unknown message type %q", m.Type)
+	}
+	if len(m.Session) > 64 {
+		return m, errors.New("session ID too long")
+	}
+	return m, nil
+}
+
+func (s *Server) serve(ctx context.Context, c *conn, remote string) {
+	log := s.cfg.Logger.With("remote", remote)
+	// Writer: everything to this client goes through c.out.
+	go func() {
+		ticker := time.NewTicker(s.cfg.PingInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-c.out:
+				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := writeMessage(wctx, c.ws, m)
+				cancel()
+				if err != nil {
+					c.cancel()
+					return
+				}
+			case <-ticker.C:
+				pctx, cancel := context.WithTimeout(ctx, s.cfg.PingInterval)
+				err := c.ws.Ping(pctx)
+				cancel()
+				if err != nil {
+					log.Debug("keepalive failed", "id", c.id, "err", err)
+					c.cancel()
+					return
+				}
+			}
+		}
+	}()
+
+	// Registration.
+	nonce := newNonce()
+	c.send(Message{V: Version, Type: TypeChallenge, Nonce: nonce})
+	rctx, rcancel := context.WithTimeout(ctx, registerTimeout)
+	_, b, err := c.ws.Read(rctx)
+	rcancel()
+	if err != nil {
+		log.Debug("no registration", "err", err)
+		return
+	}
+	m, err := DecodeMessage(b)
+	if err == nil && m.Type != TypeRegister {
+		err = errors.New("first message must be register")
+	}
+	var id keys.PeerID
+	if err == nil {
+		id, err = verifyRegistration(m, nonce)
+	}
+	if err != nil {
+		log.Warn("refused registration", "err", err)
+		s.closeWith(ctx, c, CodeAuth, err.Error())
+		return
+	}
+	c.id = id
+	log = log.With("id", id)
+	s.mu.Lock()
+	old := s.peers[id]
+	s.peers[id] = c
+	s.mu.Unlock()
+	if old != nil {
+		log.Debug("replacing older registration")
+		old.cancel()
+	}
+	var ice []ICEServer
+	if s.cfg.ICEServers != nil {
+		ice = s.cfg.ICEServers(id)
+	}
+	c.send(Message{V: Version, Type: TypeRegistered, From: id, ICEServers: ice})
+	log.Debug("registered")
+
+	limiter := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
+	strikes := 0
+	for {
+		typ, b, err := c.ws.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
+				s.closeWith(context.Background(), c, CodeTooBig, "message too big")
+			}
+			log.Debug("connection ended", "err", err)
+			return
+		}
+		m, err := DecodeMessage(b)
+		switch {
+		case typ != websocket.MessageText:
+			strikes++
+			c.send(Message{V: Version, Type: TypeError, Code: CodeBadMsg, Reason: "binary frames are not used"})
+		case err != nil || m.Type == TypeRegister:
+			strikes++
+			reason := "already registered"
+			if err != nil {
+				reason = err.Error()
+			}
+			c.send(Message{V: Version, Type: TypeError, Code: CodeBadMsg, Reason: reason, Session: m.Session})
+		case !limiter.Allow():
+			strikes++
+			c.send(Message{V: Version, Type: TypeError, Code: CodeRateLimit, Reason: "too many messages; slow down", Session: m.Session, To: m.To})
+		default:
+			s.route(c, m)
+		}
+		if strikes > 20 {
+			log.Warn("closing abusive connection")
+			s.closeWith(ctx, c, CodeBadMsg, "too many bad messages")
+			return
+		}
+	}
+}
+
+// route forwards m from c to its addressee, or tells c the peer is offline.
+func (s *Server) route(c *conn, m Message) {
+	m.From = c.id
+	s.mu.Lock()
+	dst := s.peers[m.To]
+	s.mu.Unlock()
+	if dst == nil {
+		if m.Type != TypeBye {
+			c.send(Message{V: Version, Type: TypeError, Code: CodeOffline, To: m.To, Session: m.Session, Reason: "peer is not online"})
+		}
+		return
+	}
+	if !dst.send(m) {
+		s.cfg.Logger.Warn("dropping slow client", "id", dst.id)
+		dst.cancel()
+	}
+}
+
+// send queues m without blocking; false when the queue is full.
+func (c *conn) send(m Message) bool {
+	select {
+	case c.out <- m:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Server) closeWith(ctx context.Context, c *conn, code, reason string) {
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	writeMessage(wctx, c.ws, Message{V: Version, Type: TypeError, Code: code, Reason: reason})
+	c.ws.Close(websocket.StatusPolicyViolation, reason)
+}
+
+// Close tells every client the server is going away, closes them, and
+// refuses new ones.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.send(Message{V: Version, Type: TypeError, Code: CodeGoingAway, Reason: "server is shutting down; reconnect"})
+	}
+	time.Sleep(50 * time.Millisecond) // let the writers flush the notice
+	for _, c := range conns {
+		c.ws.CloseNow()
+		c.cancel()
+	}
+	s.wg.Wait()
+	return nil
+}
