@@ -1,0 +1,131 @@
+package transport
+
+import (
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"syscall"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/logging"
+	"github.com/pion/transport/v2"
+	"github.com/pion/transport/v2/stdnet"
+	"github.com/pion/webrtc/v3"
+)
+
+// Tuning, measured on loopback (see README, Performance): the kernel's
+// default UDP buffers overflow at data-channel speeds and every drop makes
+// SCTP back off; a large SCTP receive window lets the sender keep going.
+const (
+	udpBufferBytes   = 8 << 20
+	sctpReceiveBytes = 32 << 20
+)
+
+func newAPI(cfg Config) *webrtc.API {
+	var se webrtc.SettingEngine
+	se.DetachDataChannels()
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled) // kin never sends multicast
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetSCTPMaxReceiveBufferSize(sctpReceiveBytes)
+	se.LoggerFactory = &pionLogs{log: cfg.Logger}
+	if n, err := stdnet.NewNet(); err == nil {
+		se.SetNet(&bufferedNet{Net: n, log: cfg.Logger})
+	}
+	if len(cfg.Interfaces) > 0 {
+		names := slices.Clone(cfg.Interfaces)
+		se.SetInterfaceFilter(func(name string) bool { return slices.Contains(names, name) })
+		if includesLoopback(names) {
+			se.SetIncludeLoopbackCandidate(true)
+		}
+	}
+	return webrtc.NewAPI(webrtc.WithSettingEngine(se))
+}
+
+func includesLoopback(names []string) bool {
+	for _, n := range names {
+		if ifc, err := net.InterfaceByName(n); err == nil && ifc.Flags&net.FlagLoopback != 0 {
+			return true
+		}
+		if n == "lo" || n == "lo0" {
+			return true
+		}
+	}
+	return false
+}
+
+// bufferedNet gives every UDP socket ICE opens large kernel buffers.
+type bufferedNet struct {
+	*stdnet.Net
+	log  *slog.Logger
+	once sync.Once
+}
+
+func (n *bufferedNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+	c, err := n.Net.ListenUDP(network, laddr)
+	if err == nil {
+		if uc, ok := c.(*net.UDPConn); ok {
+			n.size(uc)
+		}
+	}
+	return c, err
+}
+
+func (n *bufferedNet) ListenPacket(network, address string) (net.PacketConn, error) {
+	c, err := n.Net.ListenPacket(network, address)
+	if err == nil {
+		if uc, ok := c.(*net.UDPConn); ok {
+			n.size(uc)
+		}
+	}
+	return c, err
+}
+
+// size sets the socket buffers, forcing past the sysctl cap when allowed
+// (root), and warns once when the OS keeps them small.
+func (n *bufferedNet) size(c *net.UDPConn) {
+	c.SetReadBuffer(udpBufferBytes)
+	c.SetWriteBuffer(udpBufferBytes)
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	got := 0
+	raw.Control(func(fd uintptr) {
+		forceBuffers(fd, udpBufferBytes)
+		got, _ = syscall.GetsockoptInt(sysHandle(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF)
+	})
+	if got > 0 && got < udpBufferBytes {
+		n.once.Do(func() {
+			n.log.Warn("the OS limits UDP receive buffers; transfers will be slower",
+				"got_bytes", got, "want_bytes", udpBufferBytes,
+				"fix", "sysctl -w net.core.rmem_max=16777216 net.core.wmem_max=16777216")
+		})
+	}
+}
+
+// pionLogs sends pion's logs to slog at debug level.
+type pionLogs struct{ log *slog.Logger }
+
+func (p *pionLogs) NewLogger(scope string) logging.LeveledLogger {
+	return &pionLogger{log: p.log.With("pion", scope)}
+}
+
+type pionLogger struct{ log *slog.Logger }
+
+func (l *pionLogger) Trace(string)                  {}
+func (l *pionLogger) Tracef(string, ...interface{}) {}
+func (l *pionLogger) Debug(string)                  {}
+func (l *pionLogger) Debugf(string, ...interface{}) {}
+func (l *pionLogger) Info(m string)                 { l.log.Debug(m) }
+func (l *pionLogger) Infof(f string, a ...interface{}) {
+	l.log.Debug(sprintf(f, a...))
+}
+func (l *pionLogger) Warn(m string) { l.log.Debug(m) }
+func (l *pionLogger) Warnf(f string, a ...interface{}) {
+	l.log.Debug(sprintf(f, a...))
+}
+func (l *pionLogger) Error(m string) { l.log.Debug(m) }
+func (l *pionLogger) Errorf(f string, a ...interface{}) {
+	l.log.Debug(sprintf(f, a...))
+}

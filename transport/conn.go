@@ -1,0 +1,255 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pion/datachannel"
+	"github.com/pion/webrtc/v3"
+
+	"kin/keys"
+	"kin/signal"
+)
+
+// Write sizes and send-side flow control, chosen by measurement: messages
+// of this size, and the sender waits while more than highWater bytes are
+// queued in SCTP, resuming at lowWater.
+const (
+	messageSize = 32 << 10
+	highWater   = 4 << 20
+	lowWater    = 1 << 20
+	readSize    = 256 << 10 // larger than any message a peer may send
+)
+
+// Info describes an established connection.
+type Info struct {
+	Peer    keys.PeerID // as the signaling server claims: not authenticated
+	Path    string      // "direct (host)", "direct (srflx)", "relayed (TURN)", ...
+	Local   string      // selected local candidate
+	Remote  string      // selected remote candidate
+	Timings Timings
+}
+
+// Timings of the handshake, each from the start of Dial (or the arrival of
+// the offer).
+type Timings struct {
+	Signaling   time.Duration // answer received (dialer) or sent (acceptor)
+	ICE         time.Duration // ICE connected
+	DTLS        time.Duration // DTLS connected
+	DataChannel time.Duration // data channel open
+}
+
+// Conn is a peer connection as a net.Conn with stream semantics.
+type Conn struct {
+	h   *handshake
+	pc  *webrtc.PeerConnection
+	dc  *webrtc.DataChannel
+	raw datachannel.ReadWriteCloser
+
+	info Info
+
+	readMu  sync.Mutex
+	rbuf    []byte
+	pending []byte
+
+	writeMu  sync.Mutex
+	drained  chan struct{} // signalled when buffered amount falls to lowWater
+	wdMu     sync.Mutex
+	wdTimer  *time.Timer
+	wdExpire chan struct{}
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func newConn(h *handshake, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, raw datachannel.ReadWriteCloser) *Conn {
+	c := &Conn{h: h, pc: pc, dc: dc, raw: raw, rbuf: make([]byte, readSize),
+		drained: make(chan struct{}, 1), closed: make(chan struct{}), wdExpire: make(chan struct{})}
+	dc.SetBufferedAmountLowThreshold(lowWater)
+	dc.OnBufferedAmountLow(func() {
+		select {
+		case c.drained <- struct{}{}:
+		default:
+		}
+	})
+	h.mu.Lock()
+	c.info = Info{Peer: h.peer, Timings: h.timings}
+	h.mu.Unlock()
+	c.info.Path, c.info.Local, c.info.Remote = selectedPath(pc)
+	return c
+}
+
+// selectedPath names the ICE candidate pair in use.
+func selectedPath(pc *webrtc.PeerConnection) (path, local, remote string) {
+	sctp := pc.SCTP()
+	if sctp == nil || sctp.Transport() == nil || sctp.Transport().ICETransport() == nil {
+		return "unknown", "", ""
+	}
+	pair, err := sctp.Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return "unknown", "", ""
+	}
+	l, r := pair.Local, pair.Remote
+	local = fmt.Sprintf("%s:%d (%s)", l.Address, l.Port, l.Typ)
+	remote = fmt.Sprintf("%s:%d (%s)", r.Address, r.Port, r.Typ)
+	switch {
+	case l.Typ == webrtc.ICECandidateTypeRelay || r.Typ == webrtc.ICECandidateTypeRelay:
+		path = "relayed (TURN)"
+	case l.Typ == webrtc.ICECandidateTypeHost && r.Typ == webrtc.ICECandidateTypeHost:
+		path = "direct (host)"
+	default:
+		path = "direct (through NAT)"
+	}
+	return path, local, remote
+}
+
+// Info describes the connection.
+func (c *Conn) Info() Info { return c.info }
+
+// Read reads the stream; a read may return part of a message.
+func (c *Conn) Read(p []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	for len(c.pending) == 0 {
+		n, err := c.raw.Read(c.rbuf)
+		if n > 0 {
+			c.pending = c.rbuf[:n]
+			break
+		}
+		if err != nil {
+			return 0, c.readErr(err)
+		}
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+func (c *Conn) readErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+		return os.ErrDeadlineExceeded
+	}
+	select {
+	case <-c.closed:
+		return io.EOF
+	default:
+	}
+	if errors.Is(err, io.EOF) {
+		return io.EOF
+	}
+	return fmt.Errorf("read: %w", err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Write writes all of p, waiting while the send buffer is full.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	written := 0
+	for len(p) > 0 {
+		for c.dc.BufferedAmount() > highWater {
+			c.wdMu.Lock()
+			expired := c.wdExpire
+			c.wdMu.Unlock()
+			select {
+			case <-c.drained:
+			case <-c.closed:
+				return written, net.ErrClosed
+			case <-expired:
+				return written, os.ErrDeadlineExceeded
+			case <-time.After(100 * time.Millisecond): // belt and braces
+			}
+		}
+		select {
+		case <-c.closed:
+			return written, net.ErrClosed
+		default:
+		}
+		chunk := p
+		if len(chunk) > messageSize {
+			chunk = chunk[:messageSize]
+		}
+		n, err := c.raw.Write(chunk)
+		written += n
+		if err != nil {
+			return written, fmt.Errorf("write: %w", err)
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// Close closes the data channel and the peer connection and tells the peer.
+func (c *Conn) Close() error {
+	c.shutdown(true)
+	return nil
+}
+
+func (c *Conn) closeFromPeer() { c.shutdown(false) }
+
+func (c *Conn) shutdown(sayBye bool) {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		if sayBye {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			c.h.send(ctx, signal.Message{Type: signal.TypeBye})
+			cancel()
+		}
+		c.raw.Close()
+		c.pc.Close()
+		c.h.node.forget(c.h.session)
+	})
+}
+
+type addr string
+
+func (a addr) Network() string { return "webrtc" }
+func (a addr) String() string  { return string(a) }
+
+// LocalAddr and RemoteAddr name the selected candidates.
+func (c *Conn) LocalAddr() net.Addr  { return addr(c.info.Local) }
+func (c *Conn) RemoteAddr() net.Addr { return addr(string(c.info.Peer) + " " + c.info.Remote) }
+
+// SetDeadline sets both deadlines.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
+}
+
+// SetReadDeadline makes a blocked Read return os.ErrDeadlineExceeded at t.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if d, ok := c.raw.(datachannel.ReadDeadliner); ok {
+		return d.SetReadDeadline(t)
+	}
+	return errors.New("read deadlines not supported")
+}
+
+// SetWriteDeadline bounds how long Write waits for buffer space.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.wdMu.Lock()
+	defer c.wdMu.Unlock()
+	if c.wdTimer != nil {
+		c.wdTimer.Stop()
+	}
+	c.wdExpire = make(chan struct{})
+	if t.IsZero() {
+		return nil
+	}
+	ch := c.wdExpire
+	if d := time.Until(t); d <= 0 {
+		close(ch)
+	} else {
+		c.wdTimer = time.AfterFunc(d, func() { close(ch) })
+	}
+	return nil
+}

@@ -1,0 +1,520 @@
+// Package transport turns a signaling channel into peer-to-peer net.Conns:
+// one WebRTC PeerConnection per connection, ICE to get through NATs, and
+// one ordered, reliable, detached data channel carried as a byte stream.
+package transport
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v2"
+	"github.com/pion/webrtc/v3"
+
+	"kin/keys"
+	"kin/signal"
+)
+
+// Signaler is what transport needs from signaling; *signal.Client is one.
+type Signaler interface {
+	Send(ctx context.Context, m signal.Message) error
+	Recv(ctx context.Context) (signal.Message, error)
+}
+
+// Config says how a node connects.
+type Config struct {
+	// ICEServers are the STUN/TURN servers to use: from the signaling
+	// server's registration, or the user. kin has no built-in ones.
+	ICEServers []signal.ICEServer
+	// Interfaces limits ICE to these network interfaces (e.g. "lo" for two
+	// peers on one machine); empty means all.
+	Interfaces []string
+	Logger     *slog.Logger
+}
+
+// ErrPeerOffline is returned by Dial when the signaling server says the
+// peer is not registered.
+var ErrPeerOffline = errors.New("peer is not online")
+
+const (
+	handshakeTimeout = 20 * time.Second
+	maxHandshakes    = 16 // incoming handshakes in flight
+)
+
+// Node is this peer on the signaling channel: it dials others and accepts
+// their connections.
+type Node struct {
+	sig Signaler
+	cfg Config
+	api *webrtc.API
+	log *slog.Logger
+
+	mu       sync.Mutex
+	sessions map[string]*handshake
+	accepted chan *Conn
+	slots    chan struct{}
+	ctx      context.Context // Run's; nil until Run starts
+	started  chan struct{}
+	wg       sync.WaitGroup
+}
+
+// NewNode makes a node; Run must run for it to work.
+func NewNode(sig Signaler, cfg Config) *Node {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Node{
+		sig:      sig,
+		cfg:      cfg,
+		api:      newAPI(cfg),
+		log:      cfg.Logger,
+		sessions: map[string]*handshake{},
+		accepted: make(chan *Conn),
+		slots:    make(chan struct{}, maxHandshakes),
+		started:  make(chan struct{}),
+	}
+}
+
+// Run dispatches signaling messages until ctx is done or Recv fails; then
+// it closes every connection the node made.
+func (n *Node) Run(ctx context.Context) error {
+	n.mu.Lock()
+	n.ctx = ctx
+	n.mu.Unlock()
+	close(n.started)
+	defer n.wg.Wait()
+	for {
+		m, err := n.sig.Recv(ctx)
+		if err != nil {
+			return err
+		}
+		n.dispatch(ctx, m)
+	}
+}
+
+func (n *Node) dispatch(ctx context.Context, m signal.Message) {
+	n.mu.Lock()
+	h := n.sessions[m.Session]
+	n.mu.Unlock()
+	if h != nil {
+		if m.Type == signal.TypeError || m.From == h.peer {
+			h.deliver(m)
+		}
+		return
+	}
+	if m.Type != signal.TypeOffer {
+		return // late candidates of a finished handshake, or noise
+	}
+	select {
+	case n.slots <- struct{}{}:
+	default:
+		n.log.Warn("too many incoming connections at once; ignoring offer", "from", m.From)
+		return
+	}
+	h = n.newHandshake(m.Session, m.From, false)
+	if h == nil {
+		<-n.slots
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() { <-n.slots }()
+		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		defer cancel()
+		conn, err := h.answer(hctx, m)
+		if err != nil {
+			n.log.Debug("incoming connection failed", "from", m.From, "err", err)
+			return
+		}
+		select {
+		case n.accepted <- conn:
+		case <-ctx.Done():
+			conn.Close()
+		case <-time.After(handshakeTimeout):
+			n.log.Warn("nobody accepted an incoming connection", "from", m.From)
+			conn.Close()
+		}
+	}()
+}
+
+// Accept returns the next incoming connection. Who is on the other end is
+// not authenticated here: SSH does that above.
+func (n *Node) Accept(ctx context.Context) (*Conn, error) {
+	select {
+	case c := <-n.accepted:
+		return c, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Dial connects to peer.
+func (n *Node) Dial(ctx context.Context, peer keys.PeerID) (*Conn, error) {
+	select {
+	case <-n.started:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	id := make([]byte, 12)
+	rand.Read(id)
+	h := n.newHandshake(hex.EncodeToString(id), peer, true)
+	if h == nil {
+		return nil, errors.New("transport node is not running")
+	}
+	return h.offer(ctx)
+}
+
+func (n *Node) newHandshake(session string, peer keys.PeerID, dialer bool) *handshake {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ctx == nil || n.ctx.Err() != nil {
+		return nil
+	}
+	h := &handshake{node: n, session: session, peer: peer, dialer: dialer,
+		inbox: make(chan signal.Message, 128), start: time.Now(),
+		log: n.log.With("peer", peer, "session", session)}
+	n.sessions[session] = h
+	return h
+}
+
+func (n *Node) forget(session string) {
+	n.mu.Lock()
+	delete(n.sessions, session)
+	n.mu.Unlock()
+}
+
+// handshake is one connection being set up, and then its signaling side.
+type handshake struct {
+	node    *Node
+	session string
+	peer    keys.PeerID
+	dialer  bool
+	inbox   chan signal.Message
+	start   time.Time
+	log     *slog.Logger
+
+	mu         sync.Mutex
+	timings    Timings
+	localKinds map[string]bool
+	remoteKind map[string]bool
+	conn       *Conn
+}
+
+func (h *handshake) deliver(m signal.Message) {
+	if m.Type == signal.TypeBye {
+		h.mu.Lock()
+		c := h.conn
+		h.mu.Unlock()
+		if c != nil {
+			go c.closeFromPeer()
+			return
+		}
+	}
+	select {
+	case h.inbox <- m:
+	default:
+		h.log.Warn("dropping signaling message for a busy handshake", "type", m.Type)
+	}
+}
+
+func (h *handshake) send(ctx context.Context, m signal.Message) error {
+	m.To, m.Session = h.peer, h.session
+	return h.node.sig.Send(ctx, m)
+}
+
+func (h *handshake) mark(d *time.Duration) {
+	h.mu.Lock()
+	if *d == 0 {
+		*d = time.Since(h.start)
+	}
+	h.mu.Unlock()
+}
+
+// newPeerConnection makes the PeerConnection and wires candidates and
+// state timings; opened receives the detached channel once it is open.
+func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnection, error) {
+	pc, err := h.node.api.NewPeerConnection(webrtc.Configuration{ICEServers: iceServers(h.node.cfg.ICEServers)})
+	if err != nil {
+		return nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	h.localKinds, h.remoteKind = map[string]bool{}, map[string]bool{}
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		m := signal.Message{Type: signal.TypeCandidate}
+		if c != nil {
+			h.mu.Lock()
+			h.localKinds[c.Typ.String()] = true
+			h.mu.Unlock()
+			b, _ := json.Marshal(c.ToJSON())
+			m.Candidate = string(b)
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.send(sctx, m); err != nil {
+			h.log.Debug("could not send candidate", "err", err)
+		}
+	})
+	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
+		h.log.Debug("ICE state", "state", s)
+		if s == webrtc.ICEConnectionStateConnected {
+			h.mark(&h.timings.ICE)
+		}
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		switch s {
+		case webrtc.PeerConnectionStateConnected:
+			h.mark(&h.timings.DTLS)
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			h.mu.Lock()
+			c := h.conn
+			h.mu.Unlock()
+			if c != nil {
+				go c.closeFromPeer()
+			}
+		}
+	})
+	return pc, nil
+}
+
+// offer runs the dialing side.
+func (h *handshake) offer(ctx context.Context) (*Conn, error) {
+	pc, err := h.newPeerConnection(ctx)
+	if err != nil {
+		h.node.forget(h.session)
+		return nil, err
+	}
+	dc, err := pc.CreateDataChannel("kin", nil) // ordered, reliable
+	if err != nil {
+		pc.Close()
+		h.node.forget(h.session)
+		return nil, fmt.Errorf("create data channel: %w", err)
+	}
+	opened := make(chan struct{})
+	dc.OnOpen(func() { close(opened) })
+	offer, err := pc.CreateOffer(nil)
+	if err == nil {
+		err = pc.SetLocalDescription(offer)
+	}
+	if err == nil {
+		err = h.send(ctx, signal.Message{Type: signal.TypeOffer, SDP: offer.SDP})
+	}
+	if err != nil {
+		pc.Close()
+		h.node.forget(h.session)
+		return nil, fmt.Errorf("send offer: %w", err)
+	}
+	conn, err := h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
+		select {
+		case <-opened:
+			return dc, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	if err != nil {
+		pc.Close()
+		h.node.forget(h.session)
+		h.send(context.Background(), signal.Message{Type: signal.TypeBye})
+		return nil, err
+	}
+	return conn, nil
+}
+
+// answer runs the accepting side for an offer.
+func (h *handshake) answer(ctx context.Context, offer signal.Message) (*Conn, error) {
+	pc, err := h.newPeerConnection(ctx)
+	if err != nil {
+		h.node.forget(h.session)
+		return nil, err
+	}
+	channels := make(chan *webrtc.DataChannel, 1)
+	pc.OnDataChannel(func(dc *webrtc.DataChannel) {
+		dc.OnOpen(func() {
+			select {
+			case channels <- dc:
+			default: // a peer opening more than one channel gets only the first
+			}
+		})
+	})
+	err = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer.SDP})
+	var answer webrtc.SessionDescription
+	if err == nil {
+		answer, err = pc.CreateAnswer(nil)
+	}
+	if err == nil {
+		err = pc.SetLocalDescription(answer)
+	}
+	if err == nil {
+		err = h.send(ctx, signal.Message{Type: signal.TypeAnswer, SDP: answer.SDP})
+	}
+	if err != nil {
+		pc.Close()
+		h.node.forget(h.session)
+		return nil, fmt.Errorf("answer offer: %w", err)
+	}
+	h.mark(&h.timings.Signaling)
+	conn, err := h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
+		select {
+		case dc := <-channels:
+			return dc, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	if err != nil {
+		pc.Close()
+		h.node.forget(h.session)
+		return nil, err
+	}
+	return conn, nil
+}
+
+// negotiate processes signaling for the handshake until open returns the
+// open data channel, then wraps it as a Conn.
+func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, open func() (*webrtc.DataChannel, error)) (*Conn, error) {
+	type result struct {
+		dc  *webrtc.DataChannel
+		err error
+	}
+	opened := make(chan result, 1)
+	go func() {
+		dc, err := open()
+		opened <- result{dc, err}
+	}()
+	var queued []webrtc.ICECandidateInit
+	haveRemote := !h.dialer
+	for {
+		select {
+		case r := <-opened:
+			if r.err != nil {
+				return nil, h.failure(r.err)
+			}
+			raw, err := r.dc.Detach()
+			if err != nil {
+				return nil, fmt.Errorf("detach data channel: %w", err)
+			}
+			h.mark(&h.timings.DataChannel)
+			c := newConn(h, pc, r.dc, raw)
+			h.mu.Lock()
+			h.conn = c
+			h.mu.Unlock()
+			go h.trickleAfterOpen(c, pc)
+			return c, nil
+		case m := <-h.inbox:
+			switch m.Type {
+			case signal.TypeError:
+				if m.Code == signal.CodeOffline {
+					return nil, fmt.Errorf("%w (%s)", ErrPeerOffline, h.peer)
+				}
+				return nil, fmt.Errorf("signaling server: %s", m.Reason)
+			case signal.TypeBye:
+				return nil, errors.New("the peer hung up during the handshake")
+			case signal.TypeAnswer:
+				if !h.dialer || haveRemote {
+					continue
+				}
+				if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
+					return nil, fmt.Errorf("peer's answer: %w", err)
+				}
+				h.mark(&h.timings.Signaling)
+				haveRemote = true
+				for _, c := range queued {
+					pc.AddICECandidate(c)
+				}
+				queued = nil
+			case signal.TypeCandidate:
+				h.addCandidate(pc, m, haveRemote, &queued)
+			}
+		}
+	}
+}
+
+func (h *handshake) addCandidate(pc *webrtc.PeerConnection, m signal.Message, haveRemote bool, queued *[]webrtc.ICECandidateInit) {
+	if m.Candidate == "" {
+		return // end of candidates
+	}
+	var c webrtc.ICECandidateInit
+	if err := json.Unmarshal([]byte(m.Candidate), &c); err != nil {
+		h.log.Debug("bad candidate from peer", "err", err)
+		return
+	}
+	if parsed, err := ice.UnmarshalCandidate(strings.TrimPrefix(c.Candidate, "candidate:")); err == nil {
+		h.mu.Lock()
+		h.remoteKind[parsed.Type().String()] = true
+		h.mu.Unlock()
+	}
+	if !haveRemote {
+		*queued = append(*queued, c)
+		return
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		h.log.Debug("could not add candidate", "err", err)
+	}
+}
+
+// trickleAfterOpen keeps feeding late candidates (ICE may still improve the
+// path) until the connection closes.
+func (h *handshake) trickleAfterOpen(c *Conn, pc *webrtc.PeerConnection) {
+	var queued []webrtc.ICECandidateInit
+	for {
+		select {
+		case <-c.closed:
+			return
+		case m := <-h.inbox:
+			if m.Type == signal.TypeCandidate {
+				h.addCandidate(pc, m, true, &queued)
+			}
+		}
+	}
+}
+
+// failure explains a handshake that did not finish: which candidate kinds
+// each side had.
+func (h *handshake) failure(err error) error {
+	h.mu.Lock()
+	local, remote := kinds(h.localKinds), kinds(h.remoteKind)
+	sig := h.timings.Signaling
+	h.mu.Unlock()
+	if sig == 0 && h.dialer {
+		return fmt.Errorf("no answer from the peer through the signaling server: %w", err)
+	}
+	hint := ""
+	if !strings.Contains(local+remote, "relay") {
+		hint = "; no relay was available"
+	}
+	return fmt.Errorf("no route to the peer: ICE did not connect (local candidates: %s; remote candidates: %s%s) — run `kin doctor`: %w", local, remote, hint, err)
+}
+
+func kinds(m map[string]bool) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var s []string
+	for k := range m {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}
+
+func iceServers(in []signal.ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		w := webrtc.ICEServer{URLs: s.URLs, Username: s.Username}
+		if s.Credential != "" {
+			w.Credential = s.Credential
+			w.CredentialType = webrtc.ICECredentialTypePassword
+		}
+		out = append(out, w)
+	}
+	return out
+}

@@ -1,0 +1,292 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"kin/keys"
+	"kin/signal"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// pion closes these asynchronously shortly after PeerConnection.Close.
+		goleak.IgnoreTopFunction("github.com/pion/transport/v2/deadline.(*Deadline).timer"),
+		goleak.IgnoreAnyFunction("github.com/pion/ice/v2.(*Agent).startOnConnectionStateChangeRoutine.func2"),
+		goleak.IgnoreAnyFunction("github.com/pion/ice/v2.(*Agent).startOnConnectionStateChangeRoutine.func1"),
+		goleak.IgnoreAnyFunction("github.com/pion/sctp.(*Association).readLoop"),
+		goleak.IgnoreAnyFunction("github.com/pion/sctp.(*Association).writeLoop"),
+		goleak.IgnoreAnyFunction("github.com/pion/dtls/v2.(*Conn).readAndBuffer"),
+		goleak.IgnoreAnyFunction("github.com/pion/ice/v2.(*Agent).taskLoop"),
+		goleak.IgnoreAnyFunction("github.com/pion/webrtc/v3.(*operations).start"),
+		goleak.IgnoreAnyFunction("github.com/pion/srtp/v2.(*session).start.func1"),
+		goleak.IgnoreAnyFunction("github.com/pion/interceptor/pkg/report.(*ReceiverInterceptor).loop"),
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+// router is an in-memory signaling server.
+type router struct {
+	mu    sync.Mutex
+	boxes map[keys.PeerID]chan signal.Message
+}
+
+type endpoint struct {
+	r  *router
+	id keys.PeerID
+}
+
+func newRouter() *router { return &router{boxes: map[keys.PeerID]chan signal.Message{}} }
+
+func (r *router) endpoint(id keys.PeerID) *endpoint {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.boxes[id] = make(chan signal.Message, 1024)
+	return &endpoint{r: r, id: id}
+}
+
+func (e *endpoint) Send(ctx context.Context, m signal.Message) error {
+	m.V, m.From = signal.Version, e.id
+	e.r.mu.Lock()
+	box, self := e.r.boxes[m.To], e.r.boxes[e.id]
+	e.r.mu.Unlock()
+	if box == nil {
+		if m.Type != signal.TypeBye {
+			self <- signal.Message{Type: signal.TypeError, Code: signal.CodeOffline, To: m.To, Session: m.Session}
+		}
+		return nil
+	}
+	select {
+	case box <- m:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (e *endpoint) Recv(ctx context.Context) (signal.Message, error) {
+	e.r.mu.Lock()
+	box := e.r.boxes[e.id]
+	e.r.mu.Unlock()
+	select {
+	case m := <-box:
+		return m, nil
+	case <-ctx.Done():
+		return signal.Message{}, ctx.Err()
+	}
+}
+
+type pairEnv struct {
+	a, b   *Node
+	bID    keys.PeerID
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newPair(t testing.TB) *pairEnv {
+	r := newRouter()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	p := &pairEnv{ctx: ctx, cancel: cancel, bID: "bbbbbbbbbbbbbbbb"}
+	cfg := Config{Interfaces: []string{"lo"}}
+	p.a = NewNode(r.endpoint("aaaaaaaaaaaaaaaa"), cfg)
+	p.b = NewNode(r.endpoint(p.bID), cfg)
+	for _, n := range []*Node{p.a, p.b} {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); n.Run(ctx) }()
+	}
+	t.Cleanup(func() { cancel(); p.wg.Wait() })
+	return p
+}
+
+// connect dials a -> b and returns both ends.
+func (p *pairEnv) connect(t testing.TB) (*Conn, *Conn) {
+	t.Helper()
+	type res struct {
+		c   *Conn
+		err error
+	}
+	acc := make(chan res, 1)
+	go func() {
+		c, err := p.b.Accept(p.ctx)
+		acc <- res{c, err}
+	}()
+	d, err := p.a.Dial(p.ctx, p.bID)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	r := <-acc
+	if r.err != nil {
+		t.Fatalf("accept: %v", r.err)
+	}
+	return d, r.c
+}
+
+func TestBytesBothWays(t *testing.T) {
+	p := newPair(t)
+	d, a := p.connect(t)
+	defer d.Close()
+	defer a.Close()
+	info := d.Info()
+	if info.Path != "direct (host)" || info.Timings.DataChannel == 0 || info.Timings.ICE == 0 {
+		t.Errorf("info %+v", info)
+	}
+	if !strings.Contains(info.Local, "127.0.0.1") {
+		t.Errorf("not on loopback: %s", info.Local)
+	}
+	payload := make([]byte, 16<<20)
+	rand.Read(payload)
+	want := sha256.Sum256(payload)
+	var wg sync.WaitGroup
+	for _, pair := range [][2]*Conn{{d, a}, {a, d}} {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := pair[0].Write(payload); err != nil {
+				t.Errorf("write: %v", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			h := sha256.New()
+			if _, err := io.CopyN(h, pair[1], int64(len(payload))); err != nil {
+				t.Errorf("read: %v", err)
+				return
+			}
+			if [32]byte(h.Sum(nil)) != want {
+				t.Error("SHA-256 differs")
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestStreamSemanticsAndDeadline(t *testing.T) {
+	p := newPair(t)
+	d, a := p.connect(t)
+	defer d.Close()
+	defer a.Close()
+	d.Write([]byte("hello world"))
+	var got []byte
+	buf := make([]byte, 3)
+	for len(got) < 11 {
+		n, err := a.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != "hello world" {
+		t.Fatalf("got %q", got)
+	}
+	a.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := a.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past deadline: %v", err)
+	}
+	a.SetReadDeadline(time.Time{})
+	d.Write([]byte("x"))
+	if n, err := a.Read(buf); err != nil || n != 1 {
+		t.Fatalf("read after clearing deadline: %d %v", n, err)
+	}
+}
+
+func TestPeerCloseGivesEOF(t *testing.T) {
+	p := newPair(t)
+	d, a := p.connect(t)
+	defer a.Close()
+	d.Close()
+	a.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(a); err != nil && !errors.Is(err, io.EOF) {
+		t.Fatalf("read after peer close: %v", err)
+	}
+}
+
+func TestManyConnections(t *testing.T) {
+	p := newPair(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		d, a := p.connect(t)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer d.Close()
+			defer a.Close()
+			msg := bytes.Repeat([]byte{byte(i)}, 100_000)
+			go d.Write(msg)
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(a, got); err != nil || !bytes.Equal(got, msg) {
+				t.Errorf("conn %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestDialOfflinePeer(t *testing.T) {
+	p := newPair(t)
+	start := time.Now()
+	_, err := p.a.Dial(p.ctx, "zzzzzzzzzzzzzzzz")
+	if !errors.Is(err, ErrPeerOffline) {
+		t.Fatalf("dial offline: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Error("offline took long")
+	}
+}
+
+func TestDialTimeoutExplainsCandidates(t *testing.T) {
+	r := newRouter()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := NewNode(r.endpoint("aaaaaaaaaaaaaaaa"), Config{Interfaces: []string{"lo"}})
+	r.endpoint("cccccccccccccccc") // registered, never answers
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.Run(ctx) }()
+	dctx, dcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer dcancel()
+	_, err := a.Dial(dctx, "cccccccccccccccc")
+	if err == nil || !strings.Contains(err.Error(), "no answer") {
+		t.Fatalf("dial silent peer: %v", err)
+	}
+	cancel()
+	wg.Wait()
+}
+
+func BenchmarkConnThroughput(b *testing.B) {
+	p := newPair(b)
+	d, a := p.connect(b)
+	defer d.Close()
+	defer a.Close()
+	buf := make([]byte, 1<<20)
+	rand.Read(buf)
+	const total = 64 << 20
+	b.SetBytes(total)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		done := make(chan error, 1)
+		go func() {
+			_, err := io.CopyN(io.Discard, a, total)
+			done <- err
+		}()
+		for sent := 0; sent < total; sent += len(buf) {
+			if _, err := d.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+	}
+}
