@@ -14,7 +14,7 @@ func TestReorderArgsPutsFlagsBeforePositionals(t *testing.T) {
 	app := newApp(nil, io.Discard, io.Discard)
 	cases := [][2][]string{
 		{{"kin", "connect", "kin1abc", "--listen", "127.0.0.1:9000"}, {"kin", "connect", "--listen", "127.0.0.1:9000", "kin1abc"}},
-		{{"kin", "-v", "connect", "kin1abc", "-l=x"}, {"kin", "-v", "connect", "-l=x", "kin1abc"}},
+		{{"kin", "--verbose", "connect", "kin1abc", "-l=x"}, {"kin", "--verbose", "connect", "-l=x", "kin1abc"}},
 		{{"kin", "--home", "/h", "friends", "add", "bob", "ssh-ed25519 AAAA", "--allow", "port=1"}, {"kin", "--home", "/h", "friends", "add", "--allow", "port=1", "bob", "ssh-ed25519 AAAA"}},
 		{{"kin", "share", "3000"}, {"kin", "share", "3000"}},
 		{{"kin", "nosuch", "--x"}, {"kin", "nosuch", "--x"}},

@@ -88,7 +88,7 @@ func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret [
 			"ask %s to run kin (kin share / kin up) with the same signaling server (%s)", name, p.url)
 	}
 	if err != nil {
-		return nil, nil, withHint(fmt.Errorf("connect to %s: %w", name, err), "run with -v to see what was tried")
+		return nil, nil, withHint(fmt.Errorf("connect to %s: %w", name, err), "run with --verbose to see what was tried")
 	}
 	client, err := session.NewClient(ctx, conn, session.ClientConfig{
 		Identity: p.id, HostKey: hostKey, Secret: secret, Logger: e.log.With("part", "session"),

@@ -14,7 +14,6 @@ import (
 
 	"kin/keys"
 	"kin/session"
-	"kin/signal"
 )
 
 func shareCommand() *cli.Command {

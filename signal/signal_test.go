@@ -13,8 +13,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/pion/stun"
-	"golang.org/x/crypto/ssh"
 	"go.uber.org/goleak"
+	"golang.org/x/crypto/ssh"
 
 	"kin/keys"
 )

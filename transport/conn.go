@@ -30,7 +30,7 @@ const (
 // Info describes an established connection.
 type Info struct {
 	Peer    keys.PeerID // as the signaling server claims: not authenticated
-	Path    string      // "direct (host)", "direct (srflx)", "relayed (TURN)", ...
+	Path    string      // "direct (loopback)", "direct (LAN)", "direct (through NAT)", "relayed (TURN)"
 	Local   string      // selected local candidate
 	Remote  string      // selected remote candidate
 	Timings Timings
@@ -98,15 +98,24 @@ func selectedPath(pc *webrtc.PeerConnection) (path, local, remote string) {
 	l, r := pair.Local, pair.Remote
 	local = fmt.Sprintf("%s:%d (%s)", l.Address, l.Port, l.Typ)
 	remote = fmt.Sprintf("%s:%d (%s)", r.Address, r.Port, r.Typ)
-	switch {
-	case l.Typ == webrtc.ICECandidateTypeRelay || r.Typ == webrtc.ICECandidateTypeRelay:
-		path = "relayed (TURN)"
-	case l.Typ == webrtc.ICECandidateTypeHost && r.Typ == webrtc.ICECandidateTypeHost:
-		path = "direct (host)"
-	default:
-		path = "direct (through NAT)"
-	}
+	path = pathName(l.Typ, r.Typ, net.ParseIP(r.Address))
 	return path, local, remote
+}
+
+// pathName says how packets travel, as a person would put it.
+func pathName(local, remote webrtc.ICECandidateType, remoteIP net.IP) string {
+	switch {
+	case local == webrtc.ICECandidateTypeRelay || remote == webrtc.ICECandidateTypeRelay:
+		return "relayed (TURN)"
+	case remoteIP != nil && remoteIP.IsLoopback():
+		return "direct (loopback)"
+	case remoteIP != nil && (remoteIP.IsPrivate() || remoteIP.IsLinkLocalUnicast()) && local == webrtc.ICECandidateTypeHost:
+		return "direct (LAN)"
+	case local == webrtc.ICECandidateTypeHost && remote == webrtc.ICECandidateTypeHost:
+		return "direct"
+	default:
+		return "direct (through NAT)"
+	}
 }
 
 // Info describes the connection.
@@ -205,6 +214,7 @@ func (c *Conn) shutdown(sayBye bool) {
 			c.h.send(ctx, signal.Message{Type: signal.TypeBye})
 			cancel()
 		}
+		c.SetReadDeadline(time.Time{}) // stops pion's deadline timer goroutine
 		c.raw.Close()
 		c.pc.Close()
 		c.h.node.forget(c.h.session)

@@ -139,7 +139,7 @@ func TestBytesBothWays(t *testing.T) {
 	defer d.Close()
 	defer a.Close()
 	info := d.Info()
-	if info.Path != "direct (host)" || info.Timings.DataChannel == 0 || info.Timings.ICE == 0 {
+	if info.Path != "direct (loopback)" || info.Timings.DataChannel == 0 || info.Timings.ICE == 0 {
 		t.Errorf("info %+v", info)
 	}
 	if !strings.Contains(info.Local, "127.0.0.1") {

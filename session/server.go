@@ -1,0 +1,332 @@
+// Package session runs kin's SSH connection over any net.Conn: who may
+// connect (friends by key, ticket holders by secret), and the services they
+// reach on it: forwarded ports, files, and shells.
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"kin/keys"
+	"kin/session/files"
+	"kin/session/shell"
+)
+
+// Channel and request types kin adds to SSH.
+const (
+	pushChannel      = "kin-push@kin"       // client sends files to the server's inbox
+	pullChannel      = "kin-pull@kin"       // client receives the files the server offers
+	checkPortRequest = "kin-check-port@kin" // may I use this port?
+)
+
+// Grant is what an authenticated client may do, and who it is.
+type Grant struct {
+	Name   string // friend name, or "ticket" for a ticket holder
+	Key    ssh.PublicKey
+	Perms  keys.Permissions
+	Ticket bool
+}
+
+func (g Grant) who() string { return g.Name + " (" + g.fingerprint() + ")" }
+
+func (g Grant) fingerprint() string {
+	if g.Key == nil {
+		return "no key"
+	}
+	return ssh.FingerprintSHA256(g.Key)
+}
+
+// FileHooks let the program watch and shape file transfers.
+type FileHooks struct {
+	// Offered sees an incoming push's offer; an error declines it.
+	Offered func(g Grant, o files.Offer) error
+	// Progress reports a running transfer (push or pull).
+	Progress func(g Grant, p files.Progress)
+	// Done reports a finished transfer: sent is true for a pull (we sent).
+	Done func(g Grant, sent bool, st files.Stats, err error)
+}
+
+// ServerConfig says who may connect and what they reach.
+type ServerConfig struct {
+	Identity *keys.Identity                               // its key is the SSH host key
+	Friends  func() *keys.Friends                         // read at every authentication; nil = no friends
+	Tickets  func(secret []byte) (keys.Permissions, bool) // nil = no tickets
+	Ports    map[int]string                               // exposed port -> local address to dial
+	Inbox    *files.Inbox                                 // where pushed files go; nil = refuse pushes
+	Outbox   *files.Plan                                  // what pulls get; nil = refuse pulls
+	Files    FileHooks
+	Shell    *shell.Config // nil = no shells for anyone
+	Logger   *slog.Logger
+}
+
+// Server accepts kin SSH connections.
+type Server struct {
+	cfg ServerConfig
+	log *slog.Logger
+}
+
+// NewServer checks the config and makes a server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("session server needs an identity")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Server{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// sshConfig makes the SSH config for one connection; the callbacks leave
+// what they learn in *grant and *offered.
+func (s *Server) sshConfig(grant **Grant, offered *ssh.PublicKey) *ssh.ServerConfig {
+	c := &ssh.ServerConfig{
+		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			*offered = key
+			if s.cfg.Friends == nil {
+				return nil, errors.New("not a friend")
+			}
+			f, ok := s.cfg.Friends().ByKey(key)
+			if !ok {
+				return nil, errors.New("not a friend")
+			}
+			*grant = &Grant{Name: f.Name, Key: key, Perms: f.Perms}
+			return &ssh.Permissions{}, nil
+		},
+		PasswordCallback: func(meta ssh.ConnMetadata, secret []byte) (*ssh.Permissions, error) {
+			if s.cfg.Tickets == nil {
+				return nil, errors.New("no tickets")
+			}
+			perms, ok := s.cfg.Tickets(secret)
+			if !ok {
+				return nil, errors.New("bad ticket")
+			}
+			*grant = &Grant{Name: "ticket", Key: *offered, Perms: perms, Ticket: true}
+			return &ssh.Permissions{}, nil
+		},
+		ServerVersion: "SSH-2.0-kin",
+	}
+	c.AddHostKey(s.cfg.Identity.Signer)
+	return c
+}
+
+// ServeConn runs the SSH handshake on conn and serves it until the
+// connection ends or ctx is done. peer labels the logs (untrusted).
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) error {
+	defer conn.Close()
+	log := s.log.With("peer", peer)
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	var g *Grant
+	var offered ssh.PublicKey
+	sc, chans, reqs, err := ssh.NewServerConn(conn, s.sshConfig(&g, &offered))
+	conn.SetDeadline(time.Time{})
+	if err != nil {
+		key := "none"
+		if offered != nil {
+			key = ssh.FingerprintSHA256(offered)
+		}
+		log.Warn("refused connection: not a friend and no valid ticket", "key", key, "err", err)
+		return fmt.Errorf("ssh handshake: %w", err)
+	}
+	if g == nil {
+		sc.Close()
+		return errors.New("authenticated without a grant")
+	}
+	log = log.With("who", g.who())
+	log.Info("connected", "allowed", g.Perms.String())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		sc.Close()
+	}()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for req := range reqs {
+			s.globalRequest(g, req, log)
+		}
+	}()
+	for nc := range chans {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.channel(ctx, g, nc, log)
+		}()
+	}
+	log.Info("disconnected")
+	return sc.Wait()
+}
+
+type portMsg struct{ Port uint32 }
+
+func (s *Server) globalRequest(g *Grant, req *ssh.Request, log *slog.Logger) {
+	switch req.Type {
+	case checkPortRequest:
+		var m portMsg
+		ok := ssh.Unmarshal(req.Payload, &m) == nil && s.portAllowed(g, int(m.Port))
+		if !ok {
+			log.Warn("refused port", "port", m.Port)
+		}
+		req.Reply(ok, nil)
+	default:
+		if req.WantReply {
+			req.Reply(false, nil)
+		}
+	}
+}
+
+func (s *Server) portAllowed(g *Grant, port int) bool {
+	_, exposed := s.cfg.Ports[port]
+	return exposed && g.Perms.AllowsPort(port)
+}
+
+// channel serves one channel the client opened.
+func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *slog.Logger) {
+	switch nc.ChannelType() {
+	case "direct-tcpip":
+		s.forward(ctx, g, nc, log)
+	case pushChannel:
+		if !g.Perms.Files || s.cfg.Inbox == nil {
+			log.Warn("refused files", "why", "no files permission")
+			nc.Reject(ssh.Prohibited, "you may not send files here")
+			return
+		}
+		ch, reqs, err := nc.Accept()
+		if err != nil {
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		defer ch.Close()
+		log.Info("receiving files")
+		decide := func(o files.Offer) error {
+			if s.cfg.Files.Offered != nil {
+				return s.cfg.Files.Offered(*g, o)
+			}
+			return nil
+		}
+		res, err := s.cfg.Inbox.Receive(ctx, ch, g.fingerprint(), decide, s.progress(g))
+		log.Info("files received", "files", len(res), "err", err)
+		if s.cfg.Files.Done != nil {
+			s.cfg.Files.Done(*g, false, files.Stats{Results: res}, err)
+		}
+	case pullChannel:
+		if !g.Perms.Files || s.cfg.Outbox == nil {
+			log.Warn("refused files", "why", "nothing to pull")
+			nc.Reject(ssh.Prohibited, "there are no files for you here")
+			return
+		}
+		ch, reqs, err := nc.Accept()
+		if err != nil {
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		defer ch.Close()
+		log.Info("sending files")
+		st, err := files.Send(ctx, ch, s.cfg.Outbox, s.progress(g))
+		log.Info("files sent", "bytes", st.Sent, "err", err)
+		if s.cfg.Files.Done != nil {
+			s.cfg.Files.Done(*g, true, st, err)
+		}
+	case "session":
+		if !g.Perms.Shell || s.cfg.Shell == nil {
+			log.Warn("refused shell", "why", "no shell permission")
+			nc.Reject(ssh.Prohibited, "you may not open a shell here")
+			return
+		}
+		ch, reqs, err := nc.Accept()
+		if err != nil {
+			return
+		}
+		cfg := *s.cfg.Shell
+		cfg.Who = g.Name
+		cfg.Logger = log
+		shell.Serve(ctx, ch, reqs, cfg)
+	default:
+		nc.Reject(ssh.UnknownChannelType, "kin does not offer "+nc.ChannelType())
+	}
+}
+
+func (s *Server) progress(g *Grant) func(files.Progress) {
+	if s.cfg.Files.Progress == nil {
+		return nil
+	}
+	return func(p files.Progress) { s.cfg.Files.Progress(*g, p) }
+}
+
+// directTCPIP is the RFC 4254 7.2 payload.
+type directTCPIP struct {
+	Host       string
+	Port       uint32
+	OriginHost string
+	OriginPort uint32
+}
+
+func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *slog.Logger) {
+	var d directTCPIP
+	if err := ssh.Unmarshal(nc.ExtraData(), &d); err != nil {
+		nc.Reject(ssh.ConnectionFailed, "malformed request")
+		return
+	}
+	port := int(d.Port)
+	switch {
+	case d.Host != "localhost" && d.Host != "127.0.0.1" && d.Host != "::1":
+		log.Warn("refused port", "host", d.Host, "port", port, "why", "only this machine's ports")
+		nc.Reject(ssh.Prohibited, "only ports on this machine can be reached")
+		return
+	case !s.portAllowed(g, port):
+		log.Warn("refused port", "port", port)
+		nc.Reject(ssh.Prohibited, "port "+strconv.Itoa(port)+" is not open to you")
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	var dialer net.Dialer
+	local, err := dialer.DialContext(dctx, "tcp", s.cfg.Ports[port])
+	cancel()
+	if err != nil {
+		log.Warn("local service did not answer", "port", port, "err", err)
+		nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("nothing answers on port %d there", port))
+		return
+	}
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		local.Close()
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	log.Debug("forwarding", "port", port)
+	pipe(ch, local)
+}
+
+// pipe copies both ways with half-close, then closes both.
+func pipe(ch ssh.Channel, c net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		io.Copy(c, ch)
+		if tc, ok := c.(interface{ CloseWrite() error }); ok {
+			tc.CloseWrite()
+		} else {
+			c.Close()
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		io.Copy(ch, c)
+		ch.CloseWrite()
+	}()
+	wg.Wait()
+	ch.Close()
+	c.Close()
+}
