@@ -102,8 +102,7 @@ func demo(c *cli.Context) error {
 		Tickets: func(s []byte) (keys.Permissions, bool) {
 			return keys.Permissions{Ports: []int{webPort}}, keys.SecretEqual(s, secret)
 		},
-		Ports:  map[int]string{webPort: web.Addr().String()},
-		Logger: e.log.With("part", "session"),
+		Ports: map[int]string{webPort: web.Addr().String()},
 	})
 	if err != nil {
 		return err
