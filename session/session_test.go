@@ -1,0 +1,444 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"golang.org/x/crypto/ssh"
+
+	"kin/keys"
+	"kin/session/files"
+	"kin/session/shell"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func ident(t testing.TB) *keys.Identity {
+	id, err := keys.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+// env is one sharer (the server) and a way to connect to it.
+type env struct {
+	t       testing.TB
+	host    *keys.Identity
+	cfg     ServerConfig
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	serveMu sync.Mutex
+	served  []error
+}
+
+func newEnv(t testing.TB, cfg ServerConfig) *env {
+	e := &env{t: t, host: ident(t)}
+	cfg.Identity = e.host
+	e.cfg = cfg
+	e.ctx, e.cancel = context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(func() { e.cancel(); e.wg.Wait() })
+	return e
+}
+
+// dial connects as id (with an optional ticket secret) to the server, or
+// to whoever hostKey's server is.
+func (e *env) dial(id *keys.Identity, secret []byte) (*Client, error) {
+	srv, err := NewServer(e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a, b := tcpPair(e.t)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		err := srv.ServeConn(e.ctx, b, "test")
+		e.serveMu.Lock()
+		e.served = append(e.served, err)
+		e.serveMu.Unlock()
+	}()
+	c, err := NewClient(e.ctx, a, ClientConfig{Identity: id, HostKey: e.host.Public(), Secret: secret})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c, nil
+}
+
+func friends(t testing.TB, list ...keys.Friend) func() *keys.Friends {
+	f, _ := keys.ParseFriends(nil)
+	for _, fr := range list {
+		if err := f.Add(fr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return func() *keys.Friends { return f }
+}
+
+func webServer(t testing.TB, body []byte) (int, string) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	t.Cleanup(s.Close)
+	u := strings.TrimPrefix(s.URL, "http://")
+	_, p, _ := net.SplitHostPort(u)
+	port, _ := strconv.Atoi(p)
+	return port, u
+}
+
+func forwardGet(t testing.TB, c *Client, port int) []byte {
+	t.Helper()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Forward(ctx, ln, port) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("forward: %v", err)
+		}
+	}()
+	resp, err := (&http.Client{Timeout: 20 * time.Second}).Get("http://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatalf("get: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+func TestFriendReachesAllowedPort(t *testing.T) {
+	body := make([]byte, 8<<20)
+	rand.Read(body)
+	port, addr := webServer(t, body)
+	bob := ident(t)
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+	})
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckPort(e.ctx, port); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got := forwardGet(t, c, port); sha256.Sum256(got) != sha256.Sum256(body) {
+				t.Error("8 MiB body differs")
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestTicketGrantsOnlyItsPort(t *testing.T) {
+	p1, a1 := webServer(t, []byte("one"))
+	p2, a2 := webServer(t, []byte("two"))
+	secret := keys.NewSecret()
+	e := newEnv(t, ServerConfig{
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Ports: []int{p1}}, keys.SecretEqual(s, secret)
+		},
+		Ports: map[int]string{p1: a1, p2: a2},
+	})
+	c, err := e.dial(ident(t), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardGet(t, c, p1); string(got) != "one" {
+		t.Fatalf("got %q", got)
+	}
+	if err := c.CheckPort(e.ctx, p2); !errors.Is(err, ErrPortNotAllowed) {
+		t.Fatalf("check other port: %v", err)
+	}
+	if _, err := c.DialPort(e.ctx, p2); !errors.Is(err, ErrPortNotAllowed) {
+		t.Fatalf("dial other port: %v", err)
+	}
+	// Other hosts are never reachable, whatever the port.
+	if _, _, err := c.ssh.OpenChannel("direct-tcpip", sshMarshalDirect("10.0.0.1", p1)); err == nil {
+		t.Fatal("reached another host")
+	}
+	// A ticket grants no files and no shell.
+	if _, err := c.Push(e.ctx, &files.Plan{}, nil); !errors.Is(err, ErrFilesNotAllowed) {
+		t.Fatalf("push: %v", err)
+	}
+	if _, err := c.NewSession(); !errors.Is(err, ErrShellNotAllowed) {
+		t.Fatalf("shell: %v", err)
+	}
+	// The same connection still works for its port.
+	if got := forwardGet(t, c, p1); string(got) != "one" {
+		t.Fatalf("after refusals: %q", got)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	port, addr := webServer(t, []byte("x"))
+	bob, eve := ident(t), ident(t)
+	secret := keys.NewSecret()
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public()}), // no permissions
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Ports: []int{port}}, keys.SecretEqual(s, secret)
+		},
+		Ports: map[int]string{port: addr},
+	})
+	if _, err := e.dial(eve, nil); !errors.Is(err, ErrAuthRefused) || !strings.Contains(err.Error(), "does not know your key") {
+		t.Errorf("stranger: %v", err)
+	}
+	if _, err := e.dial(eve, keys.NewSecret()); !errors.Is(err, ErrAuthRefused) || !strings.Contains(err.Error(), "ticket") {
+		t.Errorf("wrong secret: %v", err)
+	}
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckPort(e.ctx, port); !errors.Is(err, ErrPortNotAllowed) {
+		t.Errorf("friend without the port: %v", err)
+	}
+}
+
+func TestExposedPortsLimitEvenPortStar(t *testing.T) {
+	port, addr := webServer(t, []byte("x"))
+	bob := ident(t)
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{AllPorts: true}}),
+		Ports:   map[int]string{port: addr},
+	})
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CheckPort(e.ctx, port+1); !errors.Is(err, ErrPortNotAllowed) {
+		t.Fatalf("unexposed port: %v", err)
+	}
+}
+
+func TestWrongHostKeyIsRefused(t *testing.T) {
+	e := newEnv(t, ServerConfig{})
+	srv, _ := NewServer(e.cfg)
+	a, b := tcpPair(t)
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); srv.ServeConn(e.ctx, b, "x") }()
+	meant := ident(t) // the peer we meant; the signaling server sent us elsewhere
+	_, err := NewClient(e.ctx, a, ClientConfig{Identity: ident(t), HostKey: meant.Public(), Secret: keys.NewSecret()})
+	if !errors.Is(err, ErrHostKeyMismatch) || !strings.Contains(err.Error(), "signaling server may be misbehaving") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestLocalServiceDownKeepsConnection(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	port, addr := webServer(t, []byte("alive"))
+	bob := ident(t)
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{AllPorts: true}}),
+		Ports:   map[int]string{dead: fmt.Sprintf("127.0.0.1:%d", dead), port: addr},
+	})
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DialPort(e.ctx, dead); err == nil || !strings.Contains(err.Error(), "nothing answers") {
+		t.Fatalf("dead port: %v", err)
+	}
+	if got := forwardGet(t, c, port); string(got) != "alive" {
+		t.Fatalf("after a refused port: %q", got)
+	}
+}
+
+func TestFriendsFileEditsApply(t *testing.T) {
+	port, addr := webServer(t, []byte("x"))
+	bob := ident(t)
+	var mu sync.Mutex
+	current := friends(t)()
+	e := newEnv(t, ServerConfig{
+		Friends: func() *keys.Friends { mu.Lock(); defer mu.Unlock(); return current },
+		Ports:   map[int]string{port: addr},
+	})
+	if _, err := e.dial(bob, nil); !errors.Is(err, ErrAuthRefused) {
+		t.Fatalf("before adding: %v", err)
+	}
+	mu.Lock()
+	current = friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}})()
+	mu.Unlock()
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatalf("after adding: %v", err)
+	}
+	if err := c.CheckPort(e.ctx, port); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFilesPushAndPull(t *testing.T) {
+	src := t.TempDir()
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "photo.jpg"), data, 0o644)
+	plan, err := files.Scan(filepath.Join(src, "photo.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := t.TempDir()
+	mom, stranger := ident(t), ident(t)
+	var offered []string
+	secret := keys.NewSecret()
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t,
+			keys.Friend{Name: "mom", Key: mom.Public(), Perms: keys.Permissions{Files: true}},
+			keys.Friend{Name: "stranger", Key: stranger.Public()}),
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Files: true}, keys.SecretEqual(s, secret)
+		},
+		Inbox:  &files.Inbox{Dir: inbox},
+		Outbox: plan,
+		Files:  FileHooks{Offered: func(g Grant, o files.Offer) error { offered = append(offered, g.Name); return nil }},
+	})
+	c, err := e.dial(mom, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Push(e.ctx, plan, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(inbox, "photo.jpg")); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("pushed file differs")
+	}
+	if len(offered) != 1 || offered[0] != "mom" {
+		t.Errorf("offered hook saw %v", offered)
+	}
+	// A friend without files is refused before anything is written.
+	c2, err := e.dial(stranger, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.Push(e.ctx, plan, nil); !errors.Is(err, ErrFilesNotAllowed) {
+		t.Fatalf("push without files permission: %v", err)
+	}
+	// A ticket holder pulls what is offered.
+	c3, err := e.dial(ident(t), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	res, err := c3.Pull(e.ctx, &files.Inbox{Dir: dst}, nil, nil)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("pull: %v %v", res, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "photo.jpg")); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("pulled file differs")
+	}
+}
+
+func TestShellOnlyWithPermission(t *testing.T) {
+	kid, other := ident(t), ident(t)
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t,
+			keys.Friend{Name: "kid", Key: kid.Public(), Perms: keys.Permissions{Shell: true}},
+			keys.Friend{Name: "other", Key: other.Public(), Perms: keys.Permissions{Files: true}}),
+		Shell: &shell.Config{Shell: "/bin/sh"},
+	})
+	c, err := e.dial(kid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Output("echo hi; exit 0")
+	if err != nil || string(out) != "hi\n" {
+		t.Fatalf("%q %v", out, err)
+	}
+	c2, err := e.dial(other, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c2.NewSession(); !errors.Is(err, ErrShellNotAllowed) {
+		t.Fatalf("shell without permission: %v", err)
+	}
+}
+
+func sshMarshalDirect(host string, port int) []byte {
+	return ssh.Marshal(directTCPIP{Host: host, Port: uint32(port), OriginHost: "127.0.0.1"})
+}
+
+func BenchmarkForward(b *testing.B) {
+	bob := ident(b)
+	sink, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer sink.Close()
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	port := sink.Addr().(*net.TCPAddr).Port
+	e := newEnv(b, ServerConfig{
+		Friends: friends(b, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{AllPorts: true}}),
+		Ports:   map[int]string{port: sink.Addr().String()},
+	})
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	const total = 256 << 20
+	b.SetBytes(total)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		conn, err := c.DialPort(e.ctx, port)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for n := 0; n < total; n += len(buf) {
+			if _, err := conn.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		conn.Close()
+	}
+}
