@@ -61,6 +61,7 @@ type ServerConfig struct {
 	Friends  func() *keys.Friends                         // read at every authentication; nil = no friends
 	Tickets  func(secret []byte) (keys.Permissions, bool) // nil = no tickets
 	Ports    map[int]string                               // exposed port -> local address to dial
+	AnyPort  bool                                         // also expose every localhost port a grant allows (kin up)
 	Inbox    *files.Inbox                                 // where pushed files go; nil = refuse pushes
 	Outbox   *files.Plan                                  // what pulls get; nil = refuse pulls
 	Files    FileHooks
@@ -148,6 +149,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 		<-ctx.Done()
 		sc.Close()
 	}()
+	go s.watchGrant(ctx, g, sc, log)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(1)
@@ -188,7 +190,42 @@ func (s *Server) globalRequest(g *Grant, req *ssh.Request, log *slog.Logger) {
 
 func (s *Server) portAllowed(g *Grant, port int) bool {
 	_, exposed := s.cfg.Ports[port]
-	return exposed && g.Perms.AllowsPort(port)
+	return (exposed || s.cfg.AnyPort) && g.Perms.AllowsPort(port)
+}
+
+// portAddress is where a forwarded port is dialled.
+func (s *Server) portAddress(port int) string {
+	if a, ok := s.cfg.Ports[port]; ok {
+		return a
+	}
+	return net.JoinHostPort("localhost", strconv.Itoa(port))
+}
+
+// regrantInterval is how often a live friend connection is checked
+// against the friends file, so removing a friend cuts them off.
+const regrantInterval = 2 * time.Second
+
+// watchGrant closes sc when g's friend is removed or their permissions
+// change, and returns when ctx ends.
+func (s *Server) watchGrant(ctx context.Context, g *Grant, sc *ssh.ServerConn, log *slog.Logger) {
+	if g.Ticket || s.cfg.Friends == nil {
+		return
+	}
+	t := time.NewTicker(regrantInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f, ok := s.cfg.Friends().ByKey(g.Key)
+			if !ok || f.Perms.String() != g.Perms.String() {
+				log.Warn("friends file changed: closing this friend's connection")
+				sc.Close()
+				return
+			}
+		}
+	}
 }
 
 // channel serves one channel the client opened.
@@ -291,7 +328,7 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 	}
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	var dialer net.Dialer
-	local, err := dialer.DialContext(dctx, "tcp", s.cfg.Ports[port])
+	local, err := dialer.DialContext(dctx, "tcp", s.portAddress(port))
 	cancel()
 	if err != nil {
 		log.Warn("local service did not answer", "port", port, "err", err)

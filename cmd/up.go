@@ -1,0 +1,209 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/urfave/cli/v2"
+
+	"kin/session"
+	"kin/session/files"
+	"kin/session/shell"
+)
+
+func upCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "up",
+		Usage: "stay reachable for friends: serve what each may use (shell, files, ports)",
+		Description: `Runs the agent in the foreground: registered with the signaling server,
+it lets each friend do what their line in the friends file allows:
+    permit-shell      kin shell YOU, and OpenSSH's ssh/scp/sftp through kin pipe
+    permit-files      kin send FILE YOU (into --dir, default ~/Downloads/kin)
+    permit-port=N     kin connect YOU:N (or port=*)
+Edits to the friends file apply at once; removing a friend cuts their
+sessions. Everything friends do is logged.
+
+    kin up --install      run it as a per-user service, started at login
+    kin up --uninstall    remove that service`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Usage: "where received files go (default: ~/Downloads/kin)"},
+			&cli.BoolFlag{Name: "install", Usage: "install kin up as a per-user service"},
+			&cli.BoolFlag{Name: "uninstall", Usage: "remove the per-user service"},
+		},
+		Action: up,
+	}
+}
+
+func up(c *cli.Context) error {
+	e, err := getEnv(c)
+	if err != nil {
+		return err
+	}
+	if c.Bool("install") || c.Bool("uninstall") {
+		return installService(e, c.Bool("install"), c.String("dir"))
+	}
+	if e.signal == "" {
+		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL (your friends use the same one)")
+	}
+	id, err := e.loadIdentity()
+	if err != nil {
+		return err
+	}
+	friends, err := e.loadFriends()
+	if err != nil {
+		return err
+	}
+	dir := c.String("dir")
+	if dir == "" {
+		dir = defaultInbox()
+	}
+	e.log = newTimedLogger(e.stderr, c.Bool("verbose"))
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	p, err := startPeer(ctx, e, id, e.signal)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	fc := &friendsCache{e: e, last: friends}
+	srv, err := session.NewServer(session.ServerConfig{
+		Identity: id,
+		Friends:  fc.get,
+		AnyPort:  true,
+		Inbox:    &files.Inbox{Dir: dir},
+		Shell:    &shell.Config{},
+		Files: session.FileHooks{
+			Done: func(g session.Grant, _ bool, st files.Stats, err error) {
+				for _, r := range st.Results {
+					if r.Error == "" {
+						e.log.Info("file received", "from", g.Name, "name", r.Name)
+					}
+				}
+			},
+		},
+		Logger: e.log,
+	})
+	if err != nil {
+		return err
+	}
+	e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir)
+	acceptLoop(ctx, e, p, srv, &wg)
+	e.log.Info("kin is down")
+	return nil
+}
+
+// installService registers `kin up` to start at login, per user.
+func installService(e *env, install bool, dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the kin binary: %w", err)
+	}
+	args := []string{"--home", e.home}
+	if e.identity != "" {
+		args = append(args, "--identity", e.identity)
+	}
+	if e.signal != "" {
+		args = append(args, "--signal", e.signal)
+	} else if install {
+		return withHint(errors.New("no signaling server configured"), "kin --signal URL up --install")
+	}
+	args = append(args, "up")
+	if dir != "" {
+		args = append(args, "--dir", dir)
+	}
+	home, _ := os.UserHomeDir()
+	switch runtime.GOOS {
+	case "linux":
+		unit := filepath.Join(home, ".config", "systemd", "user", "kin.service")
+		if !install {
+			runCmd(e, "systemctl", "--user", "disable", "--now", "kin.service")
+			os.Remove(unit)
+			fmt.Fprintf(e.stdout, "removed %s\n", unit)
+			return nil
+		}
+		text := fmt.Sprintf("[Unit]\nDescription=kin: stay reachable for friends\nAfter=network-online.target\n\n[Service]\nExecStart=%s %s\nRestart=always\nRestartSec=5\n\n[Install]\nWantedBy=default.target\n",
+			quoteArgs(self), quoteArgs(args...))
+		if err := writeFile(unit, text); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "wrote %s\n", unit)
+		return runCmd(e, "systemctl", "--user", "enable", "--now", "kin.service")
+	case "darwin":
+		plist := filepath.Join(home, "Library", "LaunchAgents", "org.kin.up.plist")
+		if !install {
+			runCmd(e, "launchctl", "unload", plist)
+			os.Remove(plist)
+			fmt.Fprintf(e.stdout, "removed %s\n", plist)
+			return nil
+		}
+		var b strings.Builder
+		for _, a := range append([]string{self}, args...) {
+			fmt.Fprintf(&b, "    <string>%s</string>\n", xmlEscape(a))
+		}
+		text := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0"><dict>
+  <key>Label</key><string>org.kin.up</string>
+  <key>ProgramArguments</key><array>
+%s  </array>
+  <key>RunAtLoad</key><true/>
+  <key>KeepAlive</key><true/>
+</dict></plist>
+`, b.String())
+		if err := writeFile(plist, text); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "wrote %s\n", plist)
+		return runCmd(e, "launchctl", "load", "-w", plist)
+	case "windows":
+		if !install {
+			return runCmd(e, "schtasks", "/Delete", "/F", "/TN", "kin")
+		}
+		return runCmd(e, "schtasks", "/Create", "/F", "/SC", "ONLOGON", "/TN", "kin", "/TR", quoteArgs(append([]string{self}, args...)...))
+	}
+	return fmt.Errorf("kin up --install does not know how to make a service on %s; run kin up from your startup scripts", runtime.GOOS)
+}
+
+func runCmd(e *env, name string, args ...string) error {
+	fmt.Fprintf(e.stdout, "running: %s %s\n", name, strings.Join(args, " "))
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return withHint(fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out))), "run the command above yourself, or start kin up from your startup scripts")
+	}
+	return nil
+}
+
+func writeFile(path, text string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func quoteArgs(args ...string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, " \t\"'\\") {
+			a = `"` + strings.ReplaceAll(strings.ReplaceAll(a, `\`, `\\`), `"`, `\"`) + `"`
+		}
+		q[i] = a
+	}
+	return strings.Join(q, " ")
+}
+
+func xmlEscape(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
