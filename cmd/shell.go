@@ -55,8 +55,11 @@ func shellAction(c *cli.Context) error {
 		return err
 	}
 	args := c.Args().Slice()
-	name, command := args[0], strings.Join(args[1:], " ")
-	command = strings.TrimSpace(strings.TrimPrefix(command, "--"))
+	name, rest := args[0], args[1:]
+	if len(rest) > 0 && rest[0] == "--" {
+		rest = rest[1:]
+	}
+	command := commandLine(rest)
 	fr, err := friendByName(e, name)
 	if err != nil {
 		return err
@@ -166,10 +169,10 @@ func runRemote(ctx context.Context, s *ssh.Session, command string, stdin io.Rea
 			return 128 + signalNumber(ee.Signal()), nil
 		}
 		return ee.ExitStatus(), nil
-	case errors.As(err, &missing):
+	case errors.As(err, &missing), errors.Is(err, io.EOF):
 		return 255, errors.New("the connection was lost before the command finished (the remote side was cleaned up)")
 	}
-	return 255, err
+	return 255, fmt.Errorf("the connection was lost before the command finished: %w", err)
 }
 
 func signalNumber(name string) int {
@@ -186,4 +189,22 @@ func signalNumber(name string) int {
 		return 15
 	}
 	return 1
+}
+
+// commandLine joins a command's words for the remote shell: one word is
+// taken as a shell line ("ls | wc -l"), several are quoted so that
+// kin shell dad -- sh -c 'exit 7' means what it says.
+func commandLine(words []string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	q := make([]string, len(words))
+	for i, w := range words {
+		if w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+			q[i] = w
+		} else {
+			q[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
 }

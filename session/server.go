@@ -286,7 +286,6 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 			return
 		}
 		cfg := *s.cfg.Shell
-		cfg.Who = g.Name
 		cfg.Logger = log
 		shell.Serve(ctx, ch, reqs, cfg)
 	default:

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/pion/ice/v2"
 	"github.com/pion/logging"
@@ -32,6 +33,8 @@ func newAPI(cfg Config) *webrtc.API {
 	// candidate, so the pair is peer-reflexive; pion would wait a second
 	// before using it (measured: half of loopback connects took 1.02 s).
 	se.SetPrflxAcceptanceMinWait(0)
+	// Notice a vanished peer in seconds, not pion's default 25 s.
+	se.SetICETimeouts(4*time.Second, 10*time.Second, 2*time.Second)
 	se.LoggerFactory = &pionLogs{log: cfg.Logger}
 	if n, err := stdnet.NewNet(); err == nil {
 		se.SetNet(&bufferedNet{Net: n, log: cfg.Logger})

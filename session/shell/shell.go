@@ -26,9 +26,7 @@ import (
 type Config struct {
 	// Shell is the login shell; default $SHELL, then /bin/sh (cmd.exe on Windows).
 	Shell  string
-	Logger *slog.Logger
-	// Who is logged with every command (e.g. the friend's name).
-	Who string
+	Logger *slog.Logger // says who, for the agent's log
 }
 
 func (c Config) shell() string {
@@ -75,7 +73,7 @@ func allowedEnv(name string) bool {
 // Serve runs one session channel until what it started ends, the peer
 // closes the channel, or ctx is done; then it kills what is still running.
 func Serve(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, cfg Config) {
-	s := &session{ch: ch, cfg: cfg, log: cfg.log().With("who", cfg.Who)}
+	s := &session{ch: ch, cfg: cfg, log: cfg.log()}
 	defer ch.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -189,7 +187,13 @@ func (s *session) start(req *ssh.Request) (bool, func()) {
 		}
 		s.log.Info("sftp session")
 		return true, func() {
-			srv, err := sftp.NewServer(s.ch)
+			// sftp closes what it is given; the channel must stay open
+			// until the exit status is sent.
+			srv, err := sftp.NewServer(struct {
+				io.Reader
+				io.Writer
+				io.Closer
+			}{s.ch, s.ch, io.NopCloser(nil)})
 			if err != nil {
 				s.exit(1)
 				return

@@ -52,7 +52,7 @@ func pair(t *testing.T) (*ssh.Client, func()) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				Serve(ctx, ch, creqs, Config{Shell: "/bin/sh", Who: "test"})
+				Serve(ctx, ch, creqs, Config{Shell: "/bin/sh"})
 			}()
 		}
 	}()

@@ -1,0 +1,267 @@
+package main
+
+// End-to-end tests of the agent (kin up) and what friends do with it:
+// shells, commands, OpenSSH through kin pipe, files.
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// agentEnv is dad running kin up, kid allowed shell and files.
+type agentEnv struct {
+	dad, kid *user
+	agent    *proc
+	inbox    string
+}
+
+func startAgent(t *testing.T) *agentEnv {
+	url, _ := startSignal(t)
+	a := &agentEnv{inbox: filepath.Join(t.TempDir(), "inbox")}
+	a.dad = newUser(t, "dad", "KIN_SIGNAL="+url)
+	a.kid = newUser(t, "kid", "KIN_SIGNAL="+url)
+	dadKey := strings.TrimSpace(a.dad.mustRun("id"))
+	kidKey := strings.TrimSpace(a.kid.mustRun("id"))
+	a.dad.mustRun("friends", "add", "kid", kidKey, "--allow", "shell", "--allow", "files")
+	a.kid.mustRun("friends", "add", "dad", dadKey)
+	a.agent = a.dad.start("up", "--dir", a.inbox)
+	a.agent.waitFor(`kin is up`)
+	return a
+}
+
+func requireTool(t *testing.T, name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not installed; .ci/run installs it", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+func TestShellCommandsAndExitCodes(t *testing.T) {
+	a := startAgent(t)
+	out, errs, code := a.kid.run("shell", "dad", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	if code != 7 || out != "out\n" || !strings.Contains(errs, "err\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if _, _, code := a.kid.run("shell", "dad", "--", "no-such-command-for-kin"); code != 127 {
+		t.Errorf("missing command: exit %d, want 127", code)
+	}
+	// Commands from a pipe, no terminal.
+	cmd := exec.Command(kinBin, "shell", "dad")
+	cmd.Env = a.kid.env
+	cmd.Stdin = strings.NewReader("echo piped-$((6*7))\nexit 3\n")
+	b, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(string(b), "piped-42") {
+		t.Fatalf("piped shell: %v %q", err, b)
+	}
+	// The agent logged who did what.
+	a.agent.waitFor(`who=.*kid.*command=`)
+}
+
+func TestShellRefusedWithoutPermission(t *testing.T) {
+	a := startAgent(t)
+	url := strings.TrimPrefix(envOf(a.dad, "KIN_SIGNAL"), "KIN_SIGNAL=")
+	friend := newUser(t, "friend", "KIN_SIGNAL="+url)
+	dadKey := strings.TrimSpace(a.dad.mustRun("id"))
+	friend.mustRun("friends", "add", "dad", dadKey)
+	a.dad.mustRun("friends", "add", "friend", strings.TrimSpace(friend.mustRun("id")), "--allow", "files")
+	_, errs, code := friend.run("shell", "dad", "--", "true")
+	if code == 0 || !strings.Contains(errs, "may not open a shell") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	a.agent.waitFor(`refused shell`)
+	// A stranger (dad does not know them) gets nothing at all.
+	stranger := newUser(t, "stranger", "KIN_SIGNAL="+url)
+	stranger.mustRun("friends", "add", "dad", dadKey)
+	if _, errs, code := stranger.run("shell", "dad", "--", "true"); code == 0 || !strings.Contains(errs, "does not know your key") {
+		t.Fatalf("stranger: exit %d, stderr %q", code, errs)
+	}
+}
+
+func envOf(u *user, prefix string) string {
+	for i := len(u.env) - 1; i >= 0; i-- {
+		if strings.HasPrefix(u.env[i], prefix+"=") {
+			return u.env[i]
+		}
+	}
+	return ""
+}
+
+func TestNoOrphansWhenShellClientDies(t *testing.T) {
+	a := startAgent(t)
+	marker := fmt.Sprintf("%d", 4000+time.Now().UnixNano()%1000)
+	sh := a.kid.start("shell", "dad", "--", "sleep", marker)
+	deadline := time.Now().Add(20 * time.Second)
+	for !sleeping(marker) {
+		if time.Now().After(deadline) {
+			t.Fatal("remote sleep never started")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sh.cmd.Process.Signal(syscall.SIGKILL) // laptop lid: no goodbye
+	deadline = time.Now().Add(30 * time.Second)
+	for sleeping(marker) {
+		if time.Now().After(deadline) {
+			exec.Command("pkill", "-f", "sleep "+marker).Run()
+			t.Fatal("the remote command outlived the connection")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func sleeping(marker string) bool {
+	return exec.Command("pgrep", "-f", "^sleep "+marker+"$").Run() == nil
+}
+
+func TestShellEndsClearlyWhenAgentDies(t *testing.T) {
+	a := startAgent(t)
+	sh := a.kid.start("shell", "dad", "--", "sleep", "60")
+	a.agent.waitFor(`command=`)
+	a.agent.cmd.Process.Signal(syscall.SIGKILL)
+	if code := sh.exit(); code == 0 {
+		t.Fatal("kin shell exited 0 after losing the agent")
+	}
+	if !strings.Contains(sh.output(), "connection was lost") {
+		t.Errorf("no clear message:\n%s", sh.output())
+	}
+	exec.Command("pkill", "-f", "^sleep 60$").Run()
+}
+
+func TestTerminalUnderTmux(t *testing.T) {
+	tmux := requireTool(t, "tmux")
+	a := startAgent(t)
+	sock := filepath.Join(t.TempDir(), "tmux.sock")
+	env := strings.Join(append([]string{"env"}, quoteAll(a.kid.env)...), " ")
+	run := func(args ...string) string {
+		out, err := exec.Command(tmux, append([]string{"-S", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v %s", args, err, out)
+		}
+		return string(out)
+	}
+	run("new-session", "-d", "-x", "100", "-y", "30", env+" "+kinBin+" shell dad")
+	defer exec.Command(tmux, "-S", sock, "kill-server").Run()
+	screen := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			s := run("capture-pane", "-p")
+			if strings.Contains(s, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("screen lacks %q:\n%s", want, s)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	run("send-keys", "echo READY-$((40+2))", "Enter")
+	screen("READY-42")
+	run("send-keys", "stty size", "Enter")
+	screen("30 100")
+	run("resize-window", "-x", "120", "-y", "40")
+	time.Sleep(500 * time.Millisecond)
+	run("send-keys", "clear; stty size", "Enter")
+	screen("40 120")
+	run("send-keys", "exit", "Enter")
+}
+
+func quoteAll(env []string) []string {
+	q := make([]string, len(env))
+	for i, e := range env {
+		q[i] = "'" + strings.ReplaceAll(e, "'", `'\''`) + "'"
+	}
+	return q
+}
+
+func TestOpenSSHThroughKinPipe(t *testing.T) {
+	sshBin := requireTool(t, "ssh")
+	scpBin := requireTool(t, "scp")
+	a := startAgent(t)
+	config := filepath.Join(t.TempDir(), "ssh_config")
+	block := a.kid.mustRun("ssh-config", "dad")
+	os.WriteFile(config, []byte(block), 0o600)
+	ssh := func(bin string, args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"-F", config, "-o", "BatchMode=yes"}, args...)...)
+		cmd.Env = a.kid.env
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := ssh(sshBin, "dad", "echo hello from $((40+2))")
+	if err != nil || !strings.Contains(out, "hello from 42") {
+		t.Fatalf("ssh: %v\n%s", err, out)
+	}
+	// scp both ways (sftp subsystem).
+	src := filepath.Join(t.TempDir(), "photo.bin")
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	os.WriteFile(src, data, 0o644)
+	dst := filepath.Join(t.TempDir(), "copied.bin")
+	if out, err := ssh(scpBin, src, "dad:"+dst); err != nil {
+		t.Fatalf("scp: %v\n%s", err, out)
+	}
+	got, _ := os.ReadFile(dst)
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("scp'd file differs")
+	}
+	// A key dad does not know is refused by kin's SSH server.
+	other := filepath.Join(t.TempDir(), "other")
+	exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other).Run()
+	kidKey := filepath.Join(a.kid.home, "identity")
+	os.WriteFile(config, []byte(strings.Replace(block, "IdentityFile "+kidKey, "IdentityFile "+other, 1)), 0o600)
+	if !strings.Contains(block, "IdentityFile "+kidKey) {
+		t.Fatalf("ssh-config block lacks the identity:\n%s", block)
+	}
+	if out, err := ssh(sshBin, "dad", "true"); err == nil {
+		t.Fatalf("unknown key got in:\n%s", out)
+	}
+}
+
+func TestSendToFriendAndWithTicket(t *testing.T) {
+	a := startAgent(t)
+	src := t.TempDir()
+	tree := filepath.Join(src, "photos")
+	os.MkdirAll(filepath.Join(tree, "2026"), 0o755)
+	sums := map[string][32]byte{}
+	for _, name := range []string{"2026/a.jpg", "b.jpg"} {
+		b := make([]byte, 1<<20+len(name))
+		rand.Read(b)
+		os.WriteFile(filepath.Join(tree, name), b, 0o644)
+		sums[name] = sha256.Sum256(b)
+	}
+	a.kid.mustRun("send", tree, "dad")
+	for name, want := range sums {
+		got, err := os.ReadFile(filepath.Join(a.inbox, "photos", name))
+		if err != nil || sha256.Sum256(got) != want {
+			t.Fatalf("%s at dad's: %v", name, err)
+		}
+	}
+	// Without a friend: a ticket, and kin receive with it.
+	file := filepath.Join(src, "report.pdf")
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	os.WriteFile(file, data, 0o600)
+	snd := a.kid.start("send", file)
+	ticket := snd.waitFor(`^kin receive (kin1[a-z2-7]+)$`)[1]
+	stranger := newUser(t, "stranger")
+	dir := filepath.Join(t.TempDir(), "got")
+	stranger.mustRun("receive", ticket, "--dir", dir)
+	got, _ := os.ReadFile(filepath.Join(dir, "report.pdf"))
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("received file differs")
+	}
+	if code := snd.exit(); code != 0 {
+		t.Fatalf("send exit %d", code)
+	}
+}
