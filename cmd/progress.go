@@ -101,8 +101,9 @@ func (p *progressPrinter) format(pr files.Progress) string {
 	return b.String()
 }
 
-// finish ends the progress line with a summary.
-func (p *progressPrinter) finish(bytes int64, nfiles int) {
+// finish ends the progress line with a summary: bytes moved this time,
+// and already (what the other side had from an earlier try).
+func (p *progressPrinter) finish(bytes int64, nfiles int, already int64) {
 	if p.quiet {
 		return
 	}
@@ -112,7 +113,15 @@ func (p *progressPrinter) finish(bytes int64, nfiles int) {
 		fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.lastWidth))
 	}
 	el := time.Since(p.start)
-	fmt.Fprintf(p.w, "%s %d files, %s in %s (%s/s)\n", p.verb, nfiles, humanBytes(bytes), el.Round(time.Millisecond), humanBytes(int64(float64(bytes)/el.Seconds())))
+	noun := "files"
+	if nfiles == 1 {
+		noun = "file"
+	}
+	fmt.Fprintf(p.w, "%s %d %s, %s in %s (%s/s)", p.verb, nfiles, noun, humanBytes(bytes), el.Round(time.Millisecond), humanBytes(int64(float64(bytes)/el.Seconds())))
+	if already > 0 {
+		fmt.Fprintf(p.w, "; %s were already there", humanBytes(already))
+	}
+	fmt.Fprintln(p.w)
 }
 
 func humanBytes(n int64) string {

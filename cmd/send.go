@@ -122,10 +122,7 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 		}
 		return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "run the same kin send again to continue where it stopped")
 	}
-	pp.finish(st.Sent, nfiles)
-	if st.Resumed > 0 && !quiet {
-		fmt.Fprintf(e.stderr, "(%s were already there from an earlier try)\n", humanBytes(st.Resumed))
-	}
+	pp.finish(st.Sent, nfiles, st.Resumed)
 	return nil
 }
 
@@ -160,7 +157,7 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
 			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
 				if sent && err == nil {
-					pp.finish(st.Sent, nfiles)
+					pp.finish(st.Sent, nfiles, st.Resumed)
 					select {
 					case done <- nil:
 					default:

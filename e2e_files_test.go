@@ -1,0 +1,129 @@
+package main
+
+// End-to-end file transfers through the real binary: many small files, a
+// large file killed halfway and resumed.
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSendTenThousandSmallFiles(t *testing.T) {
+	a := startAgent(t)
+	dir := filepath.Join(t.TempDir(), "many")
+	buf := make([]byte, 1024)
+	for i := 0; i < 10_000; i++ {
+		sub := filepath.Join(dir, fmt.Sprintf("d%02d", i%100))
+		os.MkdirAll(sub, 0o755)
+		rand.Read(buf)
+		os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d", i)), buf, 0o644)
+	}
+	a.kid.mustRun("send", dir, "dad", "--quiet")
+	n := 0
+	filepath.WalkDir(filepath.Join(a.inbox, "many"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	if n != 10_000 {
+		t.Fatalf("%d of 10000 files arrived", n)
+	}
+}
+
+// hashFile returns a file's SHA-256.
+func hashFile(t *testing.T, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	return [32]byte(h.Sum(nil))
+}
+
+var sizeRE = regexp.MustCompile(`sent 1 file, ([0-9.]+) ([kMG]?)B`)
+
+func parseSize(num, unit string) float64 {
+	f, _ := strconv.ParseFloat(num, 64)
+	return f * map[string]float64{"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[unit]
+}
+
+func TestLargeFileKilledHalfwayResumes(t *testing.T) {
+	a := startAgent(t)
+	const size = 1 << 30
+	src := filepath.Join(t.TempDir(), "big.bin")
+	f, _ := os.Create(src)
+	chunk := make([]byte, 4<<20)
+	for written := 0; written < size; written += len(chunk) {
+		rand.Read(chunk)
+		f.Write(chunk)
+	}
+	f.Close()
+	want := hashFile(t, src)
+
+	// The first send dies (kill -9) when the receiver has about 40%.
+	first := a.kid.start("send", src, "dad")
+	partial := filepath.Join(a.inbox, ".kin-partial")
+	deadline := time.Now().Add(3 * time.Minute)
+	var have int64
+	for have < size*4/10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("receiver had %d bytes after 3 minutes", have)
+		}
+		time.Sleep(100 * time.Millisecond)
+		have = 0
+		matches, _ := filepath.Glob(filepath.Join(partial, "*.part"))
+		for _, m := range matches {
+			if st, err := os.Stat(m); err == nil {
+				have += st.Size()
+			}
+		}
+	}
+	first.cmd.Process.Signal(syscall.SIGKILL)
+	first.exit()
+	if _, err := os.Stat(filepath.Join(a.inbox, "big.bin")); err == nil {
+		t.Fatal("a partial file appeared under its final name")
+	}
+	// Let the receiver notice and settle what it has.
+	time.Sleep(500 * time.Millisecond)
+	matches, _ := filepath.Glob(filepath.Join(partial, "*.part"))
+	if len(matches) != 1 {
+		t.Fatalf("resumable state: %v", matches)
+	}
+	st, _ := os.Stat(matches[0])
+	kept := st.Size()
+
+	_, errs, code := a.kid.run("send", src, "dad")
+	if code != 0 {
+		t.Fatalf("resumed send: exit %d: %s", code, errs)
+	}
+	m := sizeRE.FindStringSubmatch(errs)
+	if m == nil {
+		t.Fatalf("no summary in %q", errs)
+	}
+	sent := parseSize(m[1], m[2])
+	remaining := float64(size - kept)
+	if sent > remaining*1.02+1e6 {
+		t.Errorf("resumed run sent %.0f bytes; only %.0f were missing", sent, remaining)
+	}
+	if !strings.Contains(errs, "were already there") {
+		t.Errorf("summary does not mention the resumed part: %q", errs)
+	}
+	if hashFile(t, filepath.Join(a.inbox, "big.bin")) != want {
+		t.Fatal("resumed 1 GiB file differs (SHA-256)")
+	}
+}
