@@ -280,19 +280,21 @@ func startSSHForward(ctx context.Context, dir, target string) (string, func(), e
 // startKinForward runs kin signal, kin share and kin connect (ICE on
 // loopback only) and returns the local forwarded address.
 func startKinForward(ctx context.Context, dir, kin string, port int) (addr string, connectTime time.Duration, stop func(), err error) {
-	var procs []*exec.Cmd
+	type proc struct {
+		cmd    *exec.Cmd
+		exited chan struct{}
+	}
+	var procs []proc
 	stop = func() {
 		for _, p := range procs {
-			p.Process.Signal(syscall.SIGINT)
+			p.cmd.Process.Signal(syscall.SIGINT)
 		}
 		for _, p := range procs {
-			done := make(chan struct{})
-			go func() { p.Wait(); close(done) }()
 			select {
-			case <-done:
+			case <-p.exited:
 			case <-time.After(5 * time.Second):
-				p.Process.Kill()
-				<-done
+				p.cmd.Process.Kill()
+				<-p.exited
 			}
 		}
 	}
@@ -304,7 +306,8 @@ func startKinForward(ctx context.Context, dir, kin string, port int) (addr strin
 		if err := c.Start(); err != nil {
 			return nil, err
 		}
-		procs = append(procs, c)
+		exited := make(chan struct{})
+		procs = append(procs, proc{c, exited})
 		rx := regexp.MustCompile(wantRE)
 		found := make(chan []string, 1)
 		go func() {
@@ -317,7 +320,7 @@ func startKinForward(ctx context.Context, dir, kin string, port int) (addr strin
 				}
 			}
 		}()
-		go func() { c.Wait(); w.Close() }()
+		go func() { c.Wait(); w.Close(); close(exited) }()
 		select {
 		case m := <-found:
 			return m, nil
