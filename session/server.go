@@ -239,11 +239,10 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 			nc.Reject(ssh.Prohibited, "you may not send files here")
 			return
 		}
-		ch, reqs, err := nc.Accept()
-		if err != nil {
+		ch := acceptData(nc)
+		if ch == nil {
 			return
 		}
-		go ssh.DiscardRequests(reqs)
 		defer ch.Close()
 		log.Info("receiving files")
 		decide := func(o files.Offer) error {
@@ -263,11 +262,10 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 			nc.Reject(ssh.Prohibited, "there are no files for you here")
 			return
 		}
-		ch, reqs, err := nc.Accept()
-		if err != nil {
+		ch := acceptData(nc)
+		if ch == nil {
 			return
 		}
-		go ssh.DiscardRequests(reqs)
 		defer ch.Close()
 		log.Info("sending files")
 		st, err := files.Send(ctx, ch, s.cfg.Outbox, s.progress(g))
@@ -298,6 +296,17 @@ func (s *Server) progress(g *Grant) func(files.Progress) {
 		return nil
 	}
 	return func(p files.Progress) { s.cfg.Files.Progress(*g, p) }
+}
+
+// acceptData accepts a channel that carries only data (no requests);
+// nil if the peer went away meanwhile.
+func acceptData(nc ssh.NewChannel) ssh.Channel {
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		return nil
+	}
+	go ssh.DiscardRequests(reqs)
+	return ch
 }
 
 // directTCPIP is the RFC 4254 7.2 payload.
@@ -334,12 +343,11 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("nothing answers on port %d there", port))
 		return
 	}
-	ch, reqs, err := nc.Accept()
-	if err != nil {
+	ch := acceptData(nc)
+	if ch == nil {
 		local.Close()
 		return
 	}
-	go ssh.DiscardRequests(reqs)
 	log.Debug("forwarding", "port", port)
 	pipe(ch, local)
 }

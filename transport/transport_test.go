@@ -15,8 +15,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"kin/internal/memsignal"
 	"kin/keys"
-	"kin/signal"
 )
 
 func TestMain(m *testing.M) {
@@ -36,57 +36,6 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// router is an in-memory signaling server.
-type router struct {
-	mu    sync.Mutex
-	boxes map[keys.PeerID]chan signal.Message
-}
-
-type endpoint struct {
-	r  *router
-	id keys.PeerID
-}
-
-func newRouter() *router { return &router{boxes: map[keys.PeerID]chan signal.Message{}} }
-
-func (r *router) endpoint(id keys.PeerID) *endpoint {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.boxes[id] = make(chan signal.Message, 1024)
-	return &endpoint{r: r, id: id}
-}
-
-func (e *endpoint) Send(ctx context.Context, m signal.Message) error {
-	m.V, m.From = signal.Version, e.id
-	e.r.mu.Lock()
-	box, self := e.r.boxes[m.To], e.r.boxes[e.id]
-	e.r.mu.Unlock()
-	if box == nil {
-		if m.Type != signal.TypeBye {
-			self <- signal.Message{Type: signal.TypeError, Code: signal.CodeOffline, To: m.To, Session: m.Session}
-		}
-		return nil
-	}
-	select {
-	case box <- m:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (e *endpoint) Recv(ctx context.Context) (signal.Message, error) {
-	e.r.mu.Lock()
-	box := e.r.boxes[e.id]
-	e.r.mu.Unlock()
-	select {
-	case m := <-box:
-		return m, nil
-	case <-ctx.Done():
-		return signal.Message{}, ctx.Err()
-	}
-}
-
 type pairEnv struct {
 	a, b   *Node
 	bID    keys.PeerID
@@ -96,12 +45,12 @@ type pairEnv struct {
 }
 
 func newPair(t testing.TB) *pairEnv {
-	r := newRouter()
+	r := memsignal.New()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	p := &pairEnv{ctx: ctx, cancel: cancel, bID: "bbbbbbbbbbbbbbbb"}
 	cfg := Config{Interfaces: []string{"lo"}}
-	p.a = NewNode(r.endpoint("aaaaaaaaaaaaaaaa"), cfg)
-	p.b = NewNode(r.endpoint(p.bID), cfg)
+	p.a = NewNode(r.Endpoint("aaaaaaaaaaaaaaaa"), cfg)
+	p.b = NewNode(r.Endpoint(p.bID), cfg)
 	for _, n := range []*Node{p.a, p.b} {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); n.Run(ctx) }()
@@ -246,11 +195,11 @@ func TestDialOfflinePeer(t *testing.T) {
 }
 
 func TestDialTimeoutExplainsCandidates(t *testing.T) {
-	r := newRouter()
+	r := memsignal.New()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a := NewNode(r.endpoint("aaaaaaaaaaaaaaaa"), Config{Interfaces: []string{"lo"}})
-	r.endpoint("cccccccccccccccc") // registered, never answers
+	a := NewNode(r.Endpoint("aaaaaaaaaaaaaaaa"), Config{Interfaces: []string{"lo"}})
+	r.Endpoint("cccccccccccccccc") // registered, never answers
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.Run(ctx) }()
