@@ -1,6 +1,7 @@
 // Command bench measures how fast bytes move through one kin peer
-// connection, side by side in one run with the same bytes over plain TCP and
-// over `ssh -L` to a throw-away sshd, all on loopback:
+// connection, side by side in one run with the same bytes over plain TCP,
+// `ssh -L` and scp to a throw-away sshd, all on loopback: a forwarded TCP
+// stream (kin connect) and a file (kin send).
 //
 //	go run ./bench                 # 256 MiB, 3 runs each, prints a table
 //	go run ./bench -size 64 -runs 1
@@ -24,6 +25,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -46,7 +48,7 @@ type Row struct {
 	Name       string  `json:"name"`
 	MBps       float64 `json:"mb_per_s"` // median
 	FirstByte  string  `json:"first_byte,omitempty"`
-	VsSSH      float64 `json:"vs_ssh,omitempty"`
+	VsSSH      float64 `json:"vs_openssh,omitempty"` // ssh -L for streams, scp for files
 	VsTCP      float64 `json:"vs_tcp"`
 	Skipped    string  `json:"skipped,omitempty"`
 	runsMBps   []float64
@@ -69,65 +71,137 @@ func run(ctx context.Context, size int64, runs int, jsonOut string) error {
 	}
 	defer src.Close()
 	srcAddr := src.Addr().String()
+	file := filepath.Join(dir, "payload.bin")
+	if err := writePayload(file, size); err != nil {
+		return err
+	}
 
-	rows := []*Row{{Name: "raw TCP"}, {Name: "ssh -L (OpenSSH)"}, {Name: "kin connect"}}
-	// raw TCP
+	lab := &kinLab{ctx: ctx, dir: dir, kin: kin}
+	defer lab.stop()
+	if err := lab.start(); err != nil {
+		return fmt.Errorf("kin: %w", err)
+	}
+	sd, sshErr := startSSHD(ctx, dir)
+	if sshErr == nil {
+		defer sd.stop()
+	}
+
+	// Streams: one forwarded TCP connection.
+	tcp, sshL, kinC := &Row{Name: "raw TCP"}, &Row{Name: "ssh -L (OpenSSH)"}, &Row{Name: "kin connect"}
 	for i := 0; i < runs; i++ {
-		mbps, fb, err := measure(ctx, srcAddr, size)
-		if err != nil {
+		if err := tcp.measure(ctx, srcAddr, size); err != nil {
 			return fmt.Errorf("raw TCP: %w", err)
 		}
-		rows[0].add(mbps, fb)
 	}
-	// ssh -L
-	if addr, stop, err := startSSHForward(ctx, dir, srcAddr); err != nil {
-		rows[1].Skipped = err.Error()
+	if sshErr != nil {
+		sshL.Skipped = sshErr.Error()
+	} else if addr, stop, err := sd.forward(ctx, srcAddr); err != nil {
+		sshL.Skipped = err.Error()
 	} else {
 		for i := 0; i < runs; i++ {
-			mbps, fb, err := measure(ctx, addr, size)
-			if err != nil {
+			if err := sshL.measure(ctx, addr, size); err != nil {
 				stop()
 				return fmt.Errorf("ssh -L: %w", err)
 			}
-			rows[1].add(mbps, fb)
 		}
 		stop()
 	}
-	// kin: one peer connection reused for every run; connect time measured separately.
-	addr, connectTime, stop, err := startKinForward(ctx, dir, kin, src.Addr().(*net.TCPAddr).Port)
+	before := len(lab.procs)
+	addr, connectTime, err := lab.connect(src.Addr().(*net.TCPAddr).Port)
 	if err != nil {
-		return fmt.Errorf("kin: %w", err)
+		return fmt.Errorf("kin connect: %w", err)
 	}
 	for i := 0; i < runs; i++ {
-		mbps, fb, err := measure(ctx, addr, size)
-		if err != nil {
-			stop()
+		if err := kinC.measure(ctx, addr, size); err != nil {
 			return fmt.Errorf("kin connect: %w", err)
 		}
-		rows[2].add(mbps, fb)
 	}
-	stop()
 
-	tcp, ssh := rows[0].median(), rows[1].median()
-	fmt.Printf("%d MiB per run, median of %d runs, loopback, one connection each\n\n", size>>20, runs)
-	fmt.Printf("| path | MB/s | vs ssh -L | vs raw TCP | first byte |\n|---|---:|---:|---:|---:|\n")
+	lab.stopFrom(before) // kin share would take the agent's offers
+
+	// Files: the same file with scp and with kin send.
+	scp, send := &Row{Name: "scp (OpenSSH)"}, &Row{Name: "kin send"}
+	for i := 0; i < runs; i++ {
+		if sshErr != nil {
+			scp.Skipped = sshErr.Error()
+			break
+		}
+		dst := filepath.Join(dir, "scp-copy.bin")
+		mbps, err := sd.scp(ctx, file, dst)
+		os.Remove(dst)
+		if err != nil {
+			return err
+		}
+		scp.add(mbps, 0)
+	}
+	for i := 0; i < runs; i++ {
+		mbps, err := lab.send(file, size)
+		if err != nil {
+			return fmt.Errorf("kin send: %w", err)
+		}
+		send.add(mbps, 0)
+	}
+
+	fmt.Printf("%d MiB per run, median of %d runs, loopback only\n\n", size>>20, runs)
+	fmt.Printf("| path | MB/s | vs OpenSSH | vs raw TCP | first byte |\n|---|---:|---:|---:|---:|\n")
+	rows := []*Row{tcp, sshL, kinC, scp, send}
 	for _, r := range rows {
+		base := sshL
+		if r == scp || r == send {
+			base = scp
+		}
+		r.finish(base.median(), tcp.median())
 		if r.Skipped != "" {
 			fmt.Printf("| %s | skipped: %s | | | |\n", r.Name, r.Skipped)
 			continue
 		}
-		r.MBps = r.median()
-		r.VsTCP = r.MBps / tcp
-		if ssh > 0 {
-			r.VsSSH = r.MBps / ssh
+		fb := r.FirstByte
+		if fb == "0s" {
+			fb = ""
 		}
-		r.FirstByte = medianDur(r.firstBytes).Round(10 * time.Microsecond).String()
-		fmt.Printf("| %s | %.0f | %.2fx | %.3fx | %s |\n", r.Name, r.MBps, r.VsSSH, r.VsTCP, r.FirstByte)
+		fmt.Printf("| %s | %.0f | %.2fx | %.3fx | %s |\n", r.Name, r.MBps, r.VsSSH, r.VsTCP, fb)
 	}
-	fmt.Printf("\nkin connect: process start to forwarding ready (signaling, ICE, DTLS, SSH): %s\n", connectTime.Round(time.Millisecond))
+	fmt.Printf("\nstreams compare with ssh -L, files with scp; kin connect from process start to forwarding ready: %s\n", connectTime.Round(time.Millisecond))
 	if jsonOut != "" {
 		b, _ := json.MarshalIndent(map[string]any{"size_mib": size >> 20, "runs": runs, "rows": rows, "kin_connect_ms": connectTime.Milliseconds()}, "", "  ")
 		return os.WriteFile(jsonOut, b, 0o644)
+	}
+	return nil
+}
+
+func (r *Row) measure(ctx context.Context, addr string, size int64) error {
+	mbps, fb, err := measure(ctx, addr, size)
+	if err == nil {
+		r.add(mbps, fb)
+	}
+	return err
+}
+
+func (r *Row) finish(base, tcp float64) {
+	r.MBps = r.median()
+	if tcp > 0 {
+		r.VsTCP = r.MBps / tcp
+	}
+	if base > 0 {
+		r.VsSSH = r.MBps / base
+	}
+	r.FirstByte = medianDur(r.firstBytes).Round(10 * time.Microsecond).String()
+}
+
+func writePayload(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; left -= int64(len(buf)) {
+		for i := range buf {
+			buf[i] = byte(rand.Uint32())
+		}
+		if _, err := f.Write(buf[:min(left, int64(len(buf)))]); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -219,57 +293,64 @@ func measure(ctx context.Context, addr string, want int64) (float64, time.Durati
 	return float64(n) / 1e6 / el.Seconds(), first, nil
 }
 
-// startSSHForward starts a throw-away sshd on a loopback port and an
-// `ssh -N -L` through it to target.
-func startSSHForward(ctx context.Context, dir, target string) (string, func(), error) {
-	sshd, err := exec.LookPath("sshd")
+// sshd is a throw-away OpenSSH server on a loopback port.
+type sshd struct {
+	port int
+	key  string // client private key it accepts
+	user string
+	stop func()
+}
+
+func startSSHD(ctx context.Context, dir string) (*sshd, error) {
+	bin, err := exec.LookPath("sshd")
 	if err != nil {
-		if sshd, err = exec.LookPath("/usr/sbin/sshd"); err != nil {
-			return "", nil, errors.New("sshd not installed")
+		if bin, err = exec.LookPath("/usr/sbin/sshd"); err != nil {
+			return nil, errors.New("sshd not installed")
 		}
 	}
 	d := filepath.Join(dir, "ssh")
 	os.MkdirAll(d, 0o700)
 	for _, k := range []string{"host", "user"} {
 		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(d, k)).CombinedOutput(); err != nil {
-			return "", nil, fmt.Errorf("ssh-keygen: %v %s", err, out)
+			return nil, fmt.Errorf("ssh-keygen: %v %s", err, out)
 		}
 	}
 	pub, _ := os.ReadFile(filepath.Join(d, "user.pub"))
 	os.WriteFile(filepath.Join(d, "authorized_keys"), pub, 0o600)
-	sshPort := freePort()
-	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nStrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication no\nAllowTcpForwarding yes\n",
-		sshPort, filepath.Join(d, "host"), filepath.Join(d, "authorized_keys"), filepath.Join(d, "pid"))
+	port := freePort()
+	cfg := fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nHostKey %s\nAuthorizedKeysFile %s\nPidFile %s\nStrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication no\nAllowTcpForwarding yes\nSubsystem sftp internal-sftp\n",
+		port, filepath.Join(d, "host"), filepath.Join(d, "authorized_keys"), filepath.Join(d, "pid"))
 	os.WriteFile(filepath.Join(d, "sshd_config"), []byte(cfg), 0o600)
 	os.MkdirAll("/run/sshd", 0o755)
-	daemon := exec.CommandContext(ctx, sshd, "-D", "-e", "-f", filepath.Join(d, "sshd_config"))
+	daemon := exec.CommandContext(ctx, bin, "-D", "-e", "-f", filepath.Join(d, "sshd_config"))
 	if err := daemon.Start(); err != nil {
-		return "", nil, fmt.Errorf("start sshd: %w", err)
+		return nil, fmt.Errorf("start sshd: %w", err)
 	}
-	if err := waitListening(fmt.Sprintf("127.0.0.1:%d", sshPort)); err != nil {
-		daemon.Process.Kill()
-		daemon.Wait()
-		return "", nil, fmt.Errorf("sshd did not start (as root? %w)", err)
+	stop := func() { daemon.Process.Kill(); daemon.Wait() }
+	if err := waitListening(fmt.Sprintf("127.0.0.1:%d", port)); err != nil {
+		stop()
+		return nil, fmt.Errorf("sshd did not start (as root? %w)", err)
 	}
-	local := fmt.Sprintf("127.0.0.1:%d", freePort())
 	user := os.Getenv("USER")
 	if user == "" {
 		user = "root"
 	}
-	cli := exec.CommandContext(ctx, "ssh", "-N", "-p", fmt.Sprint(sshPort), "-i", filepath.Join(d, "user"),
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-		"-L", local+":"+target, user+"@127.0.0.1")
+	return &sshd{port: port, key: filepath.Join(d, "user"), user: user, stop: stop}, nil
+}
+
+func (s *sshd) opts() []string {
+	return []string{"-i", s.key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"}
+}
+
+// forward starts `ssh -N -L` through the sshd to target.
+func (s *sshd) forward(ctx context.Context, target string) (string, func(), error) {
+	local := fmt.Sprintf("127.0.0.1:%d", freePort())
+	args := append(append([]string{"-N", "-p", fmt.Sprint(s.port)}, s.opts()...), "-L", local+":"+target, s.user+"@127.0.0.1")
+	cli := exec.CommandContext(ctx, "ssh", args...)
 	if err := cli.Start(); err != nil {
-		daemon.Process.Kill()
-		daemon.Wait()
 		return "", nil, err
 	}
-	stop := func() {
-		for _, c := range []*exec.Cmd{cli, daemon} {
-			c.Process.Kill()
-			c.Wait()
-		}
-	}
+	stop := func() { cli.Process.Kill(); cli.Wait() }
 	if err := waitListening(local); err != nil {
 		stop()
 		return "", nil, fmt.Errorf("ssh -L did not come up: %w", err)
@@ -277,75 +358,163 @@ func startSSHForward(ctx context.Context, dir, target string) (string, func(), e
 	return local, stop, nil
 }
 
-// startKinForward runs kin signal, kin share and kin connect (ICE on
-// loopback only) and returns the local forwarded address.
-func startKinForward(ctx context.Context, dir, kin string, port int) (addr string, connectTime time.Duration, stop func(), err error) {
-	type proc struct {
-		cmd    *exec.Cmd
-		exited chan struct{}
+// scp copies file into dst through the sshd and returns MB/s.
+func (s *sshd) scp(ctx context.Context, file, dst string) (float64, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return 0, err
 	}
-	var procs []proc
-	stop = func() {
-		for _, p := range procs {
-			p.cmd.Process.Signal(syscall.SIGINT)
-		}
-		for _, p := range procs {
-			select {
-			case <-p.exited:
-			case <-time.After(5 * time.Second):
-				p.cmd.Process.Kill()
-				<-p.exited
-			}
-		}
+	args := append(append([]string{"-q", "-P", fmt.Sprint(s.port)}, s.opts()...), file, s.user+"@127.0.0.1:"+dst)
+	start := time.Now()
+	if out, err := exec.CommandContext(ctx, "scp", args...).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("scp: %v %s", err, out)
 	}
-	start := func(home string, wantRE string, args ...string) ([]string, error) {
-		c := exec.CommandContext(ctx, kin, args...)
-		c.Env = append(os.Environ(), "KIN_HOME="+filepath.Join(dir, home), "KIN_ICE_INTERFACES=lo")
-		r, w := io.Pipe()
-		c.Stdout, c.Stderr = w, w
-		if err := c.Start(); err != nil {
-			return nil, err
-		}
-		exited := make(chan struct{})
-		procs = append(procs, proc{c, exited})
-		rx := regexp.MustCompile(wantRE)
-		found := make(chan []string, 1)
-		go func() {
-			sc := bufio.NewScanner(r)
-			sent := false
-			for sc.Scan() {
-				if m := rx.FindStringSubmatch(sc.Text()); m != nil && !sent {
-					found <- m
-					sent = true
+	return float64(st.Size()) / 1e6 / time.Since(start).Seconds(), nil
+}
+
+// kinLab runs kin processes side by side on loopback (ICE on lo only):
+// a signaling server, alice sharing and running an agent, bob connecting
+// and sending.
+type kinLab struct {
+	ctx   context.Context
+	dir   string
+	kin   string
+	url   string
+	inbox string
+	procs []*kinProc
+}
+
+type kinProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (l *kinLab) env(home string) []string {
+	return append(os.Environ(), "KIN_HOME="+filepath.Join(l.dir, home), "KIN_ICE_INTERFACES=lo", "KIN_SIGNAL="+l.url)
+}
+
+func (l *kinLab) run(home string, args ...string) (string, error) {
+	c := exec.CommandContext(l.ctx, l.kin, args...)
+	c.Env = l.env(home)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("kin %s: %v %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// spawn starts kin in the background and returns the first line matching wantRE.
+func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
+	c := exec.CommandContext(l.ctx, l.kin, args...)
+	c.Env = l.env(home)
+	r, w := io.Pipe()
+	c.Stdout, c.Stderr = w, w
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	p := &kinProc{cmd: c, exited: make(chan struct{})}
+	l.procs = append(l.procs, p)
+	rx := regexp.MustCompile(wantRE)
+	found := make(chan []string, 1)
+	var mu sync.Mutex
+	var lines []string
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			mu.Lock()
+			lines = append(lines, sc.Text())
+			mu.Unlock()
+			if m := rx.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case found <- m:
+				default:
 				}
 			}
-		}()
-		go func() { c.Wait(); w.Close(); close(exited) }()
-		select {
-		case m := <-found:
-			return m, nil
-		case <-time.After(60 * time.Second):
-			return nil, fmt.Errorf("kin %s: no line matching %q", strings.Join(args, " "), wantRE)
 		}
+	}()
+	go func() { c.Wait(); w.Close(); close(p.exited) }()
+	select {
+	case m := <-found:
+		return m, nil
+	case <-p.exited:
+		mu.Lock()
+		defer mu.Unlock()
+		return nil, fmt.Errorf("kin %s exited: %s", strings.Join(args, " "), strings.Join(lines, "\n"))
+	case <-time.After(60 * time.Second):
+		return nil, fmt.Errorf("kin %s: no line matching %q", strings.Join(args, " "), wantRE)
 	}
-	m, err := start("server", `signaling server on (ws://\S+)`, "signal", "--listen", "127.0.0.1:0")
+}
+
+func (l *kinLab) start() error {
+	m, err := l.spawn("server", `signaling server on (ws://\S+)`, "signal", "--listen", "127.0.0.1:0")
 	if err != nil {
-		stop()
-		return "", 0, nil, err
+		return err
 	}
-	url := m[1]
-	m, err = start("a", `^kin connect (kin1\S+)`, "--signal", url, "share", fmt.Sprint(port))
+	l.url = m[1]
+	aKey, err := l.run("a", "id")
 	if err != nil {
-		stop()
-		return "", 0, nil, err
+		return err
+	}
+	bKey, err := l.run("b", "id")
+	if err != nil {
+		return err
+	}
+	if _, err := l.run("a", "friends", "add", "b", strings.TrimSpace(bKey), "--allow", "files"); err != nil {
+		return err
+	}
+	if _, err := l.run("b", "friends", "add", "a", strings.TrimSpace(aKey)); err != nil {
+		return err
+	}
+	l.inbox = filepath.Join(l.dir, "inbox")
+	_, err = l.spawn("a", `kin is up`, "up", "--dir", l.inbox)
+	return err
+}
+
+// connect shares port from a and connects b with the ticket.
+func (l *kinLab) connect(port int) (string, time.Duration, error) {
+	m, err := l.spawn("a", `^kin connect (kin1\S+)`, "share", fmt.Sprint(port))
+	if err != nil {
+		return "", 0, err
 	}
 	t0 := time.Now()
-	m, err = start("b", `forwarding (\S+) ->`, "connect", m[1], "--listen", "127.0.0.1:0")
+	m, err = l.spawn("b", `forwarding (\S+) ->`, "connect", m[1], "--listen", "127.0.0.1:0")
 	if err != nil {
-		stop()
-		return "", 0, nil, err
+		return "", 0, err
 	}
-	return m[1], time.Since(t0), stop, nil
+	return m[1], time.Since(t0), nil
+}
+
+// send runs kin send of file from b to a's agent and returns MB/s.
+func (l *kinLab) send(file string, size int64) (float64, error) {
+	os.RemoveAll(l.inbox) // or the file would already be there
+	start := time.Now()
+	if _, err := l.run("b", "send", file, "a", "--quiet"); err != nil {
+		return 0, err
+	}
+	el := time.Since(start)
+	if st, err := os.Stat(filepath.Join(l.inbox, filepath.Base(file))); err != nil || st.Size() != size {
+		return 0, fmt.Errorf("the file did not arrive whole: %v", err)
+	}
+	return float64(size) / 1e6 / el.Seconds(), nil
+}
+
+func (l *kinLab) stop() { l.stopFrom(0) }
+
+// stopFrom stops the processes started from index i on.
+func (l *kinLab) stopFrom(i int) {
+	procs := l.procs[i:]
+	l.procs = l.procs[:i]
+	for _, p := range procs {
+		p.cmd.Process.Signal(syscall.SIGINT)
+	}
+	for _, p := range procs {
+		select {
+		case <-p.exited:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	}
 }
 
 func freePort() int {

@@ -51,8 +51,10 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 	want := cfg.HostKey.Marshal()
 	auth := []ssh.AuthMethod{ssh.PublicKeys(cfg.Identity.Signer)}
 	if cfg.Secret != nil {
-		// Sent only after the host key check below passed.
-		auth = append(auth, ssh.Password(string(cfg.Secret)))
+		// A ticket names what this connection is for, so it goes first,
+		// even for a friend (whose key alone would not carry the ticket's
+		// grant). Auth happens after the host key check below passed.
+		auth = []ssh.AuthMethod{ssh.Password(string(cfg.Secret))}
 	}
 	sc := &ssh.ClientConfig{
 		User: "kin",

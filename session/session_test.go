@@ -442,3 +442,23 @@ func BenchmarkForward(b *testing.B) {
 		conn.Close()
 	}
 }
+
+func TestFriendWithTicketGetsTheTicketsPort(t *testing.T) {
+	port, addr := webServer(t, []byte("shared"))
+	bob := ident(t)
+	secret := keys.NewSecret()
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Files: true}}),
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Ports: []int{port}}, keys.SecretEqual(s, secret)
+		},
+		Ports: map[int]string{port: addr},
+	})
+	c, err := e.dial(bob, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardGet(t, c, port); string(got) != "shared" {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -63,9 +63,10 @@ const sendQueue = 256
 type Server struct {
 	cfg ServerConfig
 
-	mu     sync.Mutex
-	conns  map[*conn]struct{}
-	peers  map[keys.PeerID]*conn
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	peers map[keys.PeerID][]*conn // newest last; offers go to the newest
+
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -73,7 +74,7 @@ type Server struct {
 // NewServer makes a server; serve it with net/http.
 func NewServer(cfg ServerConfig) *Server {
 	cfg.defaults()
-	return &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID]*conn{}}
+	return &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}}
 }
 
 type conn struct {
@@ -88,7 +89,19 @@ type conn struct {
 func (s *Server) Online(id keys.PeerID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.peers[id] != nil
+	return len(s.peers[id]) > 0
+}
+
+// current is the connection messages for id go to: the newest of its
+// registrations (e.g. kin share started while kin up runs; after a network
+// change, the new connection while the old one times out).
+func (s *Server) current(id keys.PeerID) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l := s.peers[id]; len(l) > 0 {
+		return l[len(l)-1]
+	}
+	return nil
 }
 
 // ServeHTTP upgrades to a WebSocket and serves one client.
@@ -135,8 +148,19 @@ func (s *Server) drop(c *conn) {
 	c.cancel()
 	s.mu.Lock()
 	delete(s.conns, c)
-	if c.id != "" && s.peers[c.id] == c {
-		delete(s.peers, c.id)
+	if c.id != "" {
+		l := s.peers[c.id]
+		for i, x := range l {
+			if x == c {
+				l = append(l[:i:i], l[i+1:]...)
+				break
+			}
+		}
+		if len(l) == 0 {
+			delete(s.peers, c.id)
+		} else {
+			s.peers[c.id] = l
+		}
 	}
 	s.mu.Unlock()
 	c.ws.CloseNow()
@@ -239,12 +263,11 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	c.id = id
 	log = log.With("id", id)
 	s.mu.Lock()
-	old := s.peers[id]
-	s.peers[id] = c
+	s.peers[id] = append(s.peers[id], c)
+	n := len(s.peers[id])
 	s.mu.Unlock()
-	if old != nil {
-		log.Debug("replacing older registration")
-		old.cancel()
+	if n > 1 {
+		log.Debug("another registration of this peer; the newest gets new offers", "registrations", n)
 	}
 	var ice []ICEServer
 	if s.cfg.ICEServers != nil {
@@ -293,9 +316,7 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 // route forwards m from c to its addressee, or tells c the peer is offline.
 func (s *Server) route(c *conn, m Message) {
 	m.From = c.id
-	s.mu.Lock()
-	dst := s.peers[m.To]
-	s.mu.Unlock()
+	dst := s.current(m.To)
 	if dst == nil {
 		if m.Type != TypeBye {
 			c.send(Message{V: Version, Type: TypeError, Code: CodeOffline, To: m.To, Session: m.Session, Reason: "peer is not online"})

@@ -234,13 +234,7 @@ func TestClientReregistersAfterDisconnect(t *testing.T) {
 	id := ident(t)
 	c := e.client(id)
 	first := c.connected()
-	// Kick the client: a second registration of the same key replaces it,
-	// then drop that one; the client must come back by itself.
-	ws, ch := rawConn(t, e)
-	reg, _ := signRegistration(id.Signer, ch.Nonce)
-	writeMessage(e.ctx, ws, reg)
-	readMessage(e.ctx, ws)
-	ws.CloseNow()
+	e.srv.current(id.ID()).cancel() // the server drops it, as on a network change
 	deadline := time.Now().Add(10 * time.Second)
 	for ws := c.connected(); ws == nil || ws == first || !e.srv.Online(id.ID()); ws = c.connected() {
 		if time.Now().After(deadline) {
@@ -253,6 +247,47 @@ func TestClientReregistersAfterDisconnect(t *testing.T) {
 	if m := recv(t, c); m.Type != TypeOffer {
 		t.Fatalf("after re-registering: %+v", m)
 	}
+}
+
+func TestTwoRegistrationsOfOneKeyDoNotFight(t *testing.T) {
+	e := newEnv(t, ServerConfig{})
+	id := ident(t)
+	agent := e.client(id)
+	share := e.client(id) // e.g. kin share while kin up runs
+	other := e.client(ident(t))
+	other.Send(e.ctx, Message{Type: TypeOffer, To: id.ID(), Session: "1", SDP: "v=0"})
+	if m := recv(t, share); m.Session != "1" {
+		t.Fatalf("newest registration got %+v", m)
+	}
+	// The older one was not kicked out: when the newer leaves, it is current again.
+	e.srv.current(id.ID()).cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.current(id.ID()) == nil || agent.connected() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("agent lost its registration")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the dropped one may come back; either gets it
+	other.Send(e.ctx, Message{Type: TypeOffer, To: id.ID(), Session: "2", SDP: "v=0"})
+	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
+	defer cancel()
+	select {
+	case <-waitRecv(ctx, agent):
+	case <-waitRecv(ctx, share):
+	case <-ctx.Done():
+		t.Fatal("nobody got the offer")
+	}
+}
+
+func waitRecv(ctx context.Context, c *Client) <-chan Message {
+	ch := make(chan Message, 1)
+	go func() {
+		if m, err := c.Recv(ctx); err == nil {
+			ch <- m
+		}
+	}()
+	return ch
 }
 
 func (c *Client) connected() *websocket.Conn {
