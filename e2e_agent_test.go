@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -263,5 +264,17 @@ func TestSendToFriendAndWithTicket(t *testing.T) {
 	}
 	if code := snd.exit(); code != 0 {
 		t.Fatalf("send exit %d", code)
+	}
+}
+
+func TestStatus(t *testing.T) {
+	a := startAgent(t)
+	out := a.kid.mustRun("status")
+	if !regexp.MustCompile(`dad\s+yes\s+nothing`).MatchString(out) || !strings.Contains(out, "agent:     down") {
+		t.Errorf("kid's status:\n%s", out)
+	}
+	out = a.dad.mustRun("status")
+	if !strings.Contains(out, "agent:     up") || !regexp.MustCompile(`kid\s+no\s+shell,files`).MatchString(out) {
+		t.Errorf("dad's status:\n%s", out)
 	}
 }

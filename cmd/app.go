@@ -53,6 +53,7 @@ Try it all on this machine:
 			sendCommand(),
 			receiveCommand(),
 			upCommand(),
+			statusCommand(),
 			shellCommand(),
 			pipeCommand(),
 			sshConfigCommand(),

@@ -158,7 +158,7 @@ func (c *Client) session(ctx context.Context) error {
 			return err
 		}
 		switch m.Type {
-		case TypeOffer, TypeAnswer, TypeCandidate, TypeBye:
+		case TypeOffer, TypeAnswer, TypeCandidate, TypeBye, TypePresence:
 		case TypeError:
 			if m.Code == CodeGoingAway {
 				return errors.New("signaling server is restarting")
@@ -233,4 +233,31 @@ func (c *Client) Recv(ctx context.Context) (Message, error) {
 	case <-ctx.Done():
 		return Message{}, ctx.Err()
 	}
+}
+
+// Online asks the server whether each peer is registered. It reads the
+// answers with Recv, so nothing else may read from c meanwhile.
+func (c *Client) Online(ctx context.Context, peers ...keys.PeerID) (map[keys.PeerID]bool, error) {
+	online := make(map[keys.PeerID]bool, len(peers))
+	asked := map[string]keys.PeerID{}
+	for i, p := range peers {
+		session := fmt.Sprintf("presence-%d", i)
+		asked[session] = p
+		if err := c.Send(ctx, Message{Type: TypePresence, To: p, Session: session}); err != nil {
+			return nil, err
+		}
+	}
+	for len(asked) > 0 {
+		m, err := c.Recv(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p, ok := asked[m.Session]
+		if !ok {
+			continue
+		}
+		delete(asked, m.Session)
+		online[p] = m.Type == TypePresence
+	}
+	return online, nil
 }

@@ -22,6 +22,7 @@ const (
 	TypeCandidate  = "candidate"  // peer -> peer: Candidate (JSON of webrtc.ICECandidateInit); empty = end of candidates
 	TypeBye        = "bye"        // peer -> peer: session over
 	TypeError      = "error"      // server -> client: Code, Reason; Session/To echo the message that failed
+	TypePresence   = "presence"   // client -> server: is To online? server -> client: yes (From = To); no is an offline error
 )
 
 // Error codes in TypeError messages.

@@ -193,7 +193,7 @@ func DecodeMessage(b []byte) (Message, error) {
 		if !m.To.Valid() || m.Session == "" || m.SDP == "" {
 			return m, fmt.Errorf("%s needs to, session and sdp", m.Type)
 		}
-	case TypeCandidate, TypeBye:
+	case TypeCandidate, TypeBye, TypePresence:
 		if !m.To.Valid() || m.Session == "" {
 			return m, fmt.Errorf("%s needs to and session", m.Type)
 		}
@@ -317,6 +317,14 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 func (s *Server) route(c *conn, m Message) {
 	m.From = c.id
 	dst := s.current(m.To)
+	if m.Type == TypePresence {
+		if dst == nil {
+			c.send(Message{V: Version, Type: TypeError, Code: CodeOffline, To: m.To, Session: m.Session, Reason: "peer is not online"})
+		} else {
+			c.send(Message{V: Version, Type: TypePresence, From: m.To, Session: m.Session})
+		}
+		return
+	}
 	if dst == nil {
 		if m.Type != TypeBye {
 			c.send(Message{V: Version, Type: TypeError, Code: CodeOffline, To: m.To, Session: m.Session, Reason: "peer is not online"})

@@ -365,3 +365,15 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 	})
 }
+
+func TestPresence(t *testing.T) {
+	e := newEnv(t, ServerConfig{})
+	a, b := ident(t), ident(t)
+	ca := e.client(a)
+	e.client(b)
+	nobody := ident(t).ID()
+	got, err := ca.Online(e.ctx, b.ID(), nobody)
+	if err != nil || !got[b.ID()] || got[nobody] {
+		t.Fatalf("%v %v", got, err)
+	}
+}
