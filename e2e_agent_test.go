@@ -278,3 +278,34 @@ func TestStatus(t *testing.T) {
 		t.Errorf("dad's status:\n%s", out)
 	}
 }
+
+func TestAgentSurvivesSignalingRestart(t *testing.T) {
+	server := newUser(t, "server")
+	sig := server.start("signal", "--listen", "127.0.0.1:0")
+	url := sig.waitFor(`signaling server on (ws://127\.0\.0\.1:\d+)`)[1]
+	dad := newUser(t, "dad", "KIN_SIGNAL="+url)
+	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
+	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "shell")
+	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+	agent := dad.start("up")
+	agent.waitFor(`kin is up`)
+	if out, _, code := kid.run("shell", "dad", "--", "echo", "before"); code != 0 || out != "before\n" {
+		t.Fatalf("before restart: %d %q", code, out)
+	}
+	sig.interrupt()
+	sig.exit()
+	sig2 := server.start("signal", "--listen", strings.TrimPrefix(url, "ws://"))
+	sig2.waitFor(`signaling server on`)
+	// The agent re-registers by itself (backoff starts at 250 ms).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, code := kid.run("shell", "dad", "--", "echo", "after")
+		if code == 0 && out == "after\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent unreachable after the signaling server restarted: %d %q", code, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
