@@ -113,11 +113,7 @@ func (p *progressPrinter) finish(bytes int64, nfiles int, already int64) {
 		fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.lastWidth))
 	}
 	el := time.Since(p.start)
-	noun := "files"
-	if nfiles == 1 {
-		noun = "file"
-	}
-	fmt.Fprintf(p.w, "%s %d %s, %s in %s (%s/s)", p.verb, nfiles, noun, humanBytes(bytes), el.Round(time.Millisecond), humanBytes(int64(float64(bytes)/el.Seconds())))
+	fmt.Fprintf(p.w, "%s %s, %s in %s (%s/s)", p.verb, plural(nfiles, "file"), humanBytes(bytes), el.Round(time.Millisecond), humanBytes(int64(float64(bytes)/el.Seconds())))
 	if already > 0 {
 		fmt.Fprintf(p.w, "; %s were already there", humanBytes(already))
 	}
@@ -135,4 +131,12 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+// plural says "1 file", "2 files".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

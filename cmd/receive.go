@@ -88,7 +88,7 @@ func receive(c *cli.Context) error {
 	decide := func(o files.Offer) error {
 		n, total := o.Files()
 		nfiles = n
-		if ask && !confirm(c.App.Reader, e.stderr, fmt.Sprintf("accept %d files, %s from %s into %s? [y/N] ", n, humanBytes(total), name, dir)) {
+		if ask && !confirm(c.App.Reader, e.stderr, fmt.Sprintf("accept %s, %s from %s into %s? [y/N] ", plural(n, "file"), humanBytes(total), name, dir)) {
 			return errors.New("declined")
 		}
 		return nil
@@ -168,7 +168,7 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 		Files: session.FileHooks{
 			Offered: func(g session.Grant, o files.Offer) error {
 				n, total := o.Files()
-				fmt.Fprintf(e.stderr, "%s is sending %d files, %s\n", g.Name, n, humanBytes(total))
+				fmt.Fprintf(e.stderr, "%s is sending %s, %s\n", g.Name, plural(n, "file"), humanBytes(total))
 				mu.Lock()
 				printers[g.Name] = newProgress(e.stderr, "received", quiet)
 				mu.Unlock()

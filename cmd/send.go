@@ -112,7 +112,7 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 	defer client.Close()
 	nfiles, total := plan.Offer.Files()
 	if !quiet {
-		fmt.Fprintf(e.stderr, "sending %d files, %s to %s (%s)\n", nfiles, humanBytes(total), to.Name, conn.Info().Path)
+		fmt.Fprintf(e.stderr, "sending %s, %s to %s (%s)\n", plural(nfiles, "file"), humanBytes(total), to.Name, conn.Info().Path)
 	}
 	pp := newProgress(e.stderr, "sent", quiet)
 	st, err := client.Push(ctx, plan, pp.update)
@@ -173,7 +173,7 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		return err
 	}
 	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
-	fmt.Fprintf(e.stderr, "ready to send %d files, %s; the receiver runs:\n", nfiles, humanBytes(total))
+	fmt.Fprintf(e.stderr, "ready to send %s, %s; the receiver runs:\n", plural(nfiles, "file"), humanBytes(total))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
 	wg.Add(1)
 	go func() {

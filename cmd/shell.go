@@ -139,7 +139,7 @@ func runRemote(ctx context.Context, s *ssh.Session, command string, stdin io.Rea
 		err = s.Start(command)
 	}
 	if err != nil {
-		return 0, err
+		return 255, fmt.Errorf("the connection was lost before the command started: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()

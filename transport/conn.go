@@ -208,6 +208,9 @@ func (c *Conn) closeFromPeer() { c.shutdown(false) }
 
 func (c *Conn) shutdown(sayBye bool) {
 	c.closeOnce.Do(func() {
+		if sayBye {
+			c.drain(2 * time.Second)
+		}
 		close(c.closed)
 		if sayBye {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -219,6 +222,18 @@ func (c *Conn) shutdown(sayBye bool) {
 		c.pc.Close()
 		c.h.node.forget(c.h.session)
 	})
+}
+
+// drain waits (at most max) until what was written has left the SCTP
+// send buffer, so closing does not drop the last bytes.
+func (c *Conn) drain(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for c.dc.BufferedAmount() > 0 && time.Now().Before(deadline) {
+		if s := c.pc.ConnectionState(); s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 type addr string
