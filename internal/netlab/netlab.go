@@ -1,0 +1,163 @@
+// Package netlab builds throw-away networks for tests from Linux network
+// namespaces, veth pairs, a bridge and iptables NAT: an "internet" with
+// TEST-NET-3 addresses, and peers behind real kernel NATs. Everything lives
+// in namespaces the lab creates and deletes; the host's own networking is
+// never touched.
+package netlab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// NATKind says what stands between a peer and the internet.
+type NATKind string
+
+const (
+	// Public: the peer has an internet address of its own.
+	Public NATKind = "public"
+	// Restricted: iptables MASQUERADE with stateful filtering, a
+	// port-restricted cone NAT (endpoint-independent mapping, replies only
+	// from where the peer sent to).
+	Restricted NATKind = "restricted"
+	// Symmetric: MASQUERADE --random-fully, a new external port per
+	// destination (needs a TURN relay to get through).
+	Symmetric NATKind = "symmetric"
+)
+
+// Lab is one throw-away network.
+type Lab struct {
+	t      testing.TB
+	prefix string
+	spaces []string
+	peers  int
+	inet   *Host
+}
+
+// Host is a machine in the lab: a network namespace.
+type Host struct {
+	NS   string
+	Addr string // its own address (private behind a NAT)
+	WAN  string // the address the internet sees
+}
+
+// Command runs name inside the host's namespace.
+func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+}
+
+// Available says why the lab cannot run here, or "" if it can.
+func Available() string {
+	if os.Geteuid() != 0 {
+		return "needs root (network namespaces and iptables)"
+	}
+	for _, tool := range []string{"ip", "iptables"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return "needs " + tool + " (Debian: iproute2, iptables)"
+		}
+	}
+	return ""
+}
+
+// New builds the internet namespace. Without root or tools it skips the
+// test, unless KIN_NETLAB_REQUIRED is set (CI), where it fails.
+func New(t testing.TB) *Lab {
+	t.Helper()
+	if why := Available(); why != "" {
+		if os.Getenv("KIN_NETLAB_REQUIRED") != "" {
+			t.Fatalf("the NAT lab must run here but cannot: %s", why)
+		}
+		t.Skipf("NAT lab skipped: %s", why)
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	l := &Lab{t: t, prefix: "kin" + hex.EncodeToString(b)}
+	t.Cleanup(l.close)
+	inet := l.namespace("i")
+	l.sh(inet, "ip link add br0 type bridge", "ip addr add 203.0.113.1/24 dev br0", "ip link set br0 up")
+	l.inet = &Host{NS: inet, Addr: "203.0.113.1", WAN: "203.0.113.1"}
+	return l
+}
+
+// Internet is the namespace holding public servers (signaling, STUN, TURN).
+func (l *Lab) Internet() *Host { return l.inet }
+
+// AddPeer makes a peer host behind a NAT of the given kind.
+func (l *Lab) AddPeer(kind NATKind) *Host {
+	l.t.Helper()
+	l.peers++
+	k := l.peers
+	wan := fmt.Sprintf("203.0.113.%d", 10*k)
+	host := l.namespace(fmt.Sprintf("h%d", k))
+	if kind == Public {
+		l.link(host, "eth0", fmt.Sprintf("b%d", k), wan)
+		l.sh(host, "ip route add default via 203.0.113.1")
+		return &Host{NS: host, Addr: wan, WAN: wan}
+	}
+	router := l.namespace(fmt.Sprintf("r%d", k))
+	l.link(router, "wan", fmt.Sprintf("b%d", k), wan)
+	lan, addr := fmt.Sprintf("10.0.%d.1", k), fmt.Sprintf("10.0.%d.2", k)
+	l.sh(router,
+		"ip link add lan type veth peer name eth0 netns "+host,
+		"ip addr add "+lan+"/24 dev lan", "ip link set lan up",
+		"sysctl -qw net.ipv4.ip_forward=1",
+		"iptables -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+		"iptables -A FORWARD -i wan -j DROP",
+	)
+	masq := "iptables -t nat -A POSTROUTING -o wan -j MASQUERADE"
+	if kind == Symmetric {
+		masq += " --random-fully"
+	}
+	l.sh(router, masq)
+	l.sh(host, "ip addr add "+addr+"/24 dev eth0", "ip link set eth0 up", "ip route add default via "+lan)
+	return &Host{NS: host, Addr: addr, WAN: wan}
+}
+
+// link connects namespace ns to the internet bridge with address addr.
+func (l *Lab) link(ns, dev, bridgePort, addr string) {
+	l.sh(ns, "ip link add "+dev+" type veth peer name "+bridgePort+" netns "+l.inet.NS)
+	l.sh(l.inet.NS, "ip link set "+bridgePort+" master br0", "ip link set "+bridgePort+" up")
+	l.sh(ns, "ip addr add "+addr+"/24 dev "+dev, "ip link set "+dev+" up")
+}
+
+func (l *Lab) namespace(suffix string) string {
+	l.t.Helper()
+	name := l.prefix + "-" + suffix
+	l.run("ip", "netns", "add", name)
+	l.spaces = append(l.spaces, name)
+	l.sh(name, "ip link set lo up")
+	return name
+}
+
+// sh runs commands inside namespace ns.
+func (l *Lab) sh(ns string, cmds ...string) {
+	l.t.Helper()
+	for _, c := range cmds {
+		l.run(append([]string{"ip", "netns", "exec", ns}, strings.Fields(c)...)...)
+	}
+}
+
+func (l *Lab) run(args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		l.t.Fatalf("netlab: %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// close deletes every namespace (and with them their links and rules).
+func (l *Lab) close() {
+	for i := len(l.spaces) - 1; i >= 0; i-- {
+		if out, err := exec.Command("ip", "netns", "pids", l.spaces[i]).Output(); err == nil {
+			for _, pid := range strings.Fields(string(out)) {
+				exec.Command("kill", "-9", pid).Run()
+			}
+		}
+		exec.Command("ip", "netns", "del", l.spaces[i]).Run()
+	}
+}
