@@ -27,6 +27,9 @@ import (
 var kinBin string
 
 func TestMain(m *testing.M) {
+	if helper() {
+		return
+	}
 	dir, err := os.MkdirTemp("", "kin-e2e")
 	if err != nil {
 		panic(err)
@@ -41,11 +44,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// user is one person's kin: a home directory and environment.
+// user is one person's kin: a home directory and environment, and the
+// network namespace their machine is (empty: this one, ICE on lo only).
 type user struct {
 	t    *testing.T
 	home string
 	env  []string
+	ns   string
+}
+
+// command builds a kin command line for u.
+func (u *user) command(ctx context.Context, args ...string) *exec.Cmd {
+	var cmd *exec.Cmd
+	if u.ns != "" {
+		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", u.ns, kinBin}, args...)...)
+	} else {
+		cmd = exec.CommandContext(ctx, kinBin, args...)
+	}
+	cmd.Env = u.env
+	return cmd
 }
 
 func newUser(t *testing.T, name string, extraEnv ...string) *user {
@@ -59,8 +76,7 @@ func (u *user) run(args ...string) (string, string, int) {
 	u.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kinBin, args...)
-	cmd.Env = u.env
+	cmd := u.command(ctx, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -95,8 +111,7 @@ type proc struct {
 
 func (u *user) start(args ...string) *proc {
 	u.t.Helper()
-	p := &proc{t: u.t, cmd: exec.Command(kinBin, args...), more: make(chan struct{}, 1), done: make(chan struct{})}
-	p.cmd.Env = u.env
+	p := &proc{t: u.t, cmd: u.command(context.Background(), args...), more: make(chan struct{}, 1), done: make(chan struct{})}
 	stdout, _ := p.cmd.StdoutPipe()
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {

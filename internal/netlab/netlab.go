@@ -22,9 +22,13 @@ type NATKind string
 const (
 	// Public: the peer has an internet address of its own.
 	Public NATKind = "public"
-	// Restricted: iptables MASQUERADE with stateful filtering, a
-	// port-restricted cone NAT (endpoint-independent mapping, replies only
-	// from where the peer sent to).
+	// Restricted: a home router: iptables MASQUERADE and a stateful
+	// firewall that drops unsolicited traffic from the WAN, both forwarded
+	// and to the router itself. A port-restricted cone NAT
+	// (endpoint-independent mapping, replies only from where the peer sent
+	// to). The firewall matters: when the router accepts an early inbound
+	// packet for itself, conntrack records it and then remaps the peer's
+	// own outgoing port, which breaks hole punching (see DESIGN.md).
 	Restricted NATKind = "restricted"
 	// Symmetric: MASQUERADE --random-fully, a new external port per
 	// destination (needs a TURN relay to get through).
@@ -109,6 +113,8 @@ func (l *Lab) AddPeer(kind NATKind) *Host {
 		"sysctl -qw net.ipv4.ip_forward=1",
 		"iptables -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
 		"iptables -A FORWARD -i wan -j DROP",
+		"iptables -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+		"iptables -A INPUT -i wan -j DROP",
 	)
 	masq := "iptables -t nat -A POSTROUTING -o wan -j MASQUERADE"
 	if kind == Symmetric {
