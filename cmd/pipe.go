@@ -36,15 +36,7 @@ func pipeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fr, err := friendByName(e, c.Args().First())
-	if err != nil {
-		return err
-	}
-	id, err := e.loadIdentity()
-	if err != nil {
-		return err
-	}
-	p, err := startPeer(c.Context, e, id, e.signal)
+	fr, p, err := reachFriend(c.Context, e, c.Args().First())
 	if err != nil {
 		return err
 	}

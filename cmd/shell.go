@@ -46,6 +46,21 @@ func friendByName(e *env, name string) (keys.Friend, error) {
 	return fr, nil
 }
 
+// reachFriend looks a friend up and registers us with the signaling
+// server, ready to dial them; the caller closes the peer.
+func reachFriend(ctx context.Context, e *env, name string) (keys.Friend, *peer, error) {
+	fr, err := friendByName(e, name)
+	if err != nil {
+		return fr, nil, err
+	}
+	id, err := e.loadIdentity()
+	if err != nil {
+		return fr, nil, err
+	}
+	p, err := startPeer(ctx, e, id, e.signal)
+	return fr, p, err
+}
+
 func shellAction(c *cli.Context) error {
 	if c.NArg() < 1 {
 		return withHint(errors.New("shell needs a friend's name"), "kin shell dad   or   kin shell dad -- df -h")
@@ -60,15 +75,7 @@ func shellAction(c *cli.Context) error {
 		rest = rest[1:]
 	}
 	command := commandLine(rest)
-	fr, err := friendByName(e, name)
-	if err != nil {
-		return err
-	}
-	id, err := e.loadIdentity()
-	if err != nil {
-		return err
-	}
-	p, err := startPeer(c.Context, e, id, e.signal)
+	fr, p, err := reachFriend(c.Context, e, name)
 	if err != nil {
 		return err
 	}

@@ -285,17 +285,30 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 	return pc, nil
 }
 
+// abandon tears down a handshake that failed and tells the peer.
+func (h *handshake) abandon(pc *webrtc.PeerConnection) {
+	if pc != nil {
+		pc.Close()
+	}
+	h.node.forget(h.session)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	h.send(ctx, signal.Message{Type: signal.TypeBye})
+}
+
 // offer runs the dialing side.
-func (h *handshake) offer(ctx context.Context) (*Conn, error) {
-	pc, err := h.newPeerConnection(ctx)
-	if err != nil {
-		h.node.forget(h.session)
+func (h *handshake) offer(ctx context.Context) (_ *Conn, err error) {
+	var pc *webrtc.PeerConnection
+	defer func() {
+		if err != nil {
+			h.abandon(pc)
+		}
+	}()
+	if pc, err = h.newPeerConnection(ctx); err != nil {
 		return nil, err
 	}
 	dc, err := pc.CreateDataChannel("kin", nil) // ordered, reliable
 	if err != nil {
-		pc.Close()
-		h.node.forget(h.session)
 		return nil, fmt.Errorf("create data channel: %w", err)
 	}
 	opened := make(chan struct{})
@@ -308,11 +321,9 @@ func (h *handshake) offer(ctx context.Context) (*Conn, error) {
 		err = h.send(ctx, signal.Message{Type: signal.TypeOffer, SDP: offer.SDP})
 	}
 	if err != nil {
-		pc.Close()
-		h.node.forget(h.session)
 		return nil, fmt.Errorf("send offer: %w", err)
 	}
-	conn, err := h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
+	return h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
 		select {
 		case <-opened:
 			return dc, nil
@@ -320,20 +331,17 @@ func (h *handshake) offer(ctx context.Context) (*Conn, error) {
 			return nil, ctx.Err()
 		}
 	})
-	if err != nil {
-		pc.Close()
-		h.node.forget(h.session)
-		h.send(context.Background(), signal.Message{Type: signal.TypeBye})
-		return nil, err
-	}
-	return conn, nil
 }
 
 // answer runs the accepting side for an offer.
-func (h *handshake) answer(ctx context.Context, offer signal.Message) (*Conn, error) {
-	pc, err := h.newPeerConnection(ctx)
-	if err != nil {
-		h.node.forget(h.session)
+func (h *handshake) answer(ctx context.Context, offer signal.Message) (_ *Conn, err error) {
+	var pc *webrtc.PeerConnection
+	defer func() {
+		if err != nil {
+			h.abandon(pc)
+		}
+	}()
+	if pc, err = h.newPeerConnection(ctx); err != nil {
 		return nil, err
 	}
 	channels := make(chan *webrtc.DataChannel, 1)
@@ -357,12 +365,10 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (*Conn, er
 		err = h.send(ctx, signal.Message{Type: signal.TypeAnswer, SDP: answer.SDP})
 	}
 	if err != nil {
-		pc.Close()
-		h.node.forget(h.session)
 		return nil, fmt.Errorf("answer offer: %w", err)
 	}
 	h.mark(&h.timings.Signaling)
-	conn, err := h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
+	return h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
 		select {
 		case dc := <-channels:
 			return dc, nil
@@ -370,12 +376,6 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (*Conn, er
 			return nil, ctx.Err()
 		}
 	})
-	if err != nil {
-		pc.Close()
-		h.node.forget(h.session)
-		return nil, err
-	}
-	return conn, nil
 }
 
 // negotiate processes signaling for the handshake until open returns the
