@@ -66,56 +66,123 @@ func labUser(t *testing.T, name string, h *netlab.Host, signal string) *user {
 	return &user{t: t, home: home, env: env, ns: h.NS}
 }
 
-func TestNATMatrix(t *testing.T) {
+// relayed says whether the lab's NATs leave two peers no direct path:
+// a peer without UDP always needs the relay (over TCP); a symmetric NAT
+// gets through only to a peer that accepts from anywhere.
+func relayed(a, b netlab.NATKind) bool {
+	if a == netlab.UDPBlocked || b == netlab.UDPBlocked {
+		return true
+	}
+	if b == netlab.Symmetric {
+		a, b = b, a
+	}
+	return a == netlab.Symmetric && b != netlab.Public && b != netlab.FullCone
+}
+
+// TestNATMatrix connects every pair of NAT kinds through the real binary
+// with kin signal's built-in STUN/TURN, and moves a payload checked by
+// SHA-256: directly where the NATs allow it, relayed where they don't.
+func TestNATMatrix(t *testing.T) { natMatrix(t, false) }
+
+// TestNATMatrixCoturn is the same matrix with Debian's coturn as the
+// STUN/TURN server, sharing kin signal's secret (use-auth-secret).
+func TestNATMatrixCoturn(t *testing.T) {
+	if _, err := exec.LookPath("turnserver"); err != nil {
+		if os.Getenv("KIN_NETLAB_REQUIRED") != "" {
+			t.Fatal("coturn must be installed here (Debian package coturn)")
+		}
+		t.Skip("coturn interop skipped: needs turnserver (Debian package coturn)")
+	}
+	natMatrix(t, true)
+}
+
+func natMatrix(t *testing.T, coturn bool) {
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := sha256.Sum256(payload())
-	cells := []struct{ a, b netlab.NATKind }{
-		{netlab.Public, netlab.Restricted},
-		{netlab.Restricted, netlab.Restricted},
+	slots := make(chan struct{}, 4) // cells mostly wait on the network
+	for i, a := range netlab.Kinds {
+		for _, b := range netlab.Kinds[i:] {
+			t.Run(string(a)+"-"+string(b), func(t *testing.T) {
+				t.Parallel()
+				slots <- struct{}{}
+				defer func() { <-slots }()
+				natCell(t, self, want, a, b, coturn)
+			})
+		}
 	}
-	for _, cell := range cells {
-		t.Run(string(cell.a)+"-"+string(cell.b), func(t *testing.T) {
-			lab := netlab.New(t)
-			inet := lab.Internet()
-			url := "ws://203.0.113.1:7000"
-			server := labUser(t, "server", inet, url)
-			sig := server.start("signal", "--listen", "203.0.113.1:7000", "--stun", "203.0.113.1:3478", "--stun-url", "stun:203.0.113.1:3478")
-			sig.waitFor(`signaling server on`)
-			ha, hb := lab.AddPeer(cell.a), lab.AddPeer(cell.b)
+}
 
-			web := ha.Command(context.Background(), "env", "KIN_E2E_SERVE=127.0.0.1:8080", self)
-			if err := web.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { web.Process.Kill(); web.Wait() })
-
-			alice := labUser(t, "alice", ha, url)
-			bob := labUser(t, "bob", hb, url)
-			share := alice.start("share", "8080")
-			ticket := share.waitFor(`^kin connect (kin1[a-z2-7]+)$`)[1]
-			conn := bob.start("connect", ticket, "--listen", "127.0.0.1:9000")
-			if os.Getenv("KIN_NAT_DEBUG") != "" {
-				time.Sleep(8 * time.Second)
-				for _, r := range []string{strings.Replace(ha.NS, "-h", "-r", 1), strings.Replace(hb.NS, "-h", "-r", 1)} {
-					out, _ := exec.Command("ip", "netns", "exec", r, "conntrack", "-L", "-p", "udp").CombinedOutput()
-					t.Logf("%s:\n%s", r, out)
-				}
-			}
-			m := conn.waitFor(`forwarding \S+ -> \S+ \((.*), connected in (\S+)\)$`)
-			if !strings.HasPrefix(m[1], "direct") {
-				t.Errorf("path %q, want direct for %s x %s", m[1], cell.a, cell.b)
-			}
-			t.Logf("%s x %s: %s, connected in %s", cell.a, cell.b, m[1], m[2])
-
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-			defer cancel()
-			out, err := hb.Command(ctx, "env", "KIN_E2E_FETCH=http://127.0.0.1:9000/", self).Output()
-			if err != nil || string(out) != hex.EncodeToString(want[:]) {
-				t.Fatalf("payload through the NATs: %v %q", err, out)
+func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, coturn bool) {
+	lab := netlab.New(t)
+	inet := lab.Internet()
+	url := "ws://203.0.113.1:7000"
+	server := labUser(t, "server", inet, url)
+	args := []string{"signal", "--listen", "203.0.113.1:7000"}
+	if coturn {
+		const secret = "lab-secret"
+		dir := t.TempDir()
+		turn := inet.Command(context.Background(), "turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls",
+			"--listening-ip=203.0.113.1", "--listening-port=3478", "--relay-ip=203.0.113.1",
+			"--use-auth-secret", "--static-auth-secret="+secret, "--realm=kin", "--fingerprint",
+			"--pidfile="+filepath.Join(dir, "pid"), "--log-file=stdout", "--simple-log")
+		out := &strings.Builder{}
+		turn.Stdout, turn.Stderr = out, out
+		if err := turn.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			turn.Process.Kill()
+			turn.Wait()
+			if t.Failed() {
+				t.Logf("coturn:\n%s", out)
 			}
 		})
+		args = append(args, "--turn-secret", secret,
+			"--ice-server", "stun:203.0.113.1:3478",
+			"--ice-server", "turn:203.0.113.1:3478?transport=udp",
+			"--ice-server", "turn:203.0.113.1:3478?transport=tcp")
+	} else {
+		args = append(args, "--turn", "203.0.113.1:3478")
+	}
+	sig := server.start(args...)
+	sig.waitFor(`signaling server on`)
+	ha, hb := lab.AddPeer(a), lab.AddPeer(b)
+
+	web := ha.Command(context.Background(), "env", "KIN_E2E_SERVE=127.0.0.1:8080", self)
+	if err := web.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { web.Process.Kill(); web.Wait() })
+
+	alice := labUser(t, "alice", ha, url)
+	bob := labUser(t, "bob", hb, url)
+	share := alice.start("share", "8080")
+	ticket := share.waitFor(`^kin connect (kin1[a-z2-7]+)$`)[1]
+	conn := bob.start("connect", ticket, "--listen", "127.0.0.1:9000")
+	if os.Getenv("KIN_NAT_DEBUG") != "" {
+		time.Sleep(8 * time.Second)
+		for _, r := range []string{strings.Replace(ha.NS, "-h", "-r", 1), strings.Replace(hb.NS, "-h", "-r", 1)} {
+			out, _ := exec.Command("ip", "netns", "exec", r, "conntrack", "-L", "-p", "udp").CombinedOutput()
+			t.Logf("%s:\n%s", r, out)
+		}
+	}
+	m := conn.waitFor(`forwarding \S+ -> \S+ \((.*), connected in (\S+)\)$`)
+	path, wantRelay := m[1], relayed(a, b)
+	switch {
+	case wantRelay && !strings.HasPrefix(path, "relayed"):
+		t.Errorf("path %q, want relayed for %s x %s", path, a, b)
+	case !wantRelay && !strings.HasPrefix(path, "direct"):
+		t.Errorf("path %q, want direct for %s x %s", path, a, b)
+	}
+	t.Logf("%s x %s: %s, connected in %s", a, b, path, m[2])
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := hb.Command(ctx, "env", "KIN_E2E_FETCH=http://127.0.0.1:9000/", self).Output()
+	if err != nil || string(out) != hex.EncodeToString(want[:]) {
+		t.Fatalf("payload through the NATs: %v %q", err, out)
 	}
 }

@@ -60,7 +60,7 @@ func startPeer(ctx context.Context, e *env, id *keys.Identity, url string) (*pee
 	p.reg = reg
 	e.log.Debug("registered", "id", reg.ID, "signal", url, "ice_servers", len(reg.ICEServers))
 	p.node = transport.NewNode(client, transport.Config{
-		ICEServers: reg.ICEServers,
+		ICEServers: func() []signal.ICEServer { return client.Registration().ICEServers },
 		Interfaces: e.interfaces,
 		Logger:     e.log.With("part", "transport"),
 	})

@@ -2,15 +2,23 @@ package cmd
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"kin/keys"
 	"kin/signal"
 )
+
+// turnCredentialTTL is how long the TURN credentials handed to a peer at
+// registration stay valid.
+const turnCredentialTTL = 24 * time.Hour
 
 func signalCommand() *cli.Command {
 	return &cli.Command{
@@ -21,12 +29,25 @@ answers by peer ID and sees public keys, never data. It cannot impersonate
 anyone, because peers check each other's SSH keys end to end.
     kin signal --listen :7000
     KIN_SIGNAL=ws://this-host:7000 kin share 3000
-With --stun it also answers STUN on a UDP port, so peers behind NATs learn
-their public address; --stun-url is what it tells peers to use.`,
+
+Behind NATs peers need STUN (to learn their public address) and, when no
+direct path exists, a TURN relay. --turn serves both, built in:
+    kin signal --listen :7000 --turn :3478 --public-ip 198.51.100.7
+answers STUN and TURN on UDP 3478, TURN on TCP 3478 (for networks that
+block UDP) and STUN on UDP 3479 (kin doctor compares the two views). Peers
+that registered get TURN credentials valid for a day; nobody else can
+allocate a relay. To use coturn instead, give it the same secret
+(use-auth-secret, static-auth-secret=...) and hand it out:
+    kin signal --turn-secret S --ice-server turn:turn.example.org:3478 \
+               --ice-server stun:turn.example.org:3478`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: ":7000", Usage: "TCP address for the WebSocket endpoint"},
-			&cli.StringFlag{Name: "stun", Usage: "UDP address to answer STUN on, e.g. :3478 (default: off)"},
-			&cli.StringFlag{Name: "stun-url", Usage: "STUN URL handed to peers, e.g. stun:signal.example.org:3478 (needed with --stun)"},
+			&cli.StringFlag{Name: "turn", Usage: "address for built-in STUN/TURN, e.g. :3478 (UDP and TCP; STUN also on the next port) (default: off)"},
+			&cli.StringFlag{Name: "public-ip", Usage: "the IP peers reach this server at, for --turn (default: the IP in --turn)"},
+			&cli.StringFlag{Name: "turn-secret", Usage: "shared secret for TURN credentials (coturn use-auth-secret) (default: random)"},
+			&cli.StringSliceFlag{Name: "ice-server", Usage: "also hand peers this STUN/TURN URL, e.g. turn:turn.example.org:3478 (repeatable)"},
+			&cli.Float64Flag{Name: "relay-rate", Value: 4, Usage: "relay bandwidth per allocation and direction, in MB/s"},
+			&cli.DurationFlag{Name: "relay-lifetime", Value: 24 * time.Hour, Usage: "longest a relay allocation may live"},
 		},
 		Action: runSignal,
 	}
@@ -39,33 +60,112 @@ func runSignal(c *cli.Context) error {
 	}
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
-	var cfg signal.ServerConfig
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	if addr := c.String("stun"); addr != "" {
-		url := c.String("stun-url")
-		if url == "" {
-			return withHint(fmt.Errorf("--stun needs --stun-url"), "tell peers the public address: --stun-url stun:YOUR-HOST:PORT")
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return fmt.Errorf("listen for STUN on %s: %w", addr, err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := signal.ServeSTUN(ctx, pc, e.log.With("part", "stun")); err != nil && ctx.Err() == nil {
-				e.log.Error("STUN stopped", "err", err)
-			}
-		}()
-		servers := []signal.ICEServer{{URLs: []string{url}}}
-		cfg.ICEServers = func(keys.PeerID) []signal.ICEServer { return servers }
+
+	secret := []byte(c.String("turn-secret"))
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		rand.Read(secret)
 	}
+	var servers []signal.ICEServer
+	for _, u := range c.StringSlice("ice-server") {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			return withHint(fmt.Errorf("--ice-server %q is not a stun:, turn: or turns: URL", u), "e.g. --ice-server turn:turn.example.org:3478")
+		}
+		servers = append(servers, signal.ICEServer{URLs: []string{u}})
+	}
+	if addr := c.String("turn"); addr != "" {
+		urls, err := startTURN(ctx, e, &wg, addr, c.String("public-ip"), secret, c.Float64("relay-rate"), c.Duration("relay-lifetime"))
+		if err != nil {
+			return err
+		}
+		servers = append(servers, urls...)
+	}
+	cfg := signal.ServerConfig{ICEServers: iceServersFor(servers, secret)}
+
 	ln, err := net.Listen("tcp", c.String("listen"))
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", c.String("listen"), err), "choose another address with --listen HOST:PORT")
 	}
 	fmt.Fprintf(e.stderr, "signaling server on ws://%s (peers use KIN_SIGNAL=ws://THIS-HOST:%d); Ctrl-C stops it\n", ln.Addr(), ln.Addr().(*net.TCPAddr).Port)
 	return serveSignal(ctx, e, ln, cfg)
+}
+
+// iceServersFor hands each registering peer the servers, with fresh TURN
+// credentials of its own for the TURN ones.
+func iceServersFor(servers []signal.ICEServer, secret []byte) func(keys.PeerID) []signal.ICEServer {
+	if len(servers) == 0 {
+		return nil
+	}
+	return func(id keys.PeerID) []signal.ICEServer {
+		out := make([]signal.ICEServer, len(servers))
+		user, pass := signal.TURNCredentials(secret, id, time.Now(), turnCredentialTTL)
+		for i, s := range servers {
+			out[i] = s
+			if strings.HasPrefix(s.URLs[0], "turn") {
+				out[i].Username, out[i].Credential = user, pass
+			}
+		}
+		return out
+	}
+}
+
+// startTURN serves STUN+TURN on UDP and TURN on TCP at addr, STUN alone on
+// the next UDP port, and returns the URLs peers should use.
+func startTURN(ctx context.Context, e *env, wg *sync.WaitGroup, addr, publicIP string, secret []byte, mbps float64, lifetime time.Duration) ([]signal.ICEServer, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("--turn %q: %w", addr, err), "give an address like :3478 or 198.51.100.7:3478")
+	}
+	port, _ := strconv.Atoi(portStr)
+	if publicIP == "" {
+		publicIP = host
+	}
+	ip := net.ParseIP(publicIP)
+	if ip == nil || ip.IsUnspecified() {
+		return nil, withHint(fmt.Errorf("--turn needs the address peers reach this server at"), "add --public-ip YOUR-PUBLIC-IP")
+	}
+	pc, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("listen for STUN/TURN on UDP %s: %w", addr, err), "choose another port with --turn")
+	}
+	alt, err := net.ListenPacket("udp4", net.JoinHostPort(host, strconv.Itoa(port+1)))
+	if err != nil {
+		pc.Close()
+		return nil, withHint(fmt.Errorf("listen for STUN on UDP port %d: %w", port+1, err), "--turn needs its port and the next one free")
+	}
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		pc.Close()
+		alt.Close()
+		return nil, withHint(fmt.Errorf("listen for TURN on TCP %s: %w", addr, err), "choose another port with --turn")
+	}
+	log := e.log.With("part", "turn")
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		err := signal.ServeTURN(ctx, signal.TURNConfig{
+			PacketConn: pc, Listener: ln, RelayIP: ip, Secret: secret,
+			BytesPerSecond: int(mbps * 1e6), MaxLifetime: lifetime, Logger: log,
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("STUN/TURN stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := signal.ServeSTUN(ctx, alt); err != nil && ctx.Err() == nil {
+			log.Error("STUN stopped", "err", err)
+		}
+	}()
+	hp := net.JoinHostPort(publicIP, portStr)
+	fmt.Fprintf(e.stderr, "STUN and TURN on %s (UDP, TCP), STUN on UDP port %d\n", hp, port+1)
+	return []signal.ICEServer{
+		{URLs: []string{"stun:" + hp}},
+		{URLs: []string{"stun:" + net.JoinHostPort(publicIP, strconv.Itoa(port+1))}},
+		{URLs: []string{"turn:" + hp + "?transport=udp"}},
+		{URLs: []string{"turn:" + hp + "?transport=tcp"}},
+	}, nil
 }

@@ -190,6 +190,13 @@ func readMessage(ctx context.Context, ws *websocket.Conn) (Message, error) {
 	return m, nil
 }
 
+// Registration is the newest registration the server confirmed.
+func (c *Client) Registration() Registration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reg
+}
+
 // Ready waits until the client is registered and returns the registration.
 func (c *Client) Ready(ctx context.Context) (Registration, error) {
 	for {

@@ -317,7 +317,7 @@ func TestSTUNBinding(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeSTUN(ctx, pc, nil) }()
+	go func() { done <- ServeSTUN(ctx, pc) }()
 	defer func() { cancel(); <-done }()
 	c, err := net.Dial("udp4", pc.LocalAddr().String())
 	if err != nil {

@@ -32,9 +32,10 @@ type Signaler interface {
 
 // Config says how a node connects.
 type Config struct {
-	// ICEServers are the STUN/TURN servers to use: from the signaling
-	// server's registration, or the user. kin has no built-in ones.
-	ICEServers []signal.ICEServer
+	// ICEServers returns the STUN/TURN servers to use now: those of the
+	// current signaling registration (TURN credentials expire, and change
+	// on re-registration). nil means none; kin has no built-in ones.
+	ICEServers func() []signal.ICEServer
 	// Interfaces limits ICE to these network interfaces (e.g. "lo" for two
 	// peers on one machine); empty means all.
 	Interfaces []string
@@ -243,7 +244,7 @@ func (h *handshake) mark(d *time.Duration) {
 // newPeerConnection makes the PeerConnection and wires candidates and
 // state timings; opened receives the detached channel once it is open.
 func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnection, error) {
-	pc, err := h.node.api.NewPeerConnection(webrtc.Configuration{ICEServers: iceServers(h.node.cfg.ICEServers)})
+	pc, err := h.node.api.NewPeerConnection(webrtc.Configuration{ICEServers: h.node.iceServers()})
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
@@ -506,7 +507,11 @@ func kinds(m map[string]bool) string {
 	return strings.Join(s, ", ")
 }
 
-func iceServers(in []signal.ICEServer) []webrtc.ICEServer {
+func (n *Node) iceServers() []webrtc.ICEServer {
+	if n.cfg.ICEServers == nil {
+		return nil
+	}
+	in := n.cfg.ICEServers()
 	out := make([]webrtc.ICEServer, 0, len(in))
 	for _, s := range in {
 		w := webrtc.ICEServer{URLs: s.URLs, Username: s.Username}

@@ -33,7 +33,20 @@ const (
 	// Symmetric: MASQUERADE --random-fully, a new external port per
 	// destination (needs a TURN relay to get through).
 	Symmetric NATKind = "symmetric"
+	// FullCone: MASQUERADE that keeps the port, and every inbound UDP
+	// packet to the router forwarded to the peer (endpoint-independent
+	// mapping and filtering), as routers with "DMZ host" or UPnP do.
+	FullCone NATKind = "fullcone"
+	// UDPBlocked: a restricted router that drops all outgoing UDP; only
+	// TCP leaves (a locked-down office or hotel network).
+	UDPBlocked NATKind = "udpblocked"
+	// DoubleNAT: a restricted home router behind a carrier-grade NAT
+	// (100.64.0.0/10), itself restricted.
+	DoubleNAT NATKind = "double"
 )
+
+// Kinds lists every NAT kind the lab builds.
+var Kinds = []NATKind{Public, FullCone, Restricted, Symmetric, UDPBlocked, DoubleNAT}
 
 // Lab is one throw-away network.
 type Lab struct {
@@ -107,22 +120,51 @@ func (l *Lab) AddPeer(kind NATKind) *Host {
 	router := l.namespace(fmt.Sprintf("r%d", k))
 	l.link(router, "wan", fmt.Sprintf("b%d", k), wan)
 	lan, addr := fmt.Sprintf("10.0.%d.1", k), fmt.Sprintf("10.0.%d.2", k)
-	l.sh(router,
-		"ip link add lan type veth peer name eth0 netns "+host,
-		"ip addr add "+lan+"/24 dev lan", "ip link set lan up",
+	if kind == DoubleNAT {
+		// The carrier's NAT in front; the home router's WAN is in 100.64/24.
+		home := l.namespace(fmt.Sprintf("c%d", k))
+		cgnat, homeWAN := fmt.Sprintf("100.64.%d.1", k), fmt.Sprintf("100.64.%d.2", k)
+		l.router(router, home, "lan", "wan", cgnat, homeWAN, Restricted)
+		l.sh(home, "ip route add default via "+cgnat)
+		router = home
+	}
+	l.router(router, host, "lan", "eth0", lan, addr, kind)
+	l.sh(host, "ip route add default via "+lan)
+	return &Host{NS: host, Addr: addr, WAN: wan}
+}
+
+// router makes namespace r a NAT of the given kind between its "wan" link
+// and a new LAN link to namespace inside (r's end rdev with address gw,
+// inside's end idev with address addr).
+func (l *Lab) router(r, inside, rdev, idev, gw, addr string, kind NATKind) {
+	l.t.Helper()
+	l.sh(r,
+		"ip link add "+rdev+" type veth peer name "+idev+" netns "+inside,
+		"ip addr add "+gw+"/24 dev "+rdev, "ip link set "+rdev+" up",
 		"sysctl -qw net.ipv4.ip_forward=1",
+	)
+	l.sh(inside, "ip addr add "+addr+"/24 dev "+idev, "ip link set "+idev+" up")
+	if kind == FullCone {
+		l.sh(r,
+			"iptables -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination "+addr,
+			"iptables -t nat -A POSTROUTING -o wan -j MASQUERADE",
+		)
+		return
+	}
+	l.sh(r,
 		"iptables -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
 		"iptables -A FORWARD -i wan -j DROP",
 		"iptables -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
 		"iptables -A INPUT -i wan -j DROP",
 	)
+	if kind == UDPBlocked {
+		l.sh(r, "iptables -A FORWARD -i "+rdev+" -p udp -j DROP")
+	}
 	masq := "iptables -t nat -A POSTROUTING -o wan -j MASQUERADE"
 	if kind == Symmetric {
 		masq += " --random-fully"
 	}
-	l.sh(router, masq)
-	l.sh(host, "ip addr add "+addr+"/24 dev eth0", "ip link set eth0 up", "ip route add default via "+lan)
-	return &Host{NS: host, Addr: addr, WAN: wan}
+	l.sh(r, masq)
 }
 
 // link connects namespace ns to the internet bridge with address addr.

@@ -91,6 +91,9 @@ func TestNATsMapAsNamed(t *testing.T) {
 	pub := l.AddPeer(Public)
 	res := l.AddPeer(Restricted)
 	sym := l.AddPeer(Symmetric)
+	full := l.AddPeer(FullCone)
+	blocked := l.AddPeer(UDPBlocked)
+	double := l.AddPeer(DoubleNAT)
 
 	if got := ask(t, pub, "203.0.113.1:3478"); got != pub.WAN+":40000" {
 		t.Errorf("public peer seen as %q", got)
@@ -113,6 +116,23 @@ func TestNATsMapAsNamed(t *testing.T) {
 	reflect(t, res, "10.0.2.2:5000")
 	if got := ask(t, inet, res.WAN+":5000"); got != "timeout" {
 		t.Errorf("unsolicited datagram got through the restricted NAT: %q", got)
+	}
+	// Full cone: the port is kept, and anyone may send to it unsolicited.
+	if got := ask(t, full, "203.0.113.1:3478"); got != full.WAN+":40000" {
+		t.Errorf("full-cone peer seen as %q", got)
+	}
+	reflect(t, full, full.Addr+":5000")
+	if got := ask(t, inet, full.WAN+":5000"); got != inet.Addr+":40000" {
+		t.Errorf("full-cone NAT did not let an unsolicited datagram in: %q", got)
+	}
+	// UDP blocked: nothing gets out.
+	if got := ask(t, blocked, "203.0.113.1:3478"); got != "timeout" {
+		t.Errorf("UDP got out of the UDP-blocking network: %q", got)
+	}
+	// Double NAT: the carrier's address, still endpoint-independent.
+	a, b = ask(t, double, "203.0.113.1:3478"), ask(t, double, "203.0.113.1:3479")
+	if !strings.HasPrefix(a, double.WAN+":") || a != b {
+		t.Errorf("double NAT: %q and %q, want one %s:* mapping", a, b, double.WAN)
 	}
 }
 
