@@ -3,12 +3,14 @@ package main
 // kin through real kernel NATs: the network-namespace lab.
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,9 +36,14 @@ func payload() []byte {
 func helper() bool {
 	if addr := os.Getenv("KIN_E2E_SERVE"); addr != "" {
 		body := payload()
-		srv := &http.Server{Addr: addr, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("serving")
 		go func() { time.Sleep(2 * time.Minute); os.Exit(0) }()
-		fmt.Println(srv.ListenAndServe())
+		fmt.Println(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })))
 		os.Exit(1)
 	}
 	if url := os.Getenv("KIN_E2E_FETCH"); url != "" {
@@ -127,7 +134,7 @@ func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, cotu
 		turn := inet.Command(context.Background(), "turnserver", "-n", "--no-cli", "--no-tls", "--no-dtls",
 			"--listening-ip=203.0.113.1", "--listening-port=3478", "--relay-ip=203.0.113.1",
 			"--use-auth-secret", "--static-auth-secret="+secret, "--realm=kin", "--fingerprint",
-			"--pidfile="+filepath.Join(dir, "pid"), "--log-file=stdout", "--simple-log")
+			"--pidfile="+filepath.Join(dir, "pid"), "--log-file="+filepath.Join(dir, "log"), "--simple-log", "--verbose")
 		out := &strings.Builder{}
 		turn.Stdout, turn.Stderr = out, out
 		if err := turn.Start(); err != nil {
@@ -137,7 +144,8 @@ func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, cotu
 			turn.Process.Kill()
 			turn.Wait()
 			if t.Failed() {
-				t.Logf("coturn:\n%s", out)
+				log, _ := os.ReadFile(filepath.Join(dir, "log"))
+				t.Logf("coturn:\n%s%s", out, log)
 			}
 		})
 		args = append(args, "--turn-secret", secret,
@@ -152,10 +160,17 @@ func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, cotu
 	ha, hb := lab.AddPeer(a), lab.AddPeer(b)
 
 	web := ha.Command(context.Background(), "env", "KIN_E2E_SERVE=127.0.0.1:8080", self)
+	webOut, err := web.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := web.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { web.Process.Kill(); web.Wait() })
+	if line, _ := bufio.NewReader(webOut).ReadString('\n'); line != "serving\n" {
+		t.Fatalf("payload server: %q", line)
+	}
 
 	alice := labUser(t, "alice", ha, url)
 	bob := labUser(t, "bob", hb, url)

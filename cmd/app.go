@@ -43,7 +43,7 @@ Try it all on this machine:
 			&cli.StringFlag{Name: "identity", EnvVars: []string{"KIN_IDENTITY"}, Usage: "use this OpenSSH private key as your identity (e.g. ~/.ssh/id_ed25519) instead of HOME/identity"},
 			&cli.StringFlag{Name: "signal", EnvVars: []string{"KIN_SIGNAL"}, Usage: "signaling server URL, e.g. wss://signal.example.org (default: kin share runs one itself)"},
 			&cli.StringFlag{Name: "ice-interfaces", EnvVars: []string{"KIN_ICE_INTERFACES"}, Usage: "comma-separated network interfaces WebRTC may use, e.g. lo (default: all)"},
-			&cli.BoolFlag{Name: "verbose", Usage: "log what happens, for debugging"},
+			&cli.BoolFlag{Name: "verbose", EnvVars: []string{"KIN_VERBOSE"}, Usage: "log what happens, for debugging"},
 		},
 		Commands: []*cli.Command{
 			idCommand(),

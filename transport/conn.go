@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"sync"
@@ -80,13 +81,17 @@ func newConn(h *handshake, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, ra
 	})
 	h.mu.Lock()
 	c.info = Info{Peer: h.peer, Timings: h.timings}
+	relays := maps.Clone(h.relayIPs)
 	h.mu.Unlock()
-	c.info.Path, c.info.Local, c.info.Remote = selectedPath(pc)
+	c.info.Path, c.info.Local, c.info.Remote = selectedPath(pc, relays)
 	return c
 }
 
-// selectedPath names the ICE candidate pair in use.
-func selectedPath(pc *webrtc.PeerConnection) (path, local, remote string) {
+// selectedPath names the ICE candidate pair in use. relayIPs are the
+// addresses of the TURN relays in play: a peer-reflexive remote at one of
+// them is the peer's relay, whose candidate had not arrived yet when its
+// first check did.
+func selectedPath(pc *webrtc.PeerConnection, relayIPs map[string]bool) (path, local, remote string) {
 	sctp := pc.SCTP()
 	if sctp == nil || sctp.Transport() == nil || sctp.Transport().ICETransport() == nil {
 		return "unknown", "", ""
@@ -98,7 +103,11 @@ func selectedPath(pc *webrtc.PeerConnection) (path, local, remote string) {
 	l, r := pair.Local, pair.Remote
 	local = fmt.Sprintf("%s:%d (%s)", l.Address, l.Port, l.Typ)
 	remote = fmt.Sprintf("%s:%d (%s)", r.Address, r.Port, r.Typ)
-	path = pathName(l.Typ, r.Typ, net.ParseIP(r.Address))
+	rt := r.Typ
+	if rt == webrtc.ICECandidateTypePrflx && relayIPs[r.Address] {
+		rt = webrtc.ICECandidateTypeRelay
+	}
+	path = pathName(l.Typ, rt, net.ParseIP(r.Address))
 	return path, local, remote
 }
 

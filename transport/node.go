@@ -208,6 +208,7 @@ type handshake struct {
 	timings    Timings
 	localKinds map[string]bool
 	remoteKind map[string]bool
+	relayIPs   map[string]bool // addresses of TURN relays either side uses
 	conn       *Conn
 }
 
@@ -248,12 +249,15 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	h.localKinds, h.remoteKind = map[string]bool{}, map[string]bool{}
+	h.localKinds, h.remoteKind, h.relayIPs = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		m := signal.Message{Type: signal.TypeCandidate}
 		if c != nil {
 			h.mu.Lock()
 			h.localKinds[c.Typ.String()] = true
+			if c.Typ == webrtc.ICECandidateTypeRelay {
+				h.relayIPs[c.Address] = true
+			}
 			h.mu.Unlock()
 			b, _ := json.Marshal(c.ToJSON())
 			m.Candidate = string(b)
@@ -451,6 +455,9 @@ func (h *handshake) addCandidate(pc *webrtc.PeerConnection, m signal.Message, ha
 	if parsed, err := ice.UnmarshalCandidate(strings.TrimPrefix(c.Candidate, "candidate:")); err == nil {
 		h.mu.Lock()
 		h.remoteKind[parsed.Type().String()] = true
+		if parsed.Type() == ice.CandidateTypeRelay {
+			h.relayIPs[parsed.Address()] = true
+		}
 		h.mu.Unlock()
 	}
 	if !haveRemote {

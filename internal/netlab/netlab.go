@@ -98,6 +98,12 @@ func New(t testing.TB) *Lab {
 	t.Cleanup(l.close)
 	inet := l.namespace("i")
 	l.sh(inet, "ip link add br0 type bridge", "ip addr add 203.0.113.1/24 dev br0", "ip link set br0 up")
+	// Like the real internet, packets to private addresses vanish rather
+	// than fail to send: a relay (coturn) gives up on an allocation when
+	// sending to a peer's host candidate says "network unreachable".
+	// The default route leads to a gateway nobody answers for.
+	l.sh(inet, "ip neigh add 203.0.113.254 lladdr 02:00:00:00:00:fe dev br0 nud permanent",
+		"ip route add default via 203.0.113.254")
 	l.inet = &Host{NS: inet, Addr: "203.0.113.1", WAN: "203.0.113.1"}
 	return l
 }
