@@ -201,3 +201,57 @@ func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, cotu
 		t.Fatalf("payload through the NATs: %v %q", err, out)
 	}
 }
+
+// TestDoctorNamesTheNAT runs kin doctor behind each lab NAT: it must name
+// the NAT each really is and find the relay (over TCP when UDP is
+// blocked); and `kin doctor FRIEND` lists the pairs ICE tried.
+func TestDoctorNamesTheNAT(t *testing.T) {
+	lab := netlab.New(t)
+	inet := lab.Internet()
+	url := "ws://203.0.113.1:7000"
+	server := labUser(t, "server", inet, url)
+	server.start("signal", "--listen", "203.0.113.1:7000", "--turn", "203.0.113.1:3478").waitFor(`signaling server on`)
+	want := map[netlab.NATKind]string{
+		netlab.Public:     "none (public address)",
+		netlab.FullCone:   "full cone",
+		netlab.Restricted: "port-restricted cone",
+		netlab.Symmetric:  "symmetric",
+		netlab.UDPBlocked: "UDP blocked",
+		netlab.DoubleNAT:  "port-restricted cone",
+	}
+	hosts := map[netlab.NATKind]*netlab.Host{}
+	for _, kind := range netlab.Kinds {
+		hosts[kind] = lab.AddPeer(kind)
+		u := labUser(t, string(kind), hosts[kind], url)
+		out := u.mustRun("doctor")
+		t.Logf("behind %s: kin doctor\n%s", kind, out)
+		if !strings.Contains(out, "\nnat: "+want[kind]+"\n") {
+			t.Errorf("%s NAT: doctor said\n%s", kind, out)
+		}
+		if !strings.Contains(out, "?transport=tcp: relay 203.0.113.1:") {
+			t.Errorf("%s NAT: no TURN relay over TCP:\n%s", kind, out)
+		}
+		if kind == netlab.UDPBlocked {
+			if !strings.Contains(out, "?transport=udp: FAILED") {
+				t.Errorf("UDP-blocked: TURN over UDP should fail:\n%s", out)
+			}
+		} else if !strings.Contains(out, "?transport=udp: relay 203.0.113.1:") {
+			t.Errorf("%s NAT: no TURN relay over UDP:\n%s", kind, out)
+		}
+	}
+
+	// kin doctor FRIEND: from behind the symmetric NAT to a restricted
+	// friend's agent, which needs the relay.
+	dad := labUser(t, "dad", hosts[netlab.Restricted], url)
+	kid := labUser(t, "kid", hosts[netlab.Symmetric], url)
+	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")))
+	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+	dad.start("up").waitFor(`kin is up`)
+	out := kid.mustRun("doctor", "dad")
+	t.Logf("kin doctor dad\n%s", out)
+	for _, w := range []string{"peer: dad: relayed (TURN)", "\npair:* ", "ssh: dad's key checked"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("doctor dad: no %q in\n%s", w, out)
+		}
+	}
+}

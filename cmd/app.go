@@ -59,6 +59,7 @@ Try it all on this machine:
 			sshConfigCommand(),
 			signalCommand(),
 			demoCommand(),
+			doctorCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Main prints errors itself
 	}

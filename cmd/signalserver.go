@@ -156,7 +156,7 @@ func startTURN(ctx context.Context, e *env, wg *sync.WaitGroup, addr, publicIP s
 	}()
 	go func() {
 		defer wg.Done()
-		if err := signal.ServeSTUN(ctx, alt); err != nil && ctx.Err() == nil {
+		if err := signal.ServeSTUN(ctx, alt, pc); err != nil && ctx.Err() == nil {
 			log.Error("STUN stopped", "err", err)
 		}
 	}()

@@ -317,7 +317,7 @@ func TestSTUNBinding(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeSTUN(ctx, pc) }()
+	go func() { done <- ServeSTUN(ctx, pc, nil) }()
 	defer func() { cancel(); <-done }()
 	c, err := net.Dial("udp4", pc.LocalAddr().String())
 	if err != nil {
@@ -343,6 +343,26 @@ func TestSTUNBinding(t *testing.T) {
 	if xor.String() != c.LocalAddr().String() {
 		t.Fatalf("STUN says %s, we are %s", xor, c.LocalAddr())
 	}
+}
+
+func FuzzSTUNReply(f *testing.F) {
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Add([]byte{0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42})
+	from := &net.UDPAddr{IP: net.IPv4(203, 0, 113, 9), Port: 4242}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		resp, _, err := STUNReply(b, from)
+		if err != nil {
+			return
+		}
+		var m stun.Message
+		if err := stun.Decode(resp, &m); err != nil {
+			t.Fatalf("answered with a broken message: %v", err)
+		}
+		var xor stun.XORMappedAddress
+		if err := xor.GetFrom(&m); err != nil || xor.String() != from.String() {
+			t.Fatalf("mapped address %v %v", xor, err)
+		}
+	})
 }
 
 func FuzzDecodeMessage(f *testing.F) {
@@ -375,5 +395,39 @@ func TestPresence(t *testing.T) {
 	got, err := ca.Online(e.ctx, b.ID(), nobody)
 	if err != nil || !got[b.ID()] || got[nobody] {
 		t.Fatalf("%v %v", got, err)
+	}
+}
+
+func TestSTUNChangePortAnswersFromTheOtherPort(t *testing.T) {
+	a, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeSTUN(ctx, a, b) }()
+	defer func() { cancel(); <-done }()
+	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	req.Add(stun.AttrChangeRequest, []byte{0, 0, 0, ChangePort})
+	req.Encode()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c.WriteTo(req.Raw, a.LocalAddr())
+	buf := make([]byte, 1500)
+	_, from, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from.String() != b.LocalAddr().String() {
+		t.Fatalf("answer came from %s, want the other port %s", from, b.LocalAddr())
 	}
 }

@@ -127,25 +127,6 @@ func ServeTURN(ctx context.Context, cfg TURNConfig) error {
 	return srv.Close()
 }
 
-// ServeSTUN answers STUN binding requests on conn until ctx is done, and
-// allocates no relays. kin signal runs it on a second port so that
-// `kin doctor` can compare two servers' view of its address.
-func ServeSTUN(ctx context.Context, conn net.PacketConn) error {
-	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm:       turnRealm,
-		AuthHandler: func(string, string, net.Addr) ([]byte, bool) { return nil, false },
-		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn:            conn,
-			RelayAddressGenerator: &turn.RelayAddressGeneratorNone{Address: "127.0.0.1"},
-		}},
-	})
-	if err != nil {
-		return fmt.Errorf("start STUN: %w", err)
-	}
-	<-ctx.Done()
-	return srv.Close()
-}
-
 func listenIP(pc net.PacketConn) string {
 	if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP != nil && !a.IP.IsUnspecified() {
 		return a.IP.String()

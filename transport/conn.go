@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"sort"
 	"sync"
 	"time"
 
@@ -286,4 +287,40 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		c.wdTimer = time.AfterFunc(d, func() { close(ch) })
 	}
 	return nil
+}
+
+// Pair is one ICE candidate pair that was tried.
+type Pair struct {
+	Local, Remote string // "ip:port (type)"
+	State         string // succeeded, failed, in-progress, ...
+	Selected      bool
+}
+
+// Pairs lists the candidate pairs ICE tried for this connection.
+func (c *Conn) Pairs() []Pair {
+	stats := c.pc.GetStats()
+	cand := func(id string) string {
+		switch s := stats[id].(type) {
+		case webrtc.ICECandidateStats:
+			return fmt.Sprintf("%s:%d (%s)", s.IP, s.Port, s.CandidateType)
+		}
+		return id
+	}
+	var out []Pair
+	for _, s := range stats {
+		p, ok := s.(webrtc.ICECandidatePairStats)
+		if !ok {
+			continue
+		}
+		pair := Pair{Local: cand(p.LocalCandidateID), Remote: cand(p.RemoteCandidateID), State: string(p.State)}
+		pair.Selected = pair.Local == c.info.Local && pair.Remote == c.info.Remote
+		out = append(out, pair)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Selected != out[j].Selected {
+			return out[i].Selected
+		}
+		return out[i].Local+out[i].Remote < out[j].Local+out[j].Remote
+	})
+	return out
 }
