@@ -193,6 +193,9 @@ func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, cotu
 		t.Errorf("path %q, want direct for %s x %s", path, a, b)
 	}
 	t.Logf("%s x %s: %s, connected in %s", a, b, path, m[2])
+	if os.Getenv("KIN_NAT_DEBUG") != "" {
+		t.Log(conn.waitFor(`msg="peer connection" .*`)[0])
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -246,7 +249,8 @@ func TestDoctorNamesTheNAT(t *testing.T) {
 	kid := labUser(t, "kid", hosts[netlab.Symmetric], url)
 	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")))
 	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
-	dad.start("up").waitFor(`kin is up`)
+	agent := dad.start("up")
+	agent.waitFor(`kin is up`)
 	out := kid.mustRun("doctor", "dad")
 	t.Logf("kin doctor dad\n%s", out)
 	for _, w := range []string{"peer: dad: relayed (TURN)", "\npair:* ", "ssh: dad's key checked"} {

@@ -120,6 +120,7 @@ func connect(c *cli.Context) error {
 		return withHint(err, "ask %s to share port %d with you (kin friends add ... --allow port=%d, then kin share %d)", t.name, t.port, t.port, t.port)
 	}
 	info := conn.Info()
+	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
 	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%d (%s, connected in %s)\n", ln.Addr(), t.name, t.port, info.Path, info.Timings.DataChannel.Round(1e6))
 	err = client.Forward(ctx, ln, t.port)
 	if ctx.Err() != nil {

@@ -50,9 +50,10 @@ func startPeer(ctx context.Context, e *env, id *keys.Identity, url string) (*pee
 	reg, err := client.Ready(readyCtx)
 	readyCancel()
 	if err != nil {
+		interrupted := ctx.Err()
 		p.close()
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if interrupted != nil {
+			return nil, interrupted
 		}
 		return nil, withHint(fmt.Errorf("signaling server %s: %w", url, err),
 			"is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")

@@ -82,17 +82,18 @@ func newConn(h *handshake, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, ra
 	})
 	h.mu.Lock()
 	c.info = Info{Peer: h.peer, Timings: h.timings}
-	relays := maps.Clone(h.relayIPs)
+	known := maps.Clone(h.knownIPs)
 	h.mu.Unlock()
-	c.info.Path, c.info.Local, c.info.Remote = selectedPath(pc, relays)
+	c.info.Path, c.info.Local, c.info.Remote = selectedPath(pc, known)
 	return c
 }
 
-// selectedPath names the ICE candidate pair in use. relayIPs are the
-// addresses of the TURN relays in play: a peer-reflexive remote at one of
-// them is the peer's relay, whose candidate had not arrived yet when its
-// first check did.
-func selectedPath(pc *webrtc.PeerConnection, relayIPs map[string]bool) (path, local, remote string) {
+// selectedPath names the ICE candidate pair in use. known maps the
+// addresses of the peer's candidates and of the TURN relays in play to
+// their type: a peer-reflexive remote at one of them is that candidate,
+// whose trickle had not arrived yet when its first check did (e.g. the
+// peer's relay).
+func selectedPath(pc *webrtc.PeerConnection, known map[string]webrtc.ICECandidateType) (path, local, remote string) {
 	sctp := pc.SCTP()
 	if sctp == nil || sctp.Transport() == nil || sctp.Transport().ICETransport() == nil {
 		return "unknown", "", ""
@@ -105,23 +106,48 @@ func selectedPath(pc *webrtc.PeerConnection, relayIPs map[string]bool) (path, lo
 	local = fmt.Sprintf("%s:%d (%s)", l.Address, l.Port, l.Typ)
 	remote = fmt.Sprintf("%s:%d (%s)", r.Address, r.Port, r.Typ)
 	rt := r.Typ
-	if rt == webrtc.ICECandidateTypePrflx && relayIPs[r.Address] {
-		rt = webrtc.ICECandidateTypeRelay
+	if t, ok := known[r.Address]; ok && rt == webrtc.ICECandidateTypePrflx {
+		rt = t
 	}
-	path = pathName(l.Typ, rt, net.ParseIP(r.Address))
+	lt := l.Typ
+	if (lt == webrtc.ICECandidateTypeSrflx || lt == webrtc.ICECandidateTypePrflx) && ownAddress(l.Address) {
+		lt = webrtc.ICECandidateTypeHost // a public address: no NAT in between
+	}
+	path = pathName(lt, rt, net.ParseIP(l.Address), net.ParseIP(r.Address))
 	return path, local, remote
 }
 
+// ownAddress says whether ip is one of this machine's interface addresses.
+func ownAddress(ip string) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.String() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+func isPrivate(ip net.IP) bool {
+	return ip != nil && (ip.IsPrivate() || ip.IsLinkLocalUnicast() || cgnat.Contains(ip))
+}
+
+// cgnat is the carrier-grade NAT range (RFC 6598).
+var cgnat = &net.IPNet{IP: net.IPv4(100, 64, 0, 0), Mask: net.CIDRMask(10, 32)}
+
 // pathName says how packets travel, as a person would put it.
-func pathName(local, remote webrtc.ICECandidateType, remoteIP net.IP) string {
+func pathName(local, remote webrtc.ICECandidateType, localIP, remoteIP net.IP) string {
 	switch {
 	case local == webrtc.ICECandidateTypeRelay || remote == webrtc.ICECandidateTypeRelay:
 		return "relayed (TURN)"
 	case remoteIP != nil && remoteIP.IsLoopback():
 		return "direct (loopback)"
-	case remoteIP != nil && (remoteIP.IsPrivate() || remoteIP.IsLinkLocalUnicast()) && local == webrtc.ICECandidateTypeHost:
+	case isPrivate(remoteIP) && local == webrtc.ICECandidateTypeHost:
 		return "direct (LAN)"
-	case local == webrtc.ICECandidateTypeHost && remote == webrtc.ICECandidateTypeHost:
+	case local == webrtc.ICECandidateTypeHost && remote == webrtc.ICECandidateTypeHost && !isPrivate(localIP):
 		return "direct"
 	default:
 		return "direct (through NAT)"

@@ -208,7 +208,7 @@ type handshake struct {
 	timings    Timings
 	localKinds map[string]bool
 	remoteKind map[string]bool
-	relayIPs   map[string]bool // addresses of TURN relays either side uses
+	knownIPs   map[string]webrtc.ICECandidateType // remote candidates' and TURN relays' addresses
 	conn       *Conn
 }
 
@@ -249,14 +249,14 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	h.localKinds, h.remoteKind, h.relayIPs = map[string]bool{}, map[string]bool{}, map[string]bool{}
+	h.localKinds, h.remoteKind, h.knownIPs = map[string]bool{}, map[string]bool{}, map[string]webrtc.ICECandidateType{}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		m := signal.Message{Type: signal.TypeCandidate}
 		if c != nil {
 			h.mu.Lock()
 			h.localKinds[c.Typ.String()] = true
 			if c.Typ == webrtc.ICECandidateTypeRelay {
-				h.relayIPs[c.Address] = true
+				h.knownIPs[c.Address] = webrtc.ICECandidateTypeRelay
 			}
 			h.mu.Unlock()
 			b, _ := json.Marshal(c.ToJSON())
@@ -455,8 +455,15 @@ func (h *handshake) addCandidate(pc *webrtc.PeerConnection, m signal.Message, ha
 	if parsed, err := ice.UnmarshalCandidate(strings.TrimPrefix(c.Candidate, "candidate:")); err == nil {
 		h.mu.Lock()
 		h.remoteKind[parsed.Type().String()] = true
-		if parsed.Type() == ice.CandidateTypeRelay {
-			h.relayIPs[parsed.Address()] = true
+		// One address may carry several candidates; the name goes by the
+		// most telling: a relay's, else a host's (no NAT in between).
+		switch t, prev := parsed.Type(), h.knownIPs[parsed.Address()]; {
+		case t == ice.CandidateTypeRelay:
+			h.knownIPs[parsed.Address()] = webrtc.ICECandidateTypeRelay
+		case t == ice.CandidateTypeHost && prev != webrtc.ICECandidateTypeRelay:
+			h.knownIPs[parsed.Address()] = webrtc.ICECandidateTypeHost
+		case t == ice.CandidateTypeServerReflexive && prev == 0:
+			h.knownIPs[parsed.Address()] = webrtc.ICECandidateTypeSrflx
 		}
 		h.mu.Unlock()
 	}

@@ -97,7 +97,11 @@ func New(t testing.TB) *Lab {
 	l := &Lab{t: t, prefix: "kin" + hex.EncodeToString(b)}
 	t.Cleanup(l.close)
 	inet := l.namespace("i")
-	l.sh(inet, "ip link add br0 type bridge", "ip addr add 203.0.113.1/24 dev br0", "ip link set br0 up")
+	// The bridge's MAC is fixed: by default it takes the lowest of its
+	// ports' and changes as peers join, and hosts that cached the old one
+	// lose their packets to 203.0.113.1 until ARP notices (seen: a TCP
+	// connect lost for 10 s).
+	l.sh(inet, "ip link add br0 address 02:00:00:00:00:01 type bridge", "ip addr add 203.0.113.1/24 dev br0", "ip link set br0 up")
 	// Like the real internet, packets to private addresses vanish rather
 	// than fail to send: a relay (coturn) gives up on an allocation when
 	// sending to a peer's host candidate says "network unreachable".
