@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -107,11 +108,31 @@ func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret [
 	return client, conn, nil
 }
 
-// serveSignal runs a signaling server on ln until ctx ends.
+// serveSignal runs a signaling server with cfg on ln until ctx ends.
 func serveSignal(ctx context.Context, e *env, ln net.Listener, cfg signal.ServerConfig) error {
 	cfg.Logger = e.log.With("part", "signal-server")
-	srv := signal.NewServer(cfg)
-	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	return runSignalServer(ctx, ln, signal.NewServer(cfg), nil)
+}
+
+// runSignalServer serves srv on ln until ctx ends: the WebSocket endpoint
+// at /, Prometheus metrics at /metrics, /healthz for load balancers.
+// tlsConfig, if set, makes it wss://. On the way out it tells every client
+// to reconnect (elsewhere), then drains.
+func runSignalServer(ctx context.Context, ln net.Listener, srv *signal.Server, tlsConfig *tls.Config) error {
+	mux := http.NewServeMux()
+	mux.Handle("/", srv)
+	mux.Handle("/metrics", srv.MetricsHandler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !srv.Healthy() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

@@ -3,14 +3,18 @@ package cmd
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/crypto/acme/autocert"
 
 	"kin/keys"
 	"kin/signal"
@@ -41,7 +45,17 @@ allocate a relay. To use coturn instead, give it the same secret
     kin signal --turn-secret S --ice-server turn:turn.example.org:3478 \
                --ice-server stun:turn.example.org:3478`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: ":7000", Usage: "TCP address for the WebSocket endpoint"},
+			&cli.StringFlag{Name: "listen", Value: ":7000", Usage: "TCP address for the WebSocket endpoint (also /metrics and /healthz)"},
+			&cli.StringFlag{Name: "tls-cert", Usage: "serve wss:// with this certificate (PEM; with --tls-key)"},
+			&cli.StringFlag{Name: "tls-key", Usage: "the certificate's private key (PEM)"},
+			&cli.StringFlag{Name: "acme", Usage: "serve wss:// with a Let's Encrypt certificate for this domain (needs port 443 reachable)"},
+			&cli.StringFlag{Name: "acme-cache", Usage: "directory for ACME certificates (default: KIN_HOME/acme)"},
+			&cli.StringFlag{Name: "redis", Usage: "join other instances through Redis, e.g. redis://host:6379/0"},
+			&cli.IntFlag{Name: "max-conns", Value: 10000, Usage: "most connections at once"},
+			&cli.IntFlag{Name: "max-message", Value: 64 << 10, Usage: "largest message in bytes"},
+			&cli.Float64Flag{Name: "rate", Value: 50, Usage: "messages per second per connection (bursts of twice that)"},
+			&cli.Float64Flag{Name: "register-rate", Value: 5, Usage: "new connections per second from one IP address (bursts of ten times that; behind a local reverse proxy, by X-Forwarded-For)"},
+			&cli.DurationFlag{Name: "idle-timeout", Value: time.Minute, Usage: "close connections that answer no keepalive for this long"},
 			&cli.StringFlag{Name: "turn", Usage: "address for built-in STUN/TURN, e.g. :3478 (UDP and TCP; STUN also on the next port) (default: off)"},
 			&cli.StringFlag{Name: "public-ip", Usage: "the IP peers reach this server at, for --turn (default: the IP in --turn)"},
 			&cli.StringFlag{Name: "turn-secret", Usage: "shared secret for TURN credentials (coturn use-auth-secret) (default: random)"},
@@ -70,6 +84,7 @@ func runSignal(c *cli.Context) error {
 		rand.Read(secret)
 	}
 	var servers []signal.ICEServer
+	var relayStats *signal.RelayStats
 	for _, u := range c.StringSlice("ice-server") {
 		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
 			return withHint(fmt.Errorf("--ice-server %q is not a stun:, turn: or turns: URL", u), "e.g. --ice-server turn:turn.example.org:3478")
@@ -77,20 +92,80 @@ func runSignal(c *cli.Context) error {
 		servers = append(servers, signal.ICEServer{URLs: []string{u}})
 	}
 	if addr := c.String("turn"); addr != "" {
-		urls, err := startTURN(ctx, e, &wg, addr, c.String("public-ip"), secret, c.Float64("relay-rate"), c.Duration("relay-lifetime"))
+		relayStats = &signal.RelayStats{}
+		urls, err := startTURN(ctx, e, &wg, addr, c.String("public-ip"), secret, c.Float64("relay-rate"), c.Duration("relay-lifetime"), relayStats)
 		if err != nil {
 			return err
 		}
 		servers = append(servers, urls...)
 	}
-	cfg := signal.ServerConfig{ICEServers: iceServersFor(servers, secret)}
-
+	cfg := signal.ServerConfig{
+		ICEServers:      iceServersFor(servers, secret),
+		MaxConns:        c.Int("max-conns"),
+		MaxMessageBytes: int64(c.Int("max-message")),
+		Rate:            c.Float64("rate"),
+		Burst:           int(2 * c.Float64("rate")),
+		RegisterRate:    c.Float64("register-rate"),
+		RegisterBurst:   int(10 * c.Float64("register-rate")),
+		IdleTimeout:     c.Duration("idle-timeout"),
+		RelayStats:      relayStats,
+	}
+	tlsConfig, err := signalTLS(e, c)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = e.log.With("part", "signal-server")
+	var bus *signal.RedisBus
+	if url := c.String("redis"); url != "" {
+		if bus, err = signal.NewRedisBus(ctx, url, e.log.With("part", "redis")); err != nil {
+			return withHint(err, "is Redis running there? check --redis redis://HOST:PORT/DB")
+		}
+		cfg.Bus = bus
+	}
+	srv := signal.NewServer(cfg)
+	if bus != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bus.Run(ctx, srv.Deliver)
+		}()
+	}
 	ln, err := net.Listen("tcp", c.String("listen"))
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", c.String("listen"), err), "choose another address with --listen HOST:PORT")
 	}
-	fmt.Fprintf(e.stderr, "signaling server on ws://%s (peers use KIN_SIGNAL=ws://THIS-HOST:%d); Ctrl-C stops it\n", ln.Addr(), ln.Addr().(*net.TCPAddr).Port)
-	return serveSignal(ctx, e, ln, cfg)
+	scheme := "ws"
+	if tlsConfig != nil {
+		scheme = "wss"
+	}
+	fmt.Fprintf(e.stderr, "signaling server on %s://%s (peers use KIN_SIGNAL=%s://THIS-HOST:%d); Ctrl-C stops it\n", scheme, ln.Addr(), scheme, ln.Addr().(*net.TCPAddr).Port)
+	return runSignalServer(ctx, ln, srv, tlsConfig)
+}
+
+// signalTLS is the TLS set-up the flags ask for, or nil for plain ws://.
+func signalTLS(e *env, c *cli.Context) (*tls.Config, error) {
+	cert, key, domain := c.String("tls-cert"), c.String("tls-key"), c.String("acme")
+	switch {
+	case domain != "" && (cert != "" || key != ""):
+		return nil, withHint(errors.New("--acme and --tls-cert are two ways to get a certificate"), "use one of them")
+	case domain != "":
+		dir := c.String("acme-cache")
+		if dir == "" {
+			dir = filepath.Join(e.home, "acme")
+		}
+		m := &autocert.Manager{Prompt: autocert.AcceptTOS, HostPolicy: autocert.HostWhitelist(domain), Cache: autocert.DirCache(dir)}
+		return m.TLSConfig(), nil
+	case cert != "" || key != "":
+		if cert == "" || key == "" {
+			return nil, withHint(errors.New("--tls-cert and --tls-key go together"), "give both, e.g. --tls-cert fullchain.pem --tls-key privkey.pem")
+		}
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, withHint(fmt.Errorf("load the TLS certificate: %w", err), "both files must be PEM, the key matching the certificate")
+		}
+		return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+	}
+	return nil, nil
 }
 
 // iceServersFor hands each registering peer the servers, with fresh TURN
@@ -114,7 +189,7 @@ func iceServersFor(servers []signal.ICEServer, secret []byte) func(keys.PeerID) 
 
 // startTURN serves STUN+TURN on UDP and TURN on TCP at addr, STUN alone on
 // the next UDP port, and returns the URLs peers should use.
-func startTURN(ctx context.Context, e *env, wg *sync.WaitGroup, addr, publicIP string, secret []byte, mbps float64, lifetime time.Duration) ([]signal.ICEServer, error) {
+func startTURN(ctx context.Context, e *env, wg *sync.WaitGroup, addr, publicIP string, secret []byte, mbps float64, lifetime time.Duration, stats *signal.RelayStats) ([]signal.ICEServer, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, withHint(fmt.Errorf("--turn %q: %w", addr, err), "give an address like :3478 or 198.51.100.7:3478")
@@ -148,7 +223,7 @@ func startTURN(ctx context.Context, e *env, wg *sync.WaitGroup, addr, publicIP s
 		defer wg.Done()
 		err := signal.ServeTURN(ctx, signal.TURNConfig{
 			PacketConn: pc, Listener: ln, RelayIP: ip, Secret: secret,
-			BytesPerSecond: int(mbps * 1e6), MaxLifetime: lifetime, Logger: log,
+			BytesPerSecond: int(mbps * 1e6), MaxLifetime: lifetime, Stats: stats, Logger: log,
 		})
 		if err != nil && ctx.Err() == nil {
 			log.Error("STUN/TURN stopped", "err", err)

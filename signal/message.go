@@ -30,7 +30,6 @@ const (
 	CodeOffline   = "offline" // the addressed peer is not registered
 	CodeBadMsg    = "bad-message"
 	CodeRateLimit = "rate-limit"
-	CodeTooBig    = "too-big"
 	CodeFull      = "server-full"
 	CodeAuth      = "auth"
 	CodeGoingAway = "going-away" // server shutting down; reconnect (elsewhere)

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,20 +22,38 @@ import (
 // ServerConfig sets the server's limits and hooks; zero values get defaults
 // that protect a small machine.
 type ServerConfig struct {
-	MaxConns        int           // total connections; default 1000
-	MaxMessageBytes int64         // default 64 KiB
-	Rate            float64       // messages per second per connection; default 50
-	Burst           int           // default 100
-	PingInterval    time.Duration // keepalive; default 20s
+	MaxConns        int     // total connections; default 10000
+	MaxMessageBytes int64   // default 64 KiB
+	Rate            float64 // messages per second per connection; default 50
+	Burst           int     // default 100
+	// RegisterRate limits new connections per second from one IP address
+	// (burst RegisterBurst); defaults 5 and 50. Behind a reverse proxy on
+	// the same machine, the address is the first of X-Forwarded-For.
+	RegisterRate  float64
+	RegisterBurst int
+	// IdleTimeout closes a connection that has not answered a keepalive
+	// ping for this long; default 60s.
+	IdleTimeout time.Duration
 	// ICEServers returns the STUN/TURN servers (with credentials) handed to
 	// a peer when it registers; nil hands out none.
 	ICEServers func(id keys.PeerID) []ICEServer
+	// Bus, if set, joins this server to others: messages for peers
+	// registered elsewhere go through it (see RedisBus).
+	Bus Bus
+	// RelayStats, if set, are exported with the server's metrics.
+	RelayStats *RelayStats
 	Logger     *slog.Logger
 }
 
 func (c *ServerConfig) defaults() {
 	if c.MaxConns <= 0 {
-		c.MaxConns = 1000
+		c.MaxConns = 10000
+	}
+	if c.RegisterRate <= 0 {
+		c.RegisterRate = 5
+	}
+	if c.RegisterBurst <= 0 {
+		c.RegisterBurst = 50
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = 64 << 10
@@ -44,8 +64,8 @@ func (c *ServerConfig) defaults() {
 	if c.Burst <= 0 {
 		c.Burst = 100
 	}
-	if c.PingInterval <= 0 {
-		c.PingInterval = 20 * time.Second
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -61,11 +81,14 @@ const sendQueue = 256
 // Server routes messages between registered peers. It is an http.Handler
 // for the WebSocket endpoint.
 type Server struct {
-	cfg ServerConfig
+	cfg     ServerConfig
+	metrics *metrics
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
 	peers map[keys.PeerID][]*conn // newest last; offers go to the newest
+	perIP map[string]*ipLimit
+	busMu sync.Mutex // orders Join/Leave on the bus
 
 	closed bool
 	wg     sync.WaitGroup
@@ -74,7 +97,65 @@ type Server struct {
 // NewServer makes a server; serve it with net/http.
 func NewServer(cfg ServerConfig) *Server {
 	cfg.defaults()
-	return &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}}
+	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}, perIP: map[string]*ipLimit{}}
+	s.metrics = newMetrics(s, cfg.RelayStats)
+	return s
+}
+
+// clientIP is the address a connection comes from: the peer's, or what a
+// reverse proxy on this machine says in X-Forwarded-For.
+func clientIP(r *http.Request) string {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	if addr := net.ParseIP(ip); addr != nil && addr.IsLoopback() {
+		if fwd, _, _ := strings.Cut(r.Header.Get("X-Forwarded-For"), ","); strings.TrimSpace(fwd) != "" {
+			return strings.TrimSpace(fwd)
+		}
+	}
+	return ip
+}
+
+// ipLimit is one address's registration budget.
+type ipLimit struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+// allowIP spends one connection from ip's budget.
+func (s *Server) allowIP(ip string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.perIP) > 4*s.cfg.MaxConns { // forget idle addresses
+		for k, l := range s.perIP {
+			if now.Sub(l.seen) > time.Minute {
+				delete(s.perIP, k)
+			}
+		}
+	}
+	l := s.perIP[ip]
+	if l == nil {
+		l = &ipLimit{lim: rate.NewLimiter(rate.Limit(s.cfg.RegisterRate), s.cfg.RegisterBurst)}
+		s.perIP[ip] = l
+	}
+	l.seen = now
+	return l.lim.AllowN(now, 1)
+}
+
+type counts struct{ peers, conns int }
+
+func (s *Server) count() counts {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return counts{peers: len(s.peers), conns: len(s.conns)}
+}
+
+// Healthy says whether the server takes new connections.
+func (s *Server) Healthy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed
 }
 
 type conn struct {
@@ -85,7 +166,7 @@ type conn struct {
 	once   sync.Once
 }
 
-// Online reports whether a peer is registered right now.
+// Online reports whether a peer is registered on this instance right now.
 func (s *Server) Online(id keys.PeerID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -114,6 +195,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{ws: ws, out: make(chan Message, sendQueue), cancel: cancel}
+	if !s.allowIP(clientIP(r), time.Now()) {
+		s.metrics.refuse(RefusedRegisterRate)
+		s.cfg.Logger.Warn("refused connection: too many from one address", "remote", r.RemoteAddr)
+		s.refuse(ctx, ws, CodeRateLimit, "too many connections from your address; try again in a few seconds")
+		cancel()
+		return
+	}
 
 	s.mu.Lock()
 	switch {
@@ -124,6 +212,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case len(s.conns) >= s.cfg.MaxConns:
 		s.mu.Unlock()
+		s.metrics.refuse(RefusedFull)
 		s.cfg.Logger.Warn("refused connection: server full", "remote", r.RemoteAddr)
 		s.refuse(ctx, ws, CodeFull, "server is full; try again later")
 		cancel()
@@ -164,6 +253,42 @@ func (s *Server) drop(c *conn) {
 	}
 	s.mu.Unlock()
 	c.ws.CloseNow()
+	if c.id != "" {
+		s.syncBus(c.id)
+	}
+}
+
+// syncBus makes the bus deliver id's messages here exactly while id has a
+// registration here.
+func (s *Server) syncBus(id keys.PeerID) {
+	if s.cfg.Bus == nil {
+		return
+	}
+	s.busMu.Lock()
+	defer s.busMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if s.Online(id) {
+		err = s.cfg.Bus.Join(ctx, id)
+	} else {
+		err = s.cfg.Bus.Leave(ctx, id)
+	}
+	if err != nil {
+		s.cfg.Logger.Error("signaling bus", "id", id, "err", err)
+	}
+}
+
+// Deliver hands m, routed by another instance through the bus, to the peer
+// it is for if that peer is registered here.
+func (s *Server) Deliver(m Message) {
+	if dst := s.current(m.To); dst != nil {
+		s.metrics.route(m.Type)
+		if !dst.send(m) {
+			s.metrics.refuse(RefusedSlow)
+			dst.cancel()
+		}
+	}
 }
 
 func writeMessage(ctx context.Context, ws *websocket.Conn, m Message) error {
@@ -210,7 +335,7 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	log := s.cfg.Logger.With("remote", remote)
 	// Writer: everything to this client goes through c.out.
 	go func() {
-		ticker := time.NewTicker(s.cfg.PingInterval)
+		ticker := time.NewTicker(s.cfg.IdleTimeout / 2)
 		defer ticker.Stop()
 		for {
 			select {
@@ -225,10 +350,13 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 					return
 				}
 			case <-ticker.C:
-				pctx, cancel := context.WithTimeout(ctx, s.cfg.PingInterval)
+				pctx, cancel := context.WithTimeout(ctx, s.cfg.IdleTimeout/2)
 				err := c.ws.Ping(pctx)
 				cancel()
 				if err != nil {
+					if ctx.Err() == nil {
+						s.metrics.refuse(RefusedIdle)
+					}
 					log.Debug("keepalive failed", "id", c.id, "err", err)
 					c.cancel()
 					return
@@ -256,6 +384,7 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 		id, err = verifyRegistration(m, nonce)
 	}
 	if err != nil {
+		s.metrics.refuse(RefusedAuth)
 		log.Warn("refused registration", "err", err)
 		s.closeWith(ctx, c, CodeAuth, err.Error())
 		return
@@ -266,6 +395,7 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	s.peers[id] = append(s.peers[id], c)
 	n := len(s.peers[id])
 	s.mu.Unlock()
+	s.syncBus(id)
 	if n > 1 {
 		log.Debug("another registration of this peer; the newest gets new offers", "registrations", n)
 	}
@@ -281,8 +411,9 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	for {
 		typ, b, err := c.ws.Read(ctx)
 		if err != nil {
-			if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
-				s.closeWith(context.Background(), c, CodeTooBig, "message too big")
+			if errors.Is(err, websocket.ErrMessageTooBig) {
+				// The library already closed with StatusMessageTooBig.
+				s.metrics.refuse(RefusedTooBig)
 			}
 			log.Debug("connection ended", "err", err)
 			return
@@ -291,9 +422,11 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 		switch {
 		case typ != websocket.MessageText:
 			strikes++
+			s.metrics.refuse(RefusedBadMessage)
 			c.send(Message{V: Version, Type: TypeError, Code: CodeBadMsg, Reason: "binary frames are not used"})
 		case err != nil || m.Type == TypeRegister:
 			strikes++
+			s.metrics.refuse(RefusedBadMessage)
 			reason := "already registered"
 			if err != nil {
 				reason = err.Error()
@@ -301,9 +434,10 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 			c.send(Message{V: Version, Type: TypeError, Code: CodeBadMsg, Reason: reason, Session: m.Session})
 		case !limiter.Allow():
 			strikes++
+			s.metrics.refuse(RefusedRateLimit)
 			c.send(Message{V: Version, Type: TypeError, Code: CodeRateLimit, Reason: "too many messages; slow down", Session: m.Session, To: m.To})
 		default:
-			s.route(c, m)
+			s.route(ctx, c, m)
 		}
 		if strikes > 20 {
 			log.Warn("closing abusive connection")
@@ -313,25 +447,47 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	}
 }
 
-// route forwards m from c to its addressee, or tells c the peer is offline.
-func (s *Server) route(c *conn, m Message) {
+// route forwards m from c to its addressee, here or through the bus, or
+// tells c the peer is offline.
+func (s *Server) route(ctx context.Context, c *conn, m Message) {
 	m.From = c.id
 	dst := s.current(m.To)
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	if m.Type == TypePresence {
-		if dst == nil {
-			c.send(Message{V: Version, Type: TypeError, Code: CodeOffline, To: m.To, Session: m.Session, Reason: "peer is not online"})
-		} else {
+		online := dst != nil
+		if !online && s.cfg.Bus != nil {
+			var err error
+			if online, err = s.cfg.Bus.Online(bctx, m.To); err != nil {
+				s.cfg.Logger.Error("signaling bus", "err", err)
+			}
+		}
+		if online {
 			c.send(Message{V: Version, Type: TypePresence, From: m.To, Session: m.Session})
+		} else {
+			c.send(Message{V: Version, Type: TypeError, Code: CodeOffline, To: m.To, Session: m.Session, Reason: "peer is not online"})
 		}
 		return
+	}
+	if dst == nil && s.cfg.Bus != nil {
+		ok, err := s.cfg.Bus.Publish(bctx, m)
+		if err != nil {
+			s.cfg.Logger.Error("signaling bus", "err", err)
+		}
+		if ok {
+			return // the instance holding the peer counts it
+		}
 	}
 	if dst == nil {
 		if m.Type != TypeBye {
+			s.metrics.refuse(RefusedOffline)
 			c.send(Message{V: Version, Type: TypeError, Code: CodeOffline, To: m.To, Session: m.Session, Reason: "peer is not online"})
 		}
 		return
 	}
+	s.metrics.route(m.Type)
 	if !dst.send(m) {
+		s.metrics.refuse(RefusedSlow)
 		s.cfg.Logger.Warn("dropping slow client", "id", dst.id)
 		dst.cancel()
 	}

@@ -209,23 +209,16 @@ func TestLimits(t *testing.T) {
 	readMessage(e.ctx, ws) // registered
 	big, _ := json.Marshal(Message{V: Version, Type: TypeOffer, To: b.ID(), Session: "s", SDP: strings.Repeat("x", 4096)})
 	ws.Write(e.ctx, websocket.MessageText, big)
-	m, err := readMessage(e.ctx, ws)
-	if err == nil && m.Code != CodeTooBig {
-		t.Errorf("too big: %+v", m)
+	if _, err := readMessage(e.ctx, ws); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Errorf("too big: %v", err)
 	}
-}
-
-func TestMaxConns(t *testing.T) {
-	e := newEnv(t, ServerConfig{MaxConns: 2})
-	e.client(ident(t))
-	rawConn(t, e)
-	ws, _, err := websocket.Dial(e.ctx, e.url, nil)
-	if err != nil {
-		t.Fatal(err)
+	// Each refusal is counted.
+	deadline := time.Now().Add(5 * time.Second)
+	for refused(t, e.srv, RefusedTooBig) != 1 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
-	defer ws.CloseNow()
-	if m, _ := readMessage(e.ctx, ws); m.Code != CodeFull {
-		t.Errorf("3rd connection: %+v", m)
+	if refused(t, e.srv, RefusedRateLimit) == 0 || refused(t, e.srv, RefusedTooBig) != 1 {
+		t.Errorf("rate-limit counted %v, too-big %v", refused(t, e.srv, RefusedRateLimit), refused(t, e.srv, RefusedTooBig))
 	}
 }
 

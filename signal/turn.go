@@ -17,6 +17,7 @@ import (
 	"github.com/pion/turn/v2"
 	"golang.org/x/time/rate"
 
+	"kin/internal/pionlog"
 	"kin/keys"
 )
 
@@ -105,7 +106,8 @@ func ServeTURN(ctx context.Context, cfg TURNConfig) error {
 		cfg:    &cfg,
 	}
 	sc := turn.ServerConfig{
-		Realm: turnRealm,
+		Realm:         turnRealm,
+		LoggerFactory: pionlog.Factory(log),
 		AuthHandler: func(username, realm string, src net.Addr) ([]byte, bool) {
 			if err := checkTURNUser(username, time.Now()); err != nil {
 				log.Debug("TURN refused", "from", src, "err", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pion/turn/v2"
 
+	"kin/internal/pionlog"
 	"kin/keys"
 )
 
@@ -40,6 +41,7 @@ func allocate(t *testing.T, addr, user, pass string) (net.PacketConn, error) {
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: addr, TURNServerAddr: addr, Conn: conn,
 		Username: user, Password: pass, Realm: turnRealm, RTO: 200 * time.Millisecond,
+		LoggerFactory: pionlog.Factory(nil),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -9,10 +9,11 @@ import (
 	"time"
 
 	"github.com/pion/ice/v2"
-	"github.com/pion/logging"
 	"github.com/pion/transport/v2"
 	"github.com/pion/transport/v2/stdnet"
 	"github.com/pion/webrtc/v3"
+
+	"kin/internal/pionlog"
 )
 
 // Tuning, measured on loopback (see README, Performance): the kernel's
@@ -35,7 +36,7 @@ func newAPI(cfg Config) *webrtc.API {
 	se.SetPrflxAcceptanceMinWait(0)
 	// Notice a vanished peer in seconds, not pion's default 25 s.
 	se.SetICETimeouts(4*time.Second, 10*time.Second, 2*time.Second)
-	se.LoggerFactory = &pionLogs{log: cfg.Logger}
+	se.LoggerFactory = pionlog.Factory(cfg.Logger)
 	if n, err := stdnet.NewNet(); err == nil {
 		se.SetNet(&bufferedNet{Net: n, log: cfg.Logger})
 	}
@@ -109,30 +110,4 @@ func (n *bufferedNet) size(c *net.UDPConn) {
 				"fix", "sysctl -w net.core.rmem_max=16777216 net.core.wmem_max=16777216")
 		})
 	}
-}
-
-// pionLogs sends pion's logs to slog at debug level.
-type pionLogs struct{ log *slog.Logger }
-
-func (p *pionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return &pionLogger{log: p.log.With("pion", scope)}
-}
-
-type pionLogger struct{ log *slog.Logger }
-
-func (l *pionLogger) Trace(string)                  {}
-func (l *pionLogger) Tracef(string, ...interface{}) {}
-func (l *pionLogger) Debug(string)                  {}
-func (l *pionLogger) Debugf(string, ...interface{}) {}
-func (l *pionLogger) Info(m string)                 { l.log.Debug(m) }
-func (l *pionLogger) Infof(f string, a ...interface{}) {
-	l.log.Debug(sprintf(f, a...))
-}
-func (l *pionLogger) Warn(m string) { l.log.Debug(m) }
-func (l *pionLogger) Warnf(f string, a ...interface{}) {
-	l.log.Debug(sprintf(f, a...))
-}
-func (l *pionLogger) Error(m string) { l.log.Debug(m) }
-func (l *pionLogger) Errorf(f string, a ...interface{}) {
-	l.log.Debug(sprintf(f, a...))
 }

@@ -12,12 +12,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/pion/ice/v2"
+	"github.com/pion/stun"
 	"github.com/pion/webrtc/v3"
 
 	"kin/keys"
@@ -245,11 +247,15 @@ func (h *handshake) mark(d *time.Duration) {
 // newPeerConnection makes the PeerConnection and wires candidates and
 // state timings; opened receives the detached channel once it is open.
 func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnection, error) {
-	pc, err := h.node.api.NewPeerConnection(webrtc.Configuration{ICEServers: h.node.iceServers()})
+	servers := h.node.iceServers()
+	pc, err := h.node.api.NewPeerConnection(webrtc.Configuration{ICEServers: servers})
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
 	h.localKinds, h.remoteKind, h.knownIPs = map[string]bool{}, map[string]bool{}, map[string]webrtc.ICECandidateType{}
+	for _, ip := range relayHosts(ctx, servers) {
+		h.knownIPs[ip] = webrtc.ICECandidateTypeRelay
+	}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		m := signal.Message{Type: signal.TypeCandidate}
 		if c != nil {
@@ -519,6 +525,31 @@ func kinds(m map[string]bool) string {
 	}
 	sort.Strings(s)
 	return strings.Join(s, ", ")
+}
+
+// relayHosts returns the IP addresses of the TURN servers: a peer's relay
+// candidate lives there, and its checks may arrive before the candidate.
+func relayHosts(ctx context.Context, servers []webrtc.ICEServer) []string {
+	var ips []string
+	for _, s := range servers {
+		for _, raw := range s.URLs {
+			u, err := stun.ParseURI(raw)
+			if err != nil || (u.Scheme != stun.SchemeTypeTURN && u.Scheme != stun.SchemeTypeTURNS) {
+				continue
+			}
+			if ip := net.ParseIP(u.Host); ip != nil {
+				ips = append(ips, ip.String())
+				continue
+			}
+			lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+			addrs, _ := net.DefaultResolver.LookupIPAddr(lctx, u.Host)
+			cancel()
+			for _, a := range addrs {
+				ips = append(ips, a.IP.String())
+			}
+		}
+	}
+	return ips
 }
 
 func (n *Node) iceServers() []webrtc.ICEServer {

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"fmt"
 	"syscall"
 )
 
@@ -13,5 +12,3 @@ func forceBuffers(fd uintptr, n int) {
 }
 
 func sysHandle(fd uintptr) int { return int(fd) }
-
-var sprintf = fmt.Sprintf

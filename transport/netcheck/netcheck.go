@@ -17,6 +17,7 @@ import (
 	"github.com/pion/stun"
 	"github.com/pion/turn/v2"
 
+	"kin/internal/pionlog"
 	"kin/signal"
 )
 
@@ -236,6 +237,7 @@ func allocate(ctx context.Context, raw string, u *stun.URI, user, pass string) R
 	client, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: hp, TURNServerAddr: hp, Conn: conn,
 		Username: user, Password: pass, RTO: 300 * time.Millisecond,
+		LoggerFactory: pionlog.Factory(nil),
 	})
 	if err != nil {
 		r.Err = err
