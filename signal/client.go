@@ -1,6 +1,7 @@
 package signal
 
 import (
+	"crypto/tls"
 	"context"
 	"encoding/json"
 	"errors"
@@ -84,7 +85,9 @@ func (c *Client) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		var refused *refusedError
-		fatal := errors.As(err, &refused) && refused.code == CodeAuth
+		var badCert *tls.CertificateVerificationError
+		// A refused key or an untrusted certificate will not fix itself.
+		fatal := (errors.As(err, &refused) && refused.code == CodeAuth) || errors.As(err, &badCert)
 		c.setState(nil, nil, err, fatal)
 		if fatal {
 			c.cfg.Logger.Error("signaling server refused us", "err", err)
