@@ -43,7 +43,13 @@ that registered get TURN credentials valid for a day; nobody else can
 allocate a relay. To use coturn instead, give it the same secret
 (use-auth-secret, static-auth-secret=...) and hand it out:
     kin signal --turn-secret S --ice-server turn:turn.example.org:3478 \
-               --ice-server stun:turn.example.org:3478`,
+               --ice-server stun:turn.example.org:3478
+
+For the internet, serve wss:// (--acme DOMAIN with --listen :443, or
+--tls-cert/--tls-key), and for many people run several instances behind a
+load balancer, joined with --redis redis://HOST:6379/0. Prometheus metrics
+are at /metrics and a health check at /healthz, on the same port. SIGTERM
+tells every client to reconnect (elsewhere), then exits.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: ":7000", Usage: "TCP address for the WebSocket endpoint (also /metrics and /healthz)"},
 			&cli.StringFlag{Name: "tls-cert", Usage: "serve wss:// with this certificate (PEM; with --tls-key)"},
