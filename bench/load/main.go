@@ -90,6 +90,10 @@ func raiseFileLimit() {
 	}
 }
 
+// settle is how long the servers idle after registration before their RSS
+// is read: Go returns freed memory to the OS gradually.
+const settle = 10 * time.Second
+
 func measure(ctx context.Context, n, instances, rate int, dur time.Duration) (Row, error) {
 	row := Row{Setup: fmt.Sprintf("%d instance", instances)}
 	dir, err := os.MkdirTemp("", "kin-load")
@@ -169,7 +173,7 @@ func measure(ctx context.Context, n, instances, rate int, dur time.Duration) (Ro
 	}
 	row.Peers = int(registered.Load())
 	fmt.Fprintf(os.Stderr, "%s: %d peers registered in %s\n", row.Setup, row.Peers, time.Since(start).Round(time.Millisecond))
-	time.Sleep(time.Second) // let the servers settle before reading RSS
+	time.Sleep(settle) // let the servers settle before reading RSS
 	for _, pid := range pids {
 		row.RSSMB += rssMB(pid)
 	}
@@ -179,7 +183,7 @@ func measure(ctx context.Context, n, instances, rate int, dur time.Duration) (Ro
 	var latMu sync.Mutex
 	var lats []time.Duration
 	var routed, sent atomic.Int64
-	for i, c := range clients {
+	for _, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -202,28 +206,33 @@ func measure(ctx context.Context, n, instances, rate int, dur time.Duration) (Ro
 				c.Send(cctx, signal.Message{Type: signal.TypeCandidate, To: m.From, Session: m.Session, Candidate: "{}"})
 			}
 		}()
-		_ = i
 	}
-	tick := time.NewTicker(time.Second / time.Duration(rate))
+	// Offers go out in small batches every 10 ms, so the rate holds even
+	// when one tick comes late.
+	const step = 10 * time.Millisecond
+	tick := time.NewTicker(step)
 	defer tick.Stop()
-	end := time.Now().Add(dur)
+	begin := time.Now()
+	end := begin.Add(dur)
 	pair := 0
-	for time.Now().Before(end) {
+	for now := begin; now.Before(end); {
 		select {
 		case <-ctx.Done():
 			return row, ctx.Err()
-		case <-tick.C:
+		case now = <-tick.C:
 		}
-		from, to := 2*pair%n, (2*pair+1)%n
-		pair++
-		m := signal.Message{Type: signal.TypeOffer, To: ids[to], Session: fmt.Sprint(pair), SDP: strconv.FormatInt(time.Now().UnixNano(), 10)}
-		go func() {
-			if clients[from].Send(cctx, m) == nil {
-				sent.Add(1)
-			}
-		}()
+		due := int(float64(rate) * now.Sub(begin).Seconds())
+		for ; pair < due; pair++ {
+			from, to := 2*pair%n, (2*pair+1)%n
+			m := signal.Message{Type: signal.TypeOffer, To: ids[to], Session: fmt.Sprint(pair), SDP: strconv.FormatInt(time.Now().UnixNano(), 10)}
+			go func() {
+				if clients[from].Send(cctx, m) == nil {
+					sent.Add(1)
+				}
+			}()
+		}
 	}
-	elapsed := time.Since(end.Add(-dur))
+	elapsed := time.Since(begin)
 	time.Sleep(2 * time.Second) // stragglers
 	row.OffersPerS = float64(sent.Load()) / elapsed.Seconds()
 	row.RoutedPerS = float64(routed.Load()) / elapsed.Seconds()
