@@ -109,7 +109,7 @@ func natMatrix(t *testing.T, coturn bool) {
 		t.Fatal(err)
 	}
 	want := sha256.Sum256(payload())
-	slots := make(chan struct{}, 4) // cells mostly wait on the network
+	slots := make(chan struct{}, 2) // two cells at a time: under CPU starvation ICE timers misfire
 	for i, a := range netlab.Kinds {
 		for _, b := range netlab.Kinds[i:] {
 			t.Run(string(a)+"-"+string(b), func(t *testing.T) {
