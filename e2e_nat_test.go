@@ -226,6 +226,9 @@ func TestDoctorNamesTheNAT(t *testing.T) {
 	for _, kind := range netlab.Kinds {
 		hosts[kind] = lab.AddPeer(kind)
 		u := labUser(t, string(kind), hosts[kind], url)
+		if st := u.mustRun("status"); !strings.Contains(st, "network:   NAT "+want[kind]+":") {
+			t.Errorf("%s NAT: status said\n%s", kind, st)
+		}
 		out := u.mustRun("doctor")
 		t.Logf("behind %s: kin doctor\n%s", kind, out)
 		if !strings.Contains(out, "\nnat: "+want[kind]+"\n") {

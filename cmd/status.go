@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"text/tabwriter"
 
@@ -10,6 +11,7 @@ import (
 
 	"kin/keys"
 	"kin/signal"
+	"kin/transport/netcheck"
 )
 
 func statusCommand() *cli.Command {
@@ -66,6 +68,9 @@ func status(c *cli.Context) error {
 		return fmt.Errorf("ask the signaling server who is online: %w", err)
 	}
 	fmt.Fprintf(e.stdout, "signaling: %s: reachable\n", e.signal)
+	if nat, err := natKind(ctx, client.Registration().ICEServers); err == nil {
+		fmt.Fprintf(e.stdout, "network:   NAT %s: %s (details: kin doctor)\n", nat, nat.Advice())
+	}
 	if online[id.ID()] {
 		fmt.Fprintln(e.stdout, "agent:     up (your key is registered: kin up, or kin share/send, runs somewhere)")
 	} else {
@@ -85,4 +90,22 @@ func status(c *cli.Context) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, state, f.Perms)
 	}
 	return tw.Flush()
+}
+
+// natKind asks only the STUN servers among servers what NAT this machine
+// is behind (kin doctor also tries the relays).
+func natKind(ctx context.Context, servers []signal.ICEServer) (netcheck.NAT, error) {
+	var stuns []signal.ICEServer
+	for _, s := range servers {
+		for _, u := range s.URLs {
+			if strings.HasPrefix(u, "stun:") {
+				stuns = append(stuns, signal.ICEServer{URLs: []string{u}})
+			}
+		}
+	}
+	r, err := netcheck.Check(ctx, stuns)
+	if err != nil {
+		return "", err
+	}
+	return r.NAT, nil
 }
