@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +79,12 @@ func runSignal(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		// The heap is almost all long-lived per-client state: collecting
+		// at 30% growth instead of 100% keeps 10,000 clients near 250 MB
+		// instead of 270 MB, for a little CPU (measured with bench/load).
+		debug.SetGCPercent(30)
 	}
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
