@@ -48,10 +48,7 @@ func receive(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dir := c.String("dir")
-	if dir == "" {
-		dir = defaultInbox()
-	}
+	dir := inboxDir(c)
 	inbox := &files.Inbox{Dir: dir}
 	quiet := c.Bool("quiet")
 	if c.NArg() == 0 {

@@ -237,8 +237,11 @@ func acceptLoop(ctx context.Context, e *env, p *peer, srv *session.Server, wg *s
 	}
 }
 
-// defaultInbox is where received files go: Downloads/kin in the home dir.
-func defaultInbox() string {
+// inboxDir is where received files go: --dir, or the user's Downloads/kin.
+func inboxDir(c *cli.Context) string {
+	if dir := c.String("dir"); dir != "" {
+		return dir
+	}
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return "kin-inbox"

@@ -60,10 +60,7 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	dir := c.String("dir")
-	if dir == "" {
-		dir = defaultInbox()
-	}
+	dir := inboxDir(c)
 	e.log = newTimedLogger(e.stderr, c.Bool("verbose"))
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
