@@ -5,6 +5,7 @@
 //
 //	go run ./bench                 # 256 MiB, 3 runs each, prints a table
 //	go run ./bench -size 64 -runs 1
+//	go run ./bench -quick          # 64 MiB, one run each
 //
 // Results are ratios from one run because these machines are noisy.
 package main
@@ -34,7 +35,11 @@ func main() {
 	size := flag.Int("size", 256, "MiB to move per run")
 	runs := flag.Int("runs", 3, "runs per row (the median is reported)")
 	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
+	quick := flag.Bool("quick", false, "64 MiB, one run per row (about a minute)")
 	flag.Parse()
+	if *quick {
+		*size, *runs = 64, 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if err := run(ctx, int64(*size)<<20, *runs, *jsonOut); err != nil {
@@ -119,6 +124,11 @@ func run(ctx context.Context, size int64, runs int, jsonOut string) error {
 
 	lab.stopFrom(before) // kin share would take the agent's offers
 
+	dc, err := dataChannel(ctx, size, runs)
+	if err != nil {
+		return fmt.Errorf("pion data channel: %w", err)
+	}
+
 	// Files: the same file with scp and with kin send.
 	scp, send := &Row{Name: "scp (OpenSSH)"}, &Row{Name: "kin send"}
 	for i := 0; i < runs; i++ {
@@ -144,7 +154,7 @@ func run(ctx context.Context, size int64, runs int, jsonOut string) error {
 
 	fmt.Printf("%d MiB per run, median of %d runs, loopback only\n\n", size>>20, runs)
 	fmt.Printf("| path | MB/s | vs OpenSSH | vs raw TCP | first byte |\n|---|---:|---:|---:|---:|\n")
-	rows := []*Row{tcp, sshL, kinC, scp, send}
+	rows := []*Row{tcp, sshL, dc, kinC, scp, send}
 	for _, r := range rows {
 		base := sshL
 		if r == scp || r == send {
