@@ -11,11 +11,11 @@ import (
 	"kin/transport"
 )
 
-// dataChannel measures one pion data channel with kin's transport
-// settings and no SSH on top: the ceiling kin's own overhead sits under.
-// Both ends run in this process on lo, introduced by an in-memory router.
-func dataChannel(ctx context.Context, size int64, runs int) (*Row, error) {
-	row := &Row{Name: "pion data channel (no SSH)"}
+// dataChannel moves size bytes through one pion data channel with kin's
+// transport settings and no SSH on top, and returns MB/s: the ceiling
+// kin's own overhead sits under. Both ends run in this process on lo,
+// introduced by an in-memory router.
+func dataChannel(ctx context.Context, size int64) (float64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := memsignal.New()
@@ -29,51 +29,39 @@ func dataChannel(ctx context.Context, size int64, runs int) (*Row, error) {
 		wg.Add(1)
 		go func() { defer wg.Done(); n.Run(ctx) }()
 	}
-	buf := make([]byte, 32<<10)
-	for range runs {
-		accepted := make(chan *transport.Conn, 1)
-		go func() {
-			c, err := b.Accept(ctx)
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}()
-		start := time.Now()
-		d, err := a.Dial(ctx, "bbbbbbbbbbbbbbbb")
+	accepted := make(chan *transport.Conn, 1)
+	go func() {
+		c, err := b.Accept(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("dial: %w", err)
+			close(accepted)
+			return
 		}
-		acc, ok := <-accepted
-		if !ok {
-			d.Close()
-			return nil, fmt.Errorf("accept failed")
-		}
-		done := make(chan error, 1)
-		var first time.Duration
-		go func() {
-			one := make([]byte, 1)
-			if _, err := io.ReadFull(acc, one); err != nil {
-				done <- err
-				return
-			}
-			first = time.Since(start)
-			_, err := io.CopyN(io.Discard, acc, size-1)
-			done <- err
-		}()
-		t0 := time.Now()
-		for sent := int64(0); sent < size; sent += int64(len(buf)) {
-			if _, err := d.Write(buf[:min(int64(len(buf)), size-sent)]); err != nil {
-				return nil, fmt.Errorf("write: %w", err)
-			}
-		}
-		if err := <-done; err != nil {
-			return nil, fmt.Errorf("read: %w", err)
-		}
-		row.add(float64(size)/1e6/time.Since(t0).Seconds(), first)
-		d.Close()
-		acc.Close()
+		accepted <- c
+	}()
+	d, err := a.Dial(ctx, "bbbbbbbbbbbbbbbb")
+	if err != nil {
+		return 0, fmt.Errorf("dial: %w", err)
 	}
-	return row, nil
+	defer d.Close()
+	acc, ok := <-accepted
+	if !ok {
+		return 0, fmt.Errorf("accept failed")
+	}
+	defer acc.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.CopyN(io.Discard, acc, size)
+		done <- err
+	}()
+	buf := make([]byte, 32<<10)
+	t0 := time.Now()
+	for sent := int64(0); sent < size; sent += int64(len(buf)) {
+		if _, err := d.Write(buf[:min(int64(len(buf)), size-sent)]); err != nil {
+			return 0, fmt.Errorf("write: %w", err)
+		}
+	}
+	if err := <-done; err != nil {
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	return float64(size) / 1e6 / time.Since(t0).Seconds(), nil
 }

@@ -24,6 +24,7 @@ var Version = "dev"
 // Main runs kin with args (including the program name) and returns the
 // process exit code.
 func Main(args []string) int {
+	defer startProfiles()()
 	return run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr)
 }
 

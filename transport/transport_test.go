@@ -212,30 +212,3 @@ func TestDialTimeoutExplainsCandidates(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
-
-func BenchmarkConnThroughput(b *testing.B) {
-	p := newPair(b)
-	d, a := p.connect(b)
-	defer d.Close()
-	defer a.Close()
-	buf := make([]byte, 1<<20)
-	rand.Read(buf)
-	const total = 64 << 20
-	b.SetBytes(total)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		done := make(chan error, 1)
-		go func() {
-			_, err := io.CopyN(io.Discard, a, total)
-			done <- err
-		}()
-		for sent := 0; sent < total; sent += len(buf) {
-			if _, err := d.Write(buf); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := <-done; err != nil {
-			b.Fatal(err)
-		}
-	}
-}

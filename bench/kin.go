@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// kinLab runs kin processes side by side on loopback (ICE on lo only):
+// a signaling server, alice sharing and running an agent, bob connecting
+// and sending.
+type kinLab struct {
+	ctx     context.Context
+	profile string // KIN_PROFILE for every process, if set
+	dir     string
+	kin     string
+	url     string
+	inbox   string
+	procs   []*kinProc
+}
+
+type kinProc struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func (l *kinLab) env(home string) []string {
+	env := append(os.Environ(), "KIN_HOME="+filepath.Join(l.dir, home), "KIN_ICE_INTERFACES=lo", "KIN_SIGNAL="+l.url)
+	if l.profile != "" {
+		env = append(env, "KIN_PROFILE="+l.profile)
+	}
+	return env
+}
+
+func (l *kinLab) run(home string, args ...string) (string, error) {
+	c := exec.CommandContext(l.ctx, l.kin, args...)
+	c.Env = l.env(home)
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("kin %s: %v %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// spawn starts kin in the background and returns the first line matching wantRE.
+func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
+	c := exec.CommandContext(l.ctx, l.kin, args...)
+	c.Env = l.env(home)
+	r, w := io.Pipe()
+	c.Stdout, c.Stderr = w, w
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	p := &kinProc{cmd: c, exited: make(chan struct{})}
+	l.procs = append(l.procs, p)
+	rx := regexp.MustCompile(wantRE)
+	found := make(chan []string, 1)
+	var mu sync.Mutex
+	var lines []string
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			mu.Lock()
+			lines = append(lines, sc.Text())
+			mu.Unlock()
+			if m := rx.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case found <- m:
+				default:
+				}
+			}
+		}
+	}()
+	go func() { c.Wait(); w.Close(); close(p.exited) }()
+	select {
+	case m := <-found:
+		return m, nil
+	case <-p.exited:
+		mu.Lock()
+		defer mu.Unlock()
+		return nil, fmt.Errorf("kin %s exited: %s", strings.Join(args, " "), strings.Join(lines, "\n"))
+	case <-time.After(60 * time.Second):
+		return nil, fmt.Errorf("kin %s: no line matching %q", strings.Join(args, " "), wantRE)
+	}
+}
+
+func (l *kinLab) start() error {
+	m, err := l.spawn("server", `signaling server on (ws://\S+)`, "signal", "--listen", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	l.url = m[1]
+	aKey, err := l.run("a", "id")
+	if err != nil {
+		return err
+	}
+	bKey, err := l.run("b", "id")
+	if err != nil {
+		return err
+	}
+	if _, err := l.run("a", "friends", "add", "b", strings.TrimSpace(bKey), "--allow", "files"); err != nil {
+		return err
+	}
+	if _, err := l.run("b", "friends", "add", "a", strings.TrimSpace(aKey)); err != nil {
+		return err
+	}
+	l.inbox = filepath.Join(l.dir, "inbox")
+	_, err = l.spawn("a", `kin is up`, "up", "--dir", l.inbox)
+	return err
+}
+
+// share shares port from a and returns the ticket.
+func (l *kinLab) share(port int) (string, error) {
+	m, err := l.spawn("a", `^kin connect (kin1\S+)`, "share", fmt.Sprint(port))
+	if err != nil {
+		return "", err
+	}
+	return m[1], nil
+}
+
+// connect runs kin connect with the ticket and returns the forward's address.
+func (l *kinLab) connect(ticket string) (string, error) {
+	m, err := l.spawn("b", `forwarding (\S+) ->`, "connect", ticket, "--listen", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	return m[1], nil
+}
+
+// connectFirstByte starts kin connect with the ticket and returns the time
+// from starting it to the first byte read through the forward, then stops it.
+func (l *kinLab) connectFirstByte(ticket string) (time.Duration, error) {
+	local := fmt.Sprintf("127.0.0.1:%d", freePort())
+	c := exec.CommandContext(l.ctx, l.kin, "connect", ticket, "--listen", local)
+	c.Env = l.env("b")
+	start := time.Now()
+	if err := c.Start(); err != nil {
+		return 0, err
+	}
+	defer func() {
+		c.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			c.Process.Kill()
+			<-done
+		}
+	}()
+	return firstByte(l.ctx, local, start)
+}
+
+// send runs kin send of file from b to a's agent and returns MB/s.
+func (l *kinLab) send(file string, size int64) (float64, error) {
+	os.RemoveAll(l.inbox) // or the file would already be there
+	start := time.Now()
+	if _, err := l.run("b", "send", file, "a", "--quiet"); err != nil {
+		return 0, err
+	}
+	el := time.Since(start)
+	if st, err := os.Stat(filepath.Join(l.inbox, filepath.Base(file))); err != nil || st.Size() != size {
+		return 0, fmt.Errorf("the file did not arrive whole: %v", err)
+	}
+	return float64(size) / 1e6 / el.Seconds(), nil
+}
+
+func (l *kinLab) stop() { l.stopFrom(0) }
+
+// stopFrom stops the processes started from index i on.
+func (l *kinLab) stopFrom(i int) {
+	procs := l.procs[i:]
+	l.procs = l.procs[:i]
+	for _, p := range procs {
+		p.cmd.Process.Signal(syscall.SIGINT)
+	}
+	for _, p := range procs {
+		select {
+		case <-p.exited:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.exited
+		}
+	}
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"time"
+)
+
+// startSource serves size pseudo-random bytes to every TCP connection.
+func startSource(size int64) (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1<<20)
+	rand.NewChaCha8([32]byte{}).Read(buf)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				for left := size; left > 0; {
+					n := min(left, int64(len(buf)))
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+					left -= n
+				}
+			}()
+		}
+	}()
+	return ln, nil
+}
+
+// measure reads from addr until EOF and returns MB/s and time to first byte.
+func measure(ctx context.Context, addr string, want int64) (float64, time.Duration, error) {
+	var d net.Dialer
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	buf := make([]byte, 256<<10)
+	var n int64
+	var first time.Duration
+	for {
+		k, err := c.Read(buf)
+		if k > 0 && n == 0 {
+			first = time.Since(start)
+		}
+		n += int64(k)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	el := time.Since(start)
+	if n != want {
+		return 0, 0, fmt.Errorf("got %d bytes, want %d", n, want)
+	}
+	return float64(n) / 1e6 / el.Seconds(), first, nil
+}
+
+// firstByte dials addr until something listens there and returns the time
+// from start until the first byte comes through (at most 30 s).
+func firstByte(ctx context.Context, addr string, start time.Time) (time.Duration, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			time.Sleep(2 * time.Millisecond)
+			continue
+		}
+		c.SetReadDeadline(deadline)
+		one := make([]byte, 1)
+		_, err = io.ReadFull(c, one)
+		c.Close()
+		if err != nil {
+			return 0, fmt.Errorf("first byte through %s: %w", addr, err)
+		}
+		return time.Since(start), nil
+	}
+	return 0, fmt.Errorf("nothing came through %s in 30 s", addr)
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func waitListening(addr string) error {
+	var err error
+	for i := 0; i < 100; i++ {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return err
+}
