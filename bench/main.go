@@ -118,7 +118,7 @@ func run(ctx context.Context, o options) error {
 		for range o.runs {
 			var mbps float64
 			cpu, drops, err := metered(size, func() (err error) {
-				mbps, _, err = measure(ctx, addr, size)
+				mbps, err = measure(ctx, addr, size)
 				return err
 			})
 			if err != nil {

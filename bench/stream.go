@@ -38,37 +38,33 @@ func startSource(size int64) (net.Listener, error) {
 	return ln, nil
 }
 
-// measure reads from addr until EOF and returns MB/s and time to first byte.
-func measure(ctx context.Context, addr string, want int64) (float64, time.Duration, error) {
+// measure reads from addr until EOF and returns MB/s.
+func measure(ctx context.Context, addr string, want int64) (float64, error) {
 	var d net.Dialer
 	start := time.Now()
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Minute))
 	buf := make([]byte, 256<<10)
 	var n int64
-	var first time.Duration
 	for {
 		k, err := c.Read(buf)
-		if k > 0 && n == 0 {
-			first = time.Since(start)
-		}
 		n += int64(k)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return 0, 0, err
+			return 0, err
 		}
 	}
 	el := time.Since(start)
 	if n != want {
-		return 0, 0, fmt.Errorf("got %d bytes, want %d", n, want)
+		return 0, fmt.Errorf("got %d bytes, want %d", n, want)
 	}
-	return float64(n) / 1e6 / el.Seconds(), first, nil
+	return float64(n) / 1e6 / el.Seconds(), nil
 }
 
 // firstByte dials addr until something listens there and returns the time
