@@ -15,7 +15,8 @@ import (
 )
 
 // writeChart draws one horizontal bar per measured row, MB/s on a log
-// scale (raw TCP is 50x the rest), with the ratio to OpenSSH beside it.
+// scale (raw TCP is 50x the rest), with the ratio to OpenSSH beside it,
+// grouped by link.
 func writeChart(path, title string, rows []*Row) error {
 	const (
 		left, right, barH, gap, top = 230, 40, 22, 10, 50
@@ -29,7 +30,14 @@ func writeChart(path, title string, rows []*Row) error {
 			maxV = max(maxV, r.MBps)
 		}
 	}
-	height := top + len(shown)*(barH+gap) + 30
+	links := 0
+	for i, r := range shown {
+		if i == 0 || r.Link != shown[i-1].Link {
+			links++
+		}
+	}
+	const header = 24
+	height := top + len(shown)*(barH+gap) + links*header + 30
 	img := image.NewRGBA(image.Rect(0, 0, width, height))
 	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
 	text := func(x, y int, s string, c color.Color) {
@@ -44,8 +52,13 @@ func writeChart(path, title string, rows []*Row) error {
 		}
 		return int(float64(width-left-right-90) * math.Log10(v) / math.Log10(maxV))
 	}
+	y := top - gap
 	for i, r := range shown {
-		y := top + i*(barH+gap)
+		if i == 0 || r.Link != shown[i-1].Link {
+			y += header
+			text(10, y, r.Link, color.RGBA{0, 0, 120, 255})
+		}
+		y += gap
 		c := color.RGBA{70, 110, 180, 255}
 		switch r.Name {
 		case "kin connect", "kin send":
@@ -56,10 +69,14 @@ func writeChart(path, title string, rows []*Row) error {
 		draw.Draw(img, image.Rect(left, y, left+max(scale(r.MBps), 2), y+barH), image.NewUniform(c), image.Point{}, draw.Src)
 		text(10, y+barH-6, r.Name, color.Black)
 		label := fmt.Sprintf("%.0f MB/s", r.MBps)
+		if r.MBps < 10 {
+			label = fmt.Sprintf("%.1f MB/s", r.MBps)
+		}
 		if r.VsSSH > 0 {
 			label += fmt.Sprintf("  %.2fx", r.VsSSH)
 		}
 		text(left+scale(r.MBps)+6, y+barH-6, label, color.Black)
+		y += barH
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -38,7 +38,7 @@ func machineCPU() (time.Duration, bool) {
 // udpDrops returns the kernel's count of UDP datagrams dropped because a
 // socket's receive buffer was full (RcvbufErrors in /proc/net/snmp).
 func udpDrops() (int64, bool) {
-	b, err := os.ReadFile("/proc/net/snmp")
+	b, err := os.ReadFile("/proc/thread-self/net/snmp") // this thread's network namespace
 	if err != nil {
 		return 0, false
 	}

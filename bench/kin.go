@@ -15,11 +15,12 @@ import (
 	"time"
 )
 
-// kinLab runs kin processes side by side on loopback (ICE on lo only):
-// a signaling server, alice sharing and running an agent, bob connecting
-// and sending.
+// kinLab runs kin processes side by side, each with ICE on its host's one
+// interface: on the server host a signaling server, and alice sharing and
+// running an agent; on the client host bob, connecting and sending.
 type kinLab struct {
-	ctx     context.Context
+	ctx            context.Context
+	server, client host
 	profile string // KIN_PROFILE for every process, if set
 	dir     string
 	kin     string
@@ -33,8 +34,16 @@ type kinProc struct {
 	exited chan struct{}
 }
 
+// on returns the host kin runs on with home.
+func (l *kinLab) on(home string) host {
+	if home == "b" {
+		return l.client
+	}
+	return l.server
+}
+
 func (l *kinLab) env(home string) []string {
-	env := append(os.Environ(), "KIN_HOME="+filepath.Join(l.dir, home), "KIN_ICE_INTERFACES=lo", "KIN_SIGNAL="+l.url)
+	env := append(os.Environ(), "KIN_HOME="+filepath.Join(l.dir, home), "KIN_ICE_INTERFACES="+l.on(home).iface(), "KIN_SIGNAL="+l.url)
 	if l.profile != "" {
 		env = append(env, "KIN_PROFILE="+l.profile)
 	}
@@ -42,7 +51,7 @@ func (l *kinLab) env(home string) []string {
 }
 
 func (l *kinLab) run(home string, args ...string) (string, error) {
-	c := exec.CommandContext(l.ctx, l.kin, args...)
+	c := l.on(home).command(l.ctx, l.kin, args...)
 	c.Env = l.env(home)
 	out, err := c.CombinedOutput()
 	if err != nil {
@@ -53,7 +62,7 @@ func (l *kinLab) run(home string, args ...string) (string, error) {
 
 // spawn starts kin in the background and returns the first line matching wantRE.
 func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
-	c := exec.CommandContext(l.ctx, l.kin, args...)
+	c := l.on(home).command(l.ctx, l.kin, args...)
 	c.Env = l.env(home)
 	r, w := io.Pipe()
 	c.Stdout, c.Stderr = w, w
@@ -94,7 +103,7 @@ func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
 }
 
 func (l *kinLab) start() error {
-	m, err := l.spawn("server", `signaling server on (ws://\S+)`, "signal", "--listen", "127.0.0.1:0")
+	m, err := l.spawn("server", `signaling server on (ws://\S+)`, "signal", "--listen", l.server.ip()+":0")
 	if err != nil {
 		return err
 	}
@@ -129,7 +138,7 @@ func (l *kinLab) share(port int) (string, error) {
 
 // connect runs kin connect with the ticket and returns the forward's address.
 func (l *kinLab) connect(ticket string) (string, error) {
-	m, err := l.spawn("b", `forwarding (\S+) ->`, "connect", ticket, "--listen", "127.0.0.1:0")
+	m, err := l.spawn("b", `forwarding (\S+) ->`, "connect", ticket, "--listen", l.client.ip()+":0")
 	if err != nil {
 		return "", err
 	}
@@ -139,8 +148,8 @@ func (l *kinLab) connect(ticket string) (string, error) {
 // connectFirstByte starts kin connect with the ticket and returns the time
 // from starting it to the first byte read through the forward, then stops it.
 func (l *kinLab) connectFirstByte(ticket string) (time.Duration, error) {
-	local := fmt.Sprintf("127.0.0.1:%d", freePort())
-	c := exec.CommandContext(l.ctx, l.kin, "connect", ticket, "--listen", local)
+	local := fmt.Sprintf("%s:%d", l.client.ip(), l.client.freePort())
+	c := l.client.command(l.ctx, l.kin, "connect", ticket, "--listen", local)
 	c.Env = l.env("b")
 	start := time.Now()
 	if err := c.Start(); err != nil {
@@ -157,7 +166,7 @@ func (l *kinLab) connectFirstByte(ticket string) (time.Duration, error) {
 			<-done
 		}
 	}()
-	return firstByte(l.ctx, local, start)
+	return firstByte(l.ctx, l.client, local, start)
 }
 
 // send runs kin send of file from b to a's agent and returns MB/s.

@@ -26,6 +26,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"kin/internal/netem"
 )
 
 func main() {
@@ -60,6 +62,7 @@ type Row struct {
 	VsSSH     float64 `json:"vs_openssh,omitempty"`   // vs ssh -L for streams, scp for files
 	VsTCP     float64 `json:"vs_raw_tcp,omitempty"`   // vs raw TCP
 	CPUPerGB  float64 `json:"cpu_s_per_gb,omitempty"` // both ends and the kernel, median
+	OfLink    float64 `json:"of_link_rate,omitempty"`   // emulated WAN: share of the link's rate
 	FirstByte string  `json:"connect_to_first_byte,omitempty"`
 	UDPDrops  int64   `json:"udp_receive_buffer_drops"` // RcvbufErrors growth, all runs
 	Skipped   string  `json:"skipped,omitempty"`
@@ -70,55 +73,125 @@ type Row struct {
 }
 
 func run(ctx context.Context, o options) error {
-	size := int64(o.sizeMiB) << 20
 	dir, err := os.MkdirTemp("", "kin-bench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	kin := filepath.Join(dir, "kin")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", kin, ".").CombinedOutput(); err != nil {
+	b := &bench{dir: dir, kin: filepath.Join(dir, "kin"), runs: o.runs}
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", b.kin, ".").CombinedOutput(); err != nil {
 		return fmt.Errorf("build kin (run from the repository root): %v\n%s", err, out)
 	}
-	src, err := startSource(size)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	srcAddr := src.Addr().String()
-	file := filepath.Join(dir, "payload.bin")
-	if err := writePayload(file, size); err != nil {
-		return err
-	}
 	if o.profile != "" {
-		if o.profile, err = filepath.Abs(o.profile); err == nil {
-			err = os.MkdirAll(o.profile, 0o755)
+		if b.profile, err = filepath.Abs(o.profile); err == nil {
+			err = os.MkdirAll(b.profile, 0o755)
 		}
 		if err != nil {
 			return err
 		}
 	}
-	lab := &kinLab{ctx: ctx, dir: dir, kin: kin, profile: o.profile}
+	size := int64(o.sizeMiB) << 20
+	rows, err := b.link(ctx, "loopback", host{}, host{}, size)
+	if err != nil {
+		return err
+	}
+	for _, link := range wanLinks {
+		name := link.String()
+		if why := netem.Available(); why != "" {
+			for _, path := range wanPaths {
+				rows = append(rows, &Row{Name: path, Link: name, Skipped: why})
+			}
+			continue
+		}
+		// Sized to take a few seconds at the link's rate.
+		n := min(size, link.Rate/8*wanSeconds>>20<<20)
+		pair, err := netem.Start(ctx, link)
+		if err != nil {
+			return err
+		}
+		wan, err := b.link(ctx, name, host{pair.B}, host{pair.A}, n)
+		if cerr := pair.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		for _, r := range wan {
+			r.OfLink = r.MBps * 8e6 / float64(link.Rate)
+		}
+		rows = append(rows, wan...)
+	}
+
+	title := fmt.Sprintf("kin bench: median of %d runs; %d MiB per run on loopback", o.runs, o.sizeMiB)
+	printTable(os.Stdout, title, rows)
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return err
+	}
+	js, _ := json.MarshalIndent(map[string]any{"size_mib": o.sizeMiB, "runs": o.runs, "rows": rows}, "", "  ")
+	if err := os.WriteFile(filepath.Join(o.out, "results.json"), js, 0o644); err != nil {
+		return err
+	}
+	if err := writeChart(filepath.Join(o.out, "results.png"), title, rows); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s and %s\n", filepath.Join(o.out, "results.json"), filepath.Join(o.out, "results.png"))
+	return nil
+}
+
+// bench is what every measured link shares: the kin binary, a scratch
+// directory, and how often to run each row.
+type bench struct {
+	dir, kin, profile string
+	runs              int
+}
+
+// link measures every path between client and server, size bytes per run.
+// Files go from client to server; streams come from a source on the
+// server to the client.
+func (b *bench) link(ctx context.Context, name string, server, client host, size int64) ([]*Row, error) {
+	dir, err := os.MkdirTemp(b.dir, "link")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	src, err := startSource(server, size)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	srcPort := src.Addr().(*net.TCPAddr).Port
+	srcAddr := fmt.Sprintf("%s:%d", server.ip(), srcPort) // as the client reaches it
+	local := fmt.Sprintf("127.0.0.1:%d", srcPort)         // as the server reaches it
+	file := filepath.Join(dir, "payload.bin")
+	if err := writePayload(file, size); err != nil {
+		return nil, err
+	}
+	lab := &kinLab{ctx: ctx, dir: dir, kin: b.kin, profile: b.profile, server: server, client: client}
 	defer lab.stop()
 	if err := lab.start(); err != nil {
-		return fmt.Errorf("kin: %w", err)
+		return nil, fmt.Errorf("kin: %w", err)
 	}
-	sd, sshErr := startSSHD(ctx, dir)
+	sd, sshErr := startSSHD(ctx, dir, server, client)
 	if sshErr == nil {
 		defer sd.stop()
 	}
-	const loop = "loopback"
-	tcp := &Row{Name: "raw TCP", Link: loop}
-	sshL := &Row{Name: "ssh -L (OpenSSH)", Link: loop}
-	dc := &Row{Name: "pion data channel (no SSH)", Link: loop}
-	kinC := &Row{Name: "kin connect", Link: loop}
-	scp := &Row{Name: "scp (OpenSSH)", Link: loop}
-	send := &Row{Name: "kin send", Link: loop}
-	stream := func(r *Row, addr string) error {
-		for range o.runs {
+	hosts := []host{client}
+	if server != client {
+		hosts = append(hosts, server)
+	}
+	loopback := server.side == nil
+	tcp := &Row{Name: "raw TCP", Link: name}
+	sshL := &Row{Name: "ssh -L (OpenSSH)", Link: name}
+	dc := &Row{Name: "pion data channel (no SSH)", Link: name}
+	kinC := &Row{Name: "kin connect", Link: name}
+	scp := &Row{Name: "scp (OpenSSH)", Link: name}
+	send := &Row{Name: "kin send", Link: name}
+	// each measures f b.runs times into r.
+	each := func(r *Row, f func() (float64, error)) error {
+		for range b.runs {
 			var mbps float64
-			cpu, drops, err := metered(size, func() (err error) {
-				mbps, err = measure(ctx, addr, size)
+			cpu, drops, err := metered(size, hosts, func() (err error) {
+				mbps, err = f()
 				return err
 			})
 			if err != nil {
@@ -128,98 +201,83 @@ func run(ctx context.Context, o options) error {
 		}
 		return nil
 	}
+	stream := func(r *Row, addr string) error {
+		return each(r, func() (float64, error) { return measure(ctx, client, addr, size) })
+	}
 
 	// Streams: one forwarded TCP connection.
 	if err := stream(tcp, srcAddr); err != nil {
-		return err
+		return nil, err
 	}
 	if sshErr != nil {
 		sshL.Skipped = sshErr.Error()
 	} else {
-		addr, stop, err := sd.forward(ctx, srcAddr)
+		addr, stop, err := sd.forward(ctx, local)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		err = stream(sshL, addr)
 		stop()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		for range connectRuns(o.runs) {
-			d, err := sd.forwardFirstByte(ctx, srcAddr)
+		for range connectRuns(b.runs) {
+			d, err := sd.forwardFirstByte(ctx, local)
 			if err != nil {
-				return fmt.Errorf("ssh -L first byte: %w", err)
+				return nil, fmt.Errorf("ssh -L first byte: %w", err)
 			}
 			sshL.firstBytes = append(sshL.firstBytes, d)
 		}
 	}
 	before := len(lab.procs)
-	ticket, err := lab.share(src.Addr().(*net.TCPAddr).Port)
+	ticket, err := lab.share(srcPort)
 	if err != nil {
-		return fmt.Errorf("kin share: %w", err)
+		return nil, fmt.Errorf("kin share: %w", err)
 	}
 	addr, err := lab.connect(ticket)
 	if err != nil {
-		return fmt.Errorf("kin connect: %w", err)
+		return nil, fmt.Errorf("kin connect: %w", err)
 	}
 	if err := stream(kinC, addr); err != nil {
-		return err
+		return nil, err
 	}
-	for range connectRuns(o.runs) {
+	for range connectRuns(b.runs) {
 		d, err := lab.connectFirstByte(ticket)
 		if err != nil {
-			return fmt.Errorf("kin connect first byte: %w", err)
+			return nil, fmt.Errorf("kin connect first byte: %w", err)
 		}
 		kinC.firstBytes = append(kinC.firstBytes, d)
 	}
 	lab.stopFrom(before) // kin share would take the agent's offers
 
-	// The ceiling: kin's transport alone, in this process, with kin's GC setting.
-	old := debug.SetGCPercent(400)
-	for range o.runs {
-		var mbps float64
-		cpu, drops, err := metered(size, func() (err error) {
-			mbps, err = dataChannel(ctx, size)
-			return err
-		})
+	rows := []*Row{tcp, sshL, kinC, scp, send}
+	if loopback {
+		// The ceiling: kin's transport alone, in this process, with kin's GC setting.
+		old := debug.SetGCPercent(400)
+		err := each(dc, func() (float64, error) { return dataChannel(ctx, size) })
+		debug.SetGCPercent(old)
 		if err != nil {
-			return fmt.Errorf("%s: %w", dc.Name, err)
+			return nil, err
 		}
-		dc.add(mbps, cpu, drops)
+		rows = []*Row{tcp, sshL, dc, kinC, scp, send}
 	}
-	debug.SetGCPercent(old)
 
 	// Files: the same file with scp and with kin send.
-	for range o.runs {
-		if sshErr != nil {
-			scp.Skipped = sshErr.Error()
-			break
-		}
+	if sshErr != nil {
+		scp.Skipped = sshErr.Error()
+	} else {
 		dst := filepath.Join(dir, "scp-copy.bin")
-		var mbps float64
-		cpu, drops, err := metered(size, func() (err error) {
-			mbps, err = sd.scp(ctx, file, dst)
-			return err
-		})
-		os.Remove(dst)
-		if err != nil {
-			return err
-		}
-		scp.add(mbps, cpu, drops)
-	}
-	for range o.runs {
-		var mbps float64
-		cpu, drops, err := metered(size, func() (err error) {
-			mbps, err = lab.send(file, size)
-			return err
+		err := each(scp, func() (float64, error) {
+			defer os.Remove(dst)
+			return sd.scp(ctx, file, dst)
 		})
 		if err != nil {
-			return fmt.Errorf("kin send: %w", err)
+			return nil, err
 		}
-		send.add(mbps, cpu, drops)
 	}
-
-	rows := []*Row{tcp, sshL, dc, kinC, scp, send}
+	if err := each(send, func() (float64, error) { return lab.send(file, size) }); err != nil {
+		return nil, err
+	}
 	for _, r := range rows {
 		base := sshL
 		if r == scp || r == send {
@@ -227,53 +285,38 @@ func run(ctx context.Context, o options) error {
 		}
 		r.finish(base.median(), tcp.median())
 	}
-	why := wanSkipped()
-	for _, link := range wanLinks {
-		for _, name := range []string{"ssh -L (OpenSSH)", "kin connect", "scp (OpenSSH)", "kin send"} {
-			rows = append(rows, &Row{Name: name, Link: link, Skipped: why})
-		}
-	}
-
-	title := fmt.Sprintf("kin bench: %d MiB per run, median of %d runs", o.sizeMiB, o.runs)
-	printTable(os.Stdout, title, rows)
-	if err := os.MkdirAll(o.out, 0o755); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(map[string]any{"size_mib": o.sizeMiB, "runs": o.runs, "rows": rows}, "", "  ")
-	if err := os.WriteFile(filepath.Join(o.out, "results.json"), b, 0o644); err != nil {
-		return err
-	}
-	if err := writeChart(filepath.Join(o.out, "results.png"), title+", loopback", rows); err != nil {
-		return err
-	}
-	fmt.Printf("\nwrote %s and %s\n", filepath.Join(o.out, "results.json"), filepath.Join(o.out, "results.png"))
-	return nil
+	return rows, nil
 }
 
 // connectRuns is how many times connect-to-first-byte is measured.
 func connectRuns(runs int) int { return max(3, 2*runs-1) }
 
 // metered runs f and returns the machine's CPU seconds per GB moved and
-// how many UDP datagrams the kernel dropped meanwhile for lack of buffer.
-func metered(size int64, f func() error) (cpuPerGB float64, drops int64, err error) {
+// how many UDP datagrams the hosts' kernels dropped meanwhile for lack of
+// buffer.
+func metered(size int64, hosts []host, f func() error) (cpuPerGB float64, drops int64, err error) {
 	c0, ok := machineCPU()
-	d0, _ := udpDrops()
+	for _, h := range hosts {
+		drops -= h.udpDrops()
+	}
 	err = f()
 	c1, ok1 := machineCPU()
-	d1, _ := udpDrops()
+	for _, h := range hosts {
+		drops += h.udpDrops()
+	}
 	if err != nil || !ok || !ok1 {
 		return 0, 0, err
 	}
-	return (c1 - c0).Seconds() / (float64(size) / 1e9), d1 - d0, nil
+	return (c1 - c0).Seconds() / (float64(size) / 1e9), drops, nil
 }
 
 func printTable(w io.Writer, title string, rows []*Row) {
 	fmt.Fprintf(w, "%s\n\n", title)
-	fmt.Fprintf(w, "| link | path | MB/s | vs OpenSSH | vs raw TCP | CPU s/GB | UDP drops | connect to first byte |\n")
-	fmt.Fprintf(w, "|---|---|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| link | path | MB/s | vs OpenSSH | vs raw TCP | of link rate | CPU s/GB | UDP drops | connect to first byte |\n")
+	fmt.Fprintf(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "| %s | %s | skipped: %s | | | | | |\n", r.Link, r.Name, r.Skipped)
+			fmt.Fprintf(w, "| %s | %s | skipped: %s | | | | | | |\n", r.Link, r.Name, r.Skipped)
 			continue
 		}
 		ratio := func(v float64, f string) string {
@@ -282,8 +325,8 @@ func printTable(w io.Writer, title string, rows []*Row) {
 			}
 			return fmt.Sprintf(f, v)
 		}
-		fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %d | %s |\n", r.Link, r.Name, r.MBps,
-			ratio(r.VsSSH, "%.2fx"), ratio(r.VsTCP, "%.3fx"), ratio(r.CPUPerGB, "%.1f"), r.UDPDrops, r.FirstByte)
+		fmt.Fprintf(w, "| %s | %s | %.1f | %s | %s | %s | %s | %d | %s |\n", r.Link, r.Name, r.MBps,
+			ratio(r.VsSSH, "%.2fx"), ratio(r.VsTCP, "%.3fx"), ratio(r.OfLink*100, "%.0f%%"), ratio(r.CPUPerGB, "%.1f"), r.UDPDrops, r.FirstByte)
 	}
 }
 

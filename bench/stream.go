@@ -9,9 +9,15 @@ import (
 	"time"
 )
 
-// startSource serves size pseudo-random bytes to every TCP connection.
-func startSource(size int64) (net.Listener, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startSource serves size pseudo-random bytes to every TCP connection,
+// on the host's address and, on loopback, as 127.0.0.1 (what kin share and
+// ssh -L forward to).
+func startSource(h host, size int64) (net.Listener, error) {
+	ip := "127.0.0.1"
+	if h.side != nil {
+		ip = "0.0.0.0" // in a namespace of its own: only the link reaches it
+	}
+	ln, err := h.listenOn(ip)
 	if err != nil {
 		return nil, err
 	}
@@ -38,11 +44,10 @@ func startSource(size int64) (net.Listener, error) {
 	return ln, nil
 }
 
-// measure reads from addr until EOF and returns MB/s.
-func measure(ctx context.Context, addr string, want int64) (float64, error) {
-	var d net.Dialer
+// measure reads from addr until EOF, as host h, and returns MB/s.
+func measure(ctx context.Context, h host, addr string, want int64) (float64, error) {
 	start := time.Now()
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := h.dial(ctx, addr, 30*time.Second)
 	if err != nil {
 		return 0, err
 	}
@@ -67,12 +72,12 @@ func measure(ctx context.Context, addr string, want int64) (float64, error) {
 	return float64(n) / 1e6 / el.Seconds(), nil
 }
 
-// firstByte dials addr until something listens there and returns the time
-// from start until the first byte comes through (at most 30 s).
-func firstByte(ctx context.Context, addr string, start time.Time) (time.Duration, error) {
+// firstByte dials addr from h until something listens there and returns
+// the time from start until the first byte comes through (at most 30 s).
+func firstByte(ctx context.Context, h host, addr string, start time.Time) (time.Duration, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := h.dial(ctx, addr, time.Second)
 		if err != nil {
 			time.Sleep(2 * time.Millisecond)
 			continue
@@ -89,20 +94,12 @@ func firstByte(ctx context.Context, addr string, start time.Time) (time.Duration
 	return 0, fmt.Errorf("nothing came through %s in 30 s", addr)
 }
 
-func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitListening(addr string) error {
+// waitListening waits until something listens at addr, as seen from h.
+func waitListening(h host, addr string) error {
 	var err error
 	for i := 0; i < 100; i++ {
 		var c net.Conn
-		if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+		if c, err = h.dial(context.Background(), addr, time.Second); err == nil {
 			c.Close()
 			return nil
 		}
