@@ -21,12 +21,12 @@ import (
 type kinLab struct {
 	ctx            context.Context
 	server, client host
-	profile string // KIN_PROFILE for every process, if set
-	dir     string
-	kin     string
-	url     string
-	inbox   string
-	procs   []*kinProc
+	profile        string // KIN_PROFILE for every process, if set
+	dir            string
+	kin            string
+	url            string
+	inbox          string
+	procs          []*kinProc
 }
 
 type kinProc struct {

@@ -62,7 +62,7 @@ type Row struct {
 	VsSSH     float64 `json:"vs_openssh,omitempty"`   // vs ssh -L for streams, scp for files
 	VsTCP     float64 `json:"vs_raw_tcp,omitempty"`   // vs raw TCP
 	CPUPerGB  float64 `json:"cpu_s_per_gb,omitempty"` // both ends and the kernel, median
-	OfLink    float64 `json:"of_link_rate,omitempty"`   // emulated WAN: share of the link's rate
+	OfLink    float64 `json:"of_link_rate,omitempty"` // emulated WAN: share of the link's rate
 	FirstByte string  `json:"connect_to_first_byte,omitempty"`
 	UDPDrops  int64   `json:"udp_receive_buffer_drops"` // RcvbufErrors growth, all runs
 	Skipped   string  `json:"skipped,omitempty"`
