@@ -1,0 +1,62 @@
+package main
+
+// kin over an emulated far, slow, lossy link (internal/netem).
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"kin/internal/netem"
+)
+
+// TestSendOverALossyLink sends a file across a 20 Mbit/s link with a
+// 40 ms round trip that drops 1% of packets each way: every handshake
+// (signaling, ICE, DTLS, SCTP, SSH) and the transfer itself must recover
+// from losses, and the file must arrive whole.
+func TestSendOverALossyLink(t *testing.T) {
+	if why := netem.Available(); why != "" {
+		if os.Getenv("KIN_NETLAB_REQUIRED") != "" {
+			t.Fatalf("the emulated WAN must run here but cannot: %s", why)
+		}
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	link, err := netem.Start(ctx, netem.Link{Rate: 20e6, RTT: 40 * time.Millisecond, Loss: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.Close()
+	url := "ws://" + link.B.Addr + ":7000"
+	on := func(name string, side *netem.Side) *user {
+		home := filepath.Join(t.TempDir(), name)
+		env := append(os.Environ(), "KIN_HOME="+home, "USER="+name, "KIN_SIGNAL="+url, "KIN_ICE_INTERFACES="+side.Dev)
+		return &user{t: t, home: home, env: env, ns: side.NS}
+	}
+	on("server", link.B).start("signal", "--listen", link.B.Addr+":7000").waitFor(`signaling server on`)
+	dad, kid := on("dad", link.B), on("kid", link.A)
+	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "files")
+	inbox := filepath.Join(t.TempDir(), "inbox")
+	dad.start("up", "--dir", inbox).waitFor(`kin is up`)
+
+	src := filepath.Join(t.TempDir(), "photos.bin")
+	b := make([]byte, 1<<20)
+	rand.Read(b)
+	if err := os.WriteFile(src, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if _, errs, code := kid.run("send", src, "dad"); code != 0 {
+		t.Fatalf("kin send over the lossy link: exit %d: %s", code, errs)
+	}
+	t.Logf("1 MiB over %s in %v", "20 Mbit/s, 40 ms, 1% loss", time.Since(began).Round(time.Millisecond))
+	if hashFile(t, filepath.Join(inbox, "photos.bin")) != hashFile(t, src) {
+		t.Fatal("the file that crossed the lossy link differs (SHA-256)")
+	}
+}
