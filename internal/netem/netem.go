@@ -20,6 +20,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"kin/internal/netns"
 )
 
 // Link is what the emulated WAN does to packets. Each direction gets the
@@ -147,18 +149,11 @@ func (p *Pair) Close() error {
 func (p *Pair) teardown() error {
 	var errs []error
 	for _, s := range []*Side{p.A, p.B} {
-		if out, err := exec.Command("ip", "netns", "pids", s.NS).Output(); err == nil {
-			for _, pid := range strings.Fields(string(out)) {
-				if pid != fmt.Sprint(os.Getpid()) { // a thread of ours may be there
-					exec.Command("kill", "-9", pid).Run()
-				}
-			}
-		}
 		if s.tun != nil {
 			s.tun.Close()
 		}
-		if out, err := exec.Command("ip", "netns", "del", s.NS).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
-			errs = append(errs, fmt.Errorf("netem: delete namespace %s: %v %s", s.NS, err, out))
+		if err := netns.Delete(s.NS); err != nil {
+			errs = append(errs, fmt.Errorf("netem: %w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -199,28 +194,8 @@ func ip(args ...string) error {
 
 // Command runs name with args inside the side's namespace.
 func (s *Side) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", s.NS, name}, args...)...)
+	return netns.Command(ctx, s.NS, name, args...)
 }
 
-// Do runs f on an OS thread inside the side's namespace: sockets f opens
-// (net.Listen, net.Dial) belong to the namespace for good, and may be
-// used from any goroutine afterwards. The thread goes back to its own
-// namespace after f, or, if it cannot, is thrown away, so nothing else
-// ever runs in the namespace by accident.
-func (s *Side) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		leave, err := enter(s.NS)
-		if err != nil {
-			errc <- err
-			return // still locked: the thread exits with the goroutine
-		}
-		err = f()
-		if leave() == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
+// Do runs f inside the side's namespace (see netns.Do).
+func (s *Side) Do(f func() error) error { return netns.Do(s.NS, f) }

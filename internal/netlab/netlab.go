@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"kin/internal/netns"
 )
 
 // NATKind says what stands between a peer and the internet.
@@ -66,7 +68,7 @@ type Host struct {
 
 // Command runs name inside the host's namespace.
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	return netns.Command(ctx, h.NS, name, args...)
 }
 
 // Available says why the lab cannot run here, or "" if it can.
@@ -211,11 +213,8 @@ func (l *Lab) run(args ...string) {
 // close deletes every namespace (and with them their links and rules).
 func (l *Lab) close() {
 	for i := len(l.spaces) - 1; i >= 0; i-- {
-		if out, err := exec.Command("ip", "netns", "pids", l.spaces[i]).Output(); err == nil {
-			for _, pid := range strings.Fields(string(out)) {
-				exec.Command("kill", "-9", pid).Run()
-			}
+		if err := netns.Delete(l.spaces[i]); err != nil {
+			l.t.Log(err)
 		}
-		exec.Command("ip", "netns", "del", l.spaces[i]).Run()
 	}
 }
