@@ -95,7 +95,7 @@ func Available() string {
 
 // Start builds two namespaces joined by link and forwards packets between
 // them until ctx ends or Close is called.
-func Start(ctx context.Context, link Link) (p *Pair, err error) {
+func Start(ctx context.Context, link Link) (_ *Pair, err error) {
 	if why := Available(); why != "" {
 		return nil, errors.New(why)
 	}
@@ -107,7 +107,7 @@ func Start(ctx context.Context, link Link) (p *Pair, err error) {
 	id := hex.EncodeToString(b)
 	a := &Side{NS: "kinwan" + id + "a", Dev: "kw" + id + "a", Addr: "10.201.0.1", Other: "10.201.0.2"}
 	z := &Side{NS: "kinwan" + id + "b", Dev: "kw" + id + "b", Addr: "10.201.0.2", Other: "10.201.0.1"}
-	p = &Pair{A: a, B: z, done: make(chan struct{})}
+	p := &Pair{A: a, B: z, done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			p.teardown()
@@ -123,14 +123,14 @@ func Start(ctx context.Context, link Link) (p *Pair, err error) {
 	ab := newPipe(a.tun, z.tun, link.Rate, half, link.Loss)
 	ba := newPipe(z.tun, a.tun, link.Rate, half, link.Loss)
 	go func() {
-		errc := make(chan struct{}, 2)
-		go func() { ab.run(ctx); errc <- struct{}{} }()
-		go func() { ba.run(ctx); errc <- struct{}{} }()
+		stopped := make(chan struct{}, 2)
+		go func() { ab.run(ctx); stopped <- struct{}{} }()
+		go func() { ba.run(ctx); stopped <- struct{}{} }()
 		<-ctx.Done()
 		a.tun.Close() // ends the reads
 		z.tun.Close()
-		<-errc
-		<-errc
+		<-stopped
+		<-stopped
 		close(p.done)
 	}()
 	return p, nil

@@ -121,6 +121,18 @@ func TestLoss(t *testing.T) {
 	t.Logf("%d of %d datagrams arrived", n, sent)
 }
 
+func TestImpossibleLink(t *testing.T) {
+	if Available() != "" {
+		t.Skip(Available())
+	}
+	for _, link := range []Link{{Loss: 1}, {Loss: -0.1}, {Rate: -1}, {RTT: -time.Second}} {
+		if p, err := Start(context.Background(), link); err == nil {
+			p.Close()
+			t.Errorf("Start(%+v) made a link", link)
+		}
+	}
+}
+
 func TestLinkString(t *testing.T) {
 	for link, want := range map[Link]string{
 		{Rate: 100e6, RTT: 40 * time.Millisecond, Loss: 0.005}: "100 Mbit/s, 40ms RTT, 0.5% loss",
