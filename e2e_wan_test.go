@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kin/internal/netem"
+	"kin/internal/netlab"
 )
 
 // TestSendOverALossyLink sends a file across a 20 Mbit/s link with a
@@ -19,12 +20,7 @@ import (
 // (signaling, ICE, DTLS, SCTP, SSH) and the transfer itself must recover
 // from losses, and the file must arrive whole.
 func TestSendOverALossyLink(t *testing.T) {
-	if why := netem.Available(); why != "" {
-		if os.Getenv("KIN_NETLAB_REQUIRED") != "" {
-			t.Fatalf("the emulated WAN must run here but cannot: %s", why)
-		}
-		t.Skip(why)
-	}
+	netlab.Require(t, netem.Available())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	link, err := netem.Start(ctx, netem.Link{Rate: 20e6, RTT: 40 * time.Millisecond, Loss: 0.01})

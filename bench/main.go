@@ -105,7 +105,7 @@ func run(ctx context.Context, o options) error {
 			}
 			continue
 		}
-		// Sized to take a few seconds at the link's rate.
+		// Sized to take wanSeconds at the link's rate.
 		n := min(size, link.Rate/8*wanSeconds>>20<<20)
 		pair, err := netem.Start(ctx, link)
 		if err != nil {

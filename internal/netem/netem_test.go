@@ -6,19 +6,15 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
-	"os"
 	"testing"
 	"time"
+
+	"kin/internal/netlab"
 )
 
 func start(t *testing.T, link Link) *Pair {
 	t.Helper()
-	if why := Available(); why != "" {
-		if os.Getenv("KIN_NETLAB_REQUIRED") != "" {
-			t.Fatalf("the emulated WAN must run here but cannot: %s", why)
-		}
-		t.Skip(why)
-	}
+	netlab.Require(t, Available())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	p, err := Start(ctx, link)

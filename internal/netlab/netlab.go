@@ -84,16 +84,25 @@ func Available() string {
 	return ""
 }
 
+// Require stops a test that needs network namespaces when why (from an
+// Available function) says they cannot be built here: it skips the test,
+// unless KIN_NETLAB_REQUIRED is set (CI), where it fails.
+func Require(t testing.TB, why string) {
+	t.Helper()
+	if why == "" {
+		return
+	}
+	if os.Getenv("KIN_NETLAB_REQUIRED") != "" {
+		t.Fatalf("the lab must run here but cannot: %s", why)
+	}
+	t.Skipf("lab skipped: %s", why)
+}
+
 // New builds the internet namespace. Without root or tools it skips the
-// test, unless KIN_NETLAB_REQUIRED is set (CI), where it fails.
+// test, or fails it in CI (see Require).
 func New(t testing.TB) *Lab {
 	t.Helper()
-	if why := Available(); why != "" {
-		if os.Getenv("KIN_NETLAB_REQUIRED") != "" {
-			t.Fatalf("the NAT lab must run here but cannot: %s", why)
-		}
-		t.Skipf("NAT lab skipped: %s", why)
-	}
+	Require(t, Available())
 	b := make([]byte, 3)
 	rand.Read(b)
 	l := &Lab{t: t, prefix: "kin" + hex.EncodeToString(b)}
