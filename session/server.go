@@ -36,7 +36,12 @@ type Grant struct {
 	Ticket bool
 }
 
-func (g Grant) who() string { return g.Name + " (" + g.fingerprint() + ")" }
+func (g Grant) who() string {
+	if g.Ticket {
+		return g.Name // a ticket proves no key
+	}
+	return g.Name + " (" + g.fingerprint() + ")"
+}
 
 func (g Grant) fingerprint() string {
 	if g.Key == nil {
@@ -86,9 +91,57 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return &Server{cfg: cfg, log: cfg.Logger}, nil
 }
 
-// sshConfig makes the SSH config for one connection; the callbacks leave
-// what they learn in *grant and *offered.
-func (s *Server) sshConfig(grant **Grant, offered *ssh.PublicKey) *ssh.ServerConfig {
+// The grant travels from the auth callbacks to the connection in
+// ssh.Permissions.Extensions: x/crypto hands over, in
+// ServerConn.Permissions, the Permissions of the method and key that
+// actually authenticated (CVE-2024-45337: a callback may have run for
+// keys the client offered but never proved).
+const (
+	extName   = "kin-name@kin"   // friend name, or "ticket"
+	extKey    = "kin-key@kin"    // the proven public key, wire format (friends only)
+	extPerms  = "kin-perms@kin"  // Permissions.String()
+	extTicket = "kin-ticket@kin" // "yes" for a ticket holder
+)
+
+func grantPermissions(g Grant) *ssh.Permissions {
+	ext := map[string]string{extName: g.Name, extPerms: g.Perms.String()}
+	if g.Key != nil {
+		ext[extKey] = string(g.Key.Marshal())
+	}
+	if g.Ticket {
+		ext[extTicket] = "yes"
+	}
+	return &ssh.Permissions{Extensions: ext}
+}
+
+// grantOf reads the grant the successful auth callback returned.
+func grantOf(p *ssh.Permissions) (*Grant, error) {
+	if p == nil || p.Extensions[extName] == "" {
+		return nil, errors.New("authenticated without a grant")
+	}
+	ext := p.Extensions
+	g := &Grant{Name: ext[extName], Ticket: ext[extTicket] == "yes"}
+	if s := ext[extPerms]; s != "nothing" {
+		if err := g.Perms.ParsePermission(s); err != nil {
+			return nil, fmt.Errorf("grant: %w", err)
+		}
+	}
+	if k, ok := ext[extKey]; ok {
+		key, err := ssh.ParsePublicKey([]byte(k))
+		if err != nil {
+			return nil, fmt.Errorf("grant key: %w", err)
+		}
+		g.Key = key
+	}
+	if g.Ticket == (g.Key != nil) {
+		return nil, errors.New("grant is neither a friend's key nor a ticket")
+	}
+	return g, nil
+}
+
+// sshConfig makes the SSH config for one connection. The callbacks keep
+// no state but the last key offered, which only labels a refusal.
+func (s *Server) sshConfig(offered *ssh.PublicKey) *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			*offered = key
@@ -99,8 +152,7 @@ func (s *Server) sshConfig(grant **Grant, offered *ssh.PublicKey) *ssh.ServerCon
 			if !ok {
 				return nil, errors.New("not a friend")
 			}
-			*grant = &Grant{Name: f.Name, Key: key, Perms: f.Perms}
-			return &ssh.Permissions{}, nil
+			return grantPermissions(Grant{Name: f.Name, Key: key, Perms: f.Perms}), nil
 		},
 		PasswordCallback: func(meta ssh.ConnMetadata, secret []byte) (*ssh.Permissions, error) {
 			if s.cfg.Tickets == nil {
@@ -110,8 +162,9 @@ func (s *Server) sshConfig(grant **Grant, offered *ssh.PublicKey) *ssh.ServerCon
 			if !ok {
 				return nil, errors.New("bad ticket")
 			}
-			*grant = &Grant{Name: "ticket", Key: *offered, Perms: perms, Ticket: true}
-			return &ssh.Permissions{}, nil
+			// A ticket proves no key: whatever key was offered before
+			// is not part of this grant.
+			return grantPermissions(Grant{Name: "ticket", Perms: perms, Ticket: true}), nil
 		},
 		ServerVersion: "SSH-2.0-kin",
 	}
@@ -125,21 +178,25 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 	defer conn.Close()
 	log := s.log.With("peer", peer)
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
-	var g *Grant
 	var offered ssh.PublicKey
-	sc, chans, reqs, err := ssh.NewServerConn(conn, s.sshConfig(&g, &offered))
+	sc, chans, reqs, err := ssh.NewServerConn(conn, s.sshConfig(&offered))
 	conn.SetDeadline(time.Time{})
 	if err != nil {
 		key := "none"
 		if offered != nil {
 			key = ssh.FingerprintSHA256(offered)
 		}
-		log.Warn("refused connection: not a friend and no valid ticket", "key", key, "err", err)
+		log.Warn("refused connection: not a friend and no valid ticket", "offered_key", key, "err", err)
 		return fmt.Errorf("ssh handshake: %w", err)
 	}
-	if g == nil {
+	g, err := grantOf(sc.Permissions)
+	if err != nil {
 		sc.Close()
-		return errors.New("authenticated without a grant")
+		go ssh.DiscardRequests(reqs)
+		for nc := range chans {
+			nc.Reject(ssh.Prohibited, "no grant")
+		}
+		return err
 	}
 	log = log.With("who", g.who())
 	log.Info("connected", "allowed", g.Perms.String())

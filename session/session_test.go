@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -460,5 +461,148 @@ func TestFriendWithTicketGetsTheTicketsPort(t *testing.T) {
 	}
 	if got := forwardGet(t, c, port); string(got) != "shared" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+// unprovenSigner offers pub without holding its private key: the server
+// hears the offer (its PublicKeyCallback runs for pub), then signing
+// fails and the client goes on with its next auth method.
+type unprovenSigner struct {
+	ssh.AlgorithmSigner // some other key, for its algorithms
+	pub                 ssh.PublicKey
+}
+
+func (u unprovenSigner) PublicKey() ssh.PublicKey { return u.pub }
+
+func (u unprovenSigner) SignWithAlgorithm(io.Reader, []byte, string) (*ssh.Signature, error) {
+	return nil, errors.New("no private key for this one")
+}
+
+// syncBuffer is a log sink several goroutines write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The grant is the one of the method and key that authenticated, never
+// of a key that was only offered (CVE-2024-45337).
+func TestGrantIsOfTheKeyThatAuthenticated(t *testing.T) {
+	ticketPort, ticketAddr := webServer(t, []byte("ticket"))
+	bobPort, bobAddr := webServer(t, []byte("bob"))
+	alice, bob, mallory := ident(t), ident(t), ident(t)
+	secret := keys.NewSecret()
+	logs := &syncBuffer{}
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t,
+			keys.Friend{Name: "alice", Key: alice.Public(), Perms: keys.Permissions{Shell: true, Files: true, AllPorts: true}},
+			keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{bobPort}}}),
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Ports: []int{ticketPort}}, keys.SecretEqual(s, secret)
+		},
+		Ports:  map[int]string{ticketPort: ticketAddr, bobPort: bobAddr},
+		Inbox:  &files.Inbox{Dir: t.TempDir()},
+		Shell:  &shell.Config{},
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	srv, err := NewServer(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	malloryAS := mallory.Signer.(ssh.AlgorithmSigner)
+	offerAlice := unprovenSigner{AlgorithmSigner: malloryAS, pub: alice.Public()}
+	// connect tries auth in order, then the methods in then (even
+	// publickey again, with other keys).
+	connect := func(auth []ssh.AuthMethod, then ...ssh.AuthMethod) *ssh.Client {
+		t.Helper()
+		a, b := tcpPair(t)
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); srv.ServeConn(e.ctx, b, "test") }()
+		c, chans, reqs, err := ssh.NewClientConn(a, "kin", &ssh.ClientConfig{
+			User: "kin", Auth: auth, HostKeyCallback: ssh.FixedHostKey(e.host.Public()),
+			AuthCallback: func(*ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+				if len(then) == 0 {
+					return nil, nil
+				}
+				next := then[0]
+				then = then[1:]
+				return next, nil
+			},
+		})
+		if err != nil {
+			a.Close()
+			t.Fatalf("handshake: %v\n%s", err, logs)
+		}
+		cl := ssh.NewClient(c, chans, reqs)
+		t.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	allowed := func(cl *ssh.Client, port int) bool {
+		ok, _, err := cl.SendRequest(checkPortRequest, true, ssh.Marshal(portMsg{uint32(port)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	aliceFP := ssh.FingerprintSHA256(alice.Public())
+
+	// Offers alice's key, cannot prove it, then shows the ticket.
+	cl := connect([]ssh.AuthMethod{ssh.PublicKeys(offerAlice), ssh.Password(string(secret))})
+	if !allowed(cl, ticketPort) || allowed(cl, bobPort) {
+		t.Fatal("the ticket holder does not have exactly the ticket's port")
+	}
+	if _, _, err := cl.OpenChannel("session", nil); err == nil {
+		t.Fatal("the ticket holder got alice's shell")
+	}
+	if _, _, err := cl.OpenChannel(pushChannel, nil); err == nil {
+		t.Fatal("the ticket holder got alice's files")
+	}
+	cl.Close()
+
+	// Offers bob's key and alice's, proves neither, then proves bob's.
+	offerBob := unprovenSigner{AlgorithmSigner: malloryAS, pub: bob.Public()}
+	cl = connect(nil, ssh.PublicKeys(offerBob), ssh.PublicKeys(offerAlice), ssh.PublicKeys(bob.Signer))
+	if !allowed(cl, bobPort) || allowed(cl, ticketPort) {
+		t.Fatal("bob does not have exactly bob's port")
+	}
+	if _, _, err := cl.OpenChannel("session", nil); err == nil {
+		t.Fatal("bob got alice's shell")
+	}
+	cl.Close()
+
+	// Alice herself, to show the checks above can tell.
+	cl = connect([]ssh.AuthMethod{ssh.PublicKeys(alice.Signer)})
+	if !allowed(cl, bobPort) {
+		t.Fatal("alice lacks port=*")
+	}
+	ch, reqs, err := cl.OpenChannel(pushChannel, nil)
+	if err != nil {
+		t.Fatalf("alice's files: %v", err)
+	}
+	go ssh.DiscardRequests(reqs)
+	ch.Close()
+	cl.Close()
+
+	e.cancel()
+	e.wg.Wait()
+	out := logs.String()
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, aliceFP) && !strings.Contains(line, "who=\"alice") {
+			t.Errorf("a connection alice did not make is logged under her key:\n%s", line)
+		}
+	}
+	if !strings.Contains(out, `who=ticket`) || !strings.Contains(out, `who="bob (`) {
+		t.Errorf("logs lack the ticket or bob:\n%s", out)
 	}
 }
