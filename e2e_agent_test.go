@@ -33,7 +33,8 @@ func startAgent(t *testing.T) *agentEnv {
 	kidKey := strings.TrimSpace(a.kid.mustRun("id"))
 	a.dad.mustRun("friends", "add", "kid", kidKey, "--allow", "shell", "--allow", "files")
 	a.kid.mustRun("friends", "add", "dad", dadKey)
-	a.agent = a.dad.start("up", "--dir", a.inbox)
+	// The tests run as root: shells need the flag that says so.
+	a.agent = a.dad.start("up", "--dir", a.inbox, "--allow-root-shell")
 	a.agent.waitFor(`kin is up`)
 	return a
 }
@@ -229,6 +230,42 @@ func TestOpenSSHThroughKinPipe(t *testing.T) {
 	}
 }
 
+// kin up as root gives a friend allowed a shell no root shell, unless
+// its owner says so with --allow-root-shell (and is warned).
+func TestRootShellNeedsTheFlag(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs to run as root")
+	}
+	url, _ := startSignal(t)
+	dad := newUser(t, "dad", "KIN_SIGNAL="+url)
+	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
+	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "shell,files")
+	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+
+	agent := dad.start("up", "--dir", t.TempDir())
+	agent.waitFor(`runs as root: friends allowed a shell are refused`)
+	agent.waitFor(`kin is up`)
+	out, errs, code := kid.run("shell", "dad", "--", "id", "-u")
+	if code == 0 || out != "" || !strings.Contains(errs, "runs as root and gives no root shells") || !strings.Contains(errs, "own user") {
+		t.Fatalf("root shell without the flag: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	// Files still work: only the shell is refused.
+	src := filepath.Join(t.TempDir(), "note.txt")
+	os.WriteFile(src, []byte("hi"), 0o644)
+	kid.mustRun("send", src, "dad")
+	agent.interrupt()
+	if code := agent.exit(); code != 0 {
+		t.Fatalf("agent exit %d", code)
+	}
+
+	agent = dad.start("up", "--dir", t.TempDir(), "--allow-root-shell")
+	agent.waitFor(`--allow-root-shell: every friend allowed a shell gets a ROOT shell`)
+	agent.waitFor(`kin is up`)
+	if out, errs, code := kid.run("shell", "dad", "--", "id", "-u"); code != 0 || out != "0\n" {
+		t.Fatalf("root shell with the flag: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
 func TestSendToFriendAndWithTicket(t *testing.T) {
 	a := startAgent(t)
 	src := t.TempDir()
@@ -287,7 +324,7 @@ func TestAgentSurvivesSignalingRestart(t *testing.T) {
 	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
 	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "shell")
 	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
-	agent := dad.start("up")
+	agent := dad.start("up", "--allow-root-shell")
 	agent.waitFor(`kin is up`)
 	if out, _, code := kid.run("shell", "dad", "--", "echo", "before"); code != 0 || out != "before\n" {
 		t.Fatalf("before restart: %d %q", code, out)

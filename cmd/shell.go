@@ -87,6 +87,9 @@ func shellAction(c *cli.Context) error {
 	defer client.Close()
 	s, err := client.NewSession()
 	if err != nil {
+		if errors.Is(err, session.ErrShellNotAllowed) && strings.Contains(err.Error(), rootShellOff) {
+			return withHint(err, "ask %s to run kin up as their own user rather than root", fr.Name)
+		}
 		if errors.Is(err, session.ErrShellNotAllowed) {
 			return withHint(err, "ask %s to allow you a shell: permit-shell in their friends file", fr.Name)
 		}

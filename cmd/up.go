@@ -36,6 +36,7 @@ sessions. Everything friends do is logged.
 			&cli.StringFlag{Name: "dir", Usage: "where received files go (default: ~/Downloads/kin)"},
 			&cli.BoolFlag{Name: "install", Usage: "install kin up as a per-user service"},
 			&cli.BoolFlag{Name: "uninstall", Usage: "remove the per-user service"},
+			&cli.BoolFlag{Name: "allow-root-shell", Usage: "when kin up runs as root, give friends allowed a shell a ROOT shell (refused without it)"},
 		},
 		Action: up,
 	}
@@ -73,12 +74,14 @@ func up(c *cli.Context) error {
 	}
 	defer p.close()
 	fc := &friendsCache{e: e, last: friends}
+	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  fc.get,
 		AnyPort:  true,
 		Inbox:    &files.Inbox{Dir: dir},
-		Shell:    &shell.Config{},
+		Shell:    shells,
+		ShellOff: shellOff,
 		Files: session.FileHooks{
 			Done: func(g session.Grant, _ bool, st files.Stats, err error) {
 				for _, r := range st.Results {
@@ -97,6 +100,27 @@ func up(c *cli.Context) error {
 	acceptLoop(ctx, e, p, srv, &wg)
 	e.log.Info("kin is down")
 	return nil
+}
+
+// rootShellOff is what a friend allowed a shell is told when kin up runs
+// as root without --allow-root-shell.
+const rootShellOff = "this kin runs as root and gives no root shells"
+
+// rootShells decides whether kin up serves shells: as root only with
+// --allow-root-shell, since a friend's shell would be a root shell.
+func rootShells(e *env, allowRoot bool) (*shell.Config, string) {
+	if os.Geteuid() != 0 {
+		if allowRoot {
+			e.log.Info("--allow-root-shell has no effect: kin up does not run as root")
+		}
+		return &shell.Config{}, ""
+	}
+	if allowRoot {
+		e.log.Warn("kin up runs as root with --allow-root-shell: every friend allowed a shell gets a ROOT shell on this machine")
+		return &shell.Config{}, ""
+	}
+	e.log.Warn("kin up runs as root: friends allowed a shell are refused it (a root shell); run kin up as your own user, or pass --allow-root-shell if you mean it")
+	return nil, rootShellOff + " (its owner can allow them with kin up --allow-root-shell)"
 }
 
 // installService registers `kin up` to start at login, per user.

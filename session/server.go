@@ -71,6 +71,7 @@ type ServerConfig struct {
 	Outbox   *files.Plan                                  // what pulls get; nil = refuse pulls
 	Files    FileHooks
 	Shell    *shell.Config // nil = no shells for anyone
+	ShellOff string        // with Shell nil: why, told to a friend allowed a shell
 	Logger   *slog.Logger
 }
 
@@ -331,6 +332,11 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 			s.cfg.Files.Done(*g, true, st, err)
 		}
 	case "session":
+		if g.Perms.Shell && s.cfg.Shell == nil && s.cfg.ShellOff != "" {
+			log.Warn("refused shell", "why", s.cfg.ShellOff)
+			nc.Reject(ssh.Prohibited, s.cfg.ShellOff)
+			return
+		}
 		if !g.Perms.Shell || s.cfg.Shell == nil {
 			log.Warn("refused shell", "why", "no shell permission")
 			nc.Reject(ssh.Prohibited, "you may not open a shell here")
