@@ -129,6 +129,10 @@ func installService(e *env, install bool, dir string) error {
 	if err != nil {
 		return fmt.Errorf("find the kin binary: %w", err)
 	}
+	if install && temporaryBinary(self) {
+		return withHint(fmt.Errorf("this kin runs from a temporary directory (%s), which goes away; a service must start a kin that stays", filepath.Dir(self)),
+			"install kin first: go install . (it lands in $(go env GOPATH)/bin), or copy the binary to e.g. ~/.local/bin; then run that kin with up --install")
+	}
 	args := []string{"--home", e.home}
 	if e.identity != "" {
 		args = append(args, "--identity", e.identity)
@@ -193,6 +197,43 @@ func installService(e *env, install bool, dir string) error {
 		return runCmd(e, "schtasks", "/Create", "/F", "/SC", "ONLOGON", "/TN", "kin", "/TR", quoteArgs(append([]string{self}, args...)...))
 	}
 	return fmt.Errorf("kin up --install does not know how to make a service on %s; run kin up from your startup scripts", runtime.GOOS)
+}
+
+// temporaryBinary reports whether the binary at path lives somewhere
+// that disappears: the system's temporary directory, $GOTMPDIR, the Go
+// build cache ($GOCACHE), or a go-build directory (go run, go test).
+func temporaryBinary(path string) bool {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	paths := []string{abs}
+	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+		paths = append(paths, real)
+	}
+	var temps []string
+	for _, d := range []string{os.TempDir(), os.Getenv("GOTMPDIR"), os.Getenv("GOCACHE")} {
+		if d == "" {
+			continue
+		}
+		temps = append(temps, filepath.Clean(d))
+		if real, err := filepath.EvalSymlinks(d); err == nil {
+			temps = append(temps, real)
+		}
+	}
+	for _, p := range paths {
+		for _, d := range temps {
+			if rel, err := filepath.Rel(d, p); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+				return true
+			}
+		}
+		for _, part := range strings.Split(filepath.ToSlash(p), "/") {
+			if strings.HasPrefix(part, "go-build") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func runCmd(e *env, name string, args ...string) error {
