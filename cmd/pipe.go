@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,25 +11,30 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"kin/keys"
+	"kin/session"
 )
 
 func pipeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "pipe",
-		Usage:     "connect stdin/stdout to a friend's kin, for OpenSSH's ProxyCommand",
+		Usage:     "connect stdin/stdout to a friend's kin, for OpenSSH (set up by kin ssh-config)",
 		ArgsUsage: "FRIEND",
-		Description: `Lets the real OpenSSH tools reach a friend who runs "kin up":
-    ssh -o ProxyCommand='kin pipe %h' dad
-    scp -o ProxyCommand='kin pipe %h' photo.jpg dad:
-"kin ssh-config" prints a ready ~/.ssh/config block with the friend's host
-key, so OpenSSH checks it is really them.`,
+		Description: `Lets the real OpenSSH tools (ssh, scp, sftp, rsync) reach a friend who runs
+"kin up". Set it up once with kin ssh-config, which writes the ProxyCommand
+and the friend's host key for OpenSSH:
+    kin ssh-config dad >> ~/.ssh/config
+    ssh dad
+    scp photo.jpg dad:
+kin pipe checks the friend's key itself, like every other kin command: the
+OpenSSH connection runs inside a kin connection to the key in your friends
+file, so nothing OpenSSH sends reaches anyone else.`,
 		Action: pipeAction,
 	}
 }
 
 func pipeAction(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return withHint(errors.New("pipe needs a friend's name"), "ssh -o ProxyCommand='kin pipe %%h' dad")
+		return withHint(errors.New("pipe needs a friend's name"), "kin ssh-config dad >> ~/.ssh/config, then: ssh dad")
 	}
 	e, err := getEnv(c)
 	if err != nil {
@@ -41,25 +45,40 @@ func pipeAction(c *cli.Context) error {
 		return err
 	}
 	defer p.close()
-	ctx, cancel := context.WithTimeout(c.Context, connectTimeout)
-	conn, err := p.node.Dial(ctx, fr.ID())
-	cancel()
+	// The SSH handshake pins the friend's key: an impostor the signaling
+	// server sent us to fails here, before OpenSSH's first byte.
+	client, _, err := p.dial(c.Context, e, fr.Key, nil, fr.Name)
 	if err != nil {
-		return withHint(fmt.Errorf("connect to %s: %w", fr.Name, err), "is %s running kin up?", fr.Name)
+		return err
+	}
+	defer client.Close()
+	conn, err := client.Pipe()
+	if err != nil {
+		if errors.Is(err, session.ErrPipeNotAllowed) {
+			return withHint(err, "ask %s to update kin and run kin up", fr.Name)
+		}
+		return fmt.Errorf("pipe to %s: %w", fr.Name, err)
 	}
 	defer conn.Close()
-	// OpenSSH checks the host key itself (kin ssh-config gives it the line).
-	done := make(chan error, 2)
 	go func() {
-		_, err := io.Copy(conn, c.App.Reader)
-		done <- err
+		io.Copy(conn, c.App.Reader)
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
 	}()
+	done := make(chan struct{})
 	go func() {
-		_, err := io.Copy(e.stdout, conn)
-		done <- err
+		io.Copy(e.stdout, conn)
+		close(done)
+	}()
+	lost := make(chan struct{})
+	go func() {
+		client.Wait()
+		close(lost)
 	}()
 	select {
 	case <-done:
+	case <-lost:
 	case <-c.Context.Done():
 	}
 	return nil

@@ -25,6 +25,7 @@ var (
 	ErrPortNotAllowed   = errors.New("port not allowed")
 	ErrFilesNotAllowed  = errors.New("files not allowed")
 	ErrShellNotAllowed  = errors.New("shell not allowed")
+	ErrPipeNotAllowed   = errors.New("pipe not allowed")
 	errConnectionClosed = errors.New("connection closed")
 )
 
@@ -240,6 +241,26 @@ func (c *Client) open(typ string, prohibited error) (ssh.Channel, error) {
 	}
 	go ssh.DiscardRequests(reqs)
 	return ch, nil
+}
+
+// Pipe opens a channel that carries a whole SSH connection to the peer
+// (kin pipe: OpenSSH runs inside it). The peer's host key was checked when
+// this connection was made, so nothing written to the channel reaches
+// anyone but the peer meant.
+func (c *Client) Pipe() (net.Conn, error) {
+	ch, reqs, err := c.ssh.OpenChannel(pipeChannel, nil)
+	if err != nil {
+		var oe *ssh.OpenChannelError
+		if errors.As(err, &oe) && oe.Reason == ssh.Prohibited {
+			return nil, fmt.Errorf("%w: %s", ErrPipeNotAllowed, oe.Message)
+		}
+		if errors.As(err, &oe) && oe.Reason == ssh.UnknownChannelType {
+			return nil, fmt.Errorf("%w: the peer's kin is too old for kin pipe", ErrPipeNotAllowed)
+		}
+		return nil, fmt.Errorf("open pipe: %w", err)
+	}
+	go ssh.DiscardRequests(reqs)
+	return &channelConn{Channel: ch}, nil
 }
 
 // Wait returns when the SSH connection ends.

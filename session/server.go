@@ -26,6 +26,7 @@ const (
 	pushChannel      = "kin-push@kin"       // client sends files to the server's inbox
 	pullChannel      = "kin-pull@kin"       // client receives the files the server offers
 	checkPortRequest = "kin-check-port@kin" // may I use this port?
+	pipeChannel      = "kin-pipe@kin"       // a whole SSH connection inside this one (kin pipe)
 )
 
 // Grant is what an authenticated client may do, and who it is.
@@ -331,6 +332,22 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		if s.cfg.Files.Done != nil {
 			s.cfg.Files.Done(*g, true, st, err)
 		}
+	case pipeChannel:
+		// kin pipe: the client checked our host key on this connection,
+		// and now runs another SSH client (OpenSSH) inside this channel.
+		// That connection authenticates on its own, like any other.
+		if g.Ticket {
+			log.Warn("refused pipe", "why", "tickets do not carry kin pipe")
+			nc.Reject(ssh.Prohibited, "kin pipe is for friends, not tickets")
+			return
+		}
+		ch := acceptData(nc)
+		if ch == nil {
+			return
+		}
+		log.Info("pipe: an SSH connection inside this one")
+		err := s.ServeConn(ctx, &channelConn{Channel: ch}, "pipe from "+g.who())
+		log.Info("pipe ended", "err", err)
 	case "session":
 		if g.Perms.Shell && s.cfg.Shell == nil && s.cfg.ShellOff != "" {
 			log.Warn("refused shell", "why", s.cfg.ShellOff)

@@ -606,3 +606,53 @@ func TestGrantIsOfTheKeyThatAuthenticated(t *testing.T) {
 		t.Errorf("logs lack the ticket or bob:\n%s", out)
 	}
 }
+
+// kin pipe: a whole SSH connection inside a friend's connection, which
+// authenticates on its own; tickets do not carry one.
+func TestPipeCarriesAnSSHConnection(t *testing.T) {
+	port, addr := webServer(t, []byte("inner"))
+	bob, eve := ident(t), ident(t)
+	secret := keys.NewSecret()
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Ports: []int{port}}, keys.SecretEqual(s, secret)
+		},
+		Ports: map[int]string{port: addr},
+	})
+	outer, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := func(id *keys.Identity) (*Client, error) {
+		conn, err := outer.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := NewClient(e.ctx, conn, ClientConfig{Identity: id, HostKey: e.host.Public()})
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, nil
+	}
+	c, err := inner(bob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := forwardGet(t, c, port); string(got) != "inner" {
+		t.Fatalf("through the pipe: %q", got)
+	}
+	// The inner connection checks its key itself: a stranger's is refused.
+	if _, err := inner(eve); !errors.Is(err, ErrAuthRefused) {
+		t.Fatalf("stranger inside bob's pipe: %v", err)
+	}
+	tc, err := e.dial(eve, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.Pipe(); !errors.Is(err, ErrPipeNotAllowed) {
+		t.Fatalf("pipe with a ticket: %v", err)
+	}
+}
