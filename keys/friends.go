@@ -100,6 +100,16 @@ func (p *Permissions) ParsePermission(word string) error {
 	return nil
 }
 
+// Grant adds the permissions in d to p.
+func (p *Permissions) Grant(d Permissions) {
+	p.Shell = p.Shell || d.Shell
+	p.Files = p.Files || d.Files
+	p.AllPorts = p.AllPorts || d.AllPorts
+	for _, port := range d.Ports {
+		p.addPort(port)
+	}
+}
+
 // Revoke takes the permissions in d away from p. port=* in d takes every
 // port away. A single port cannot be taken out of port=*: that is an error
 // that leaves p as it was.

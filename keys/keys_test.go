@@ -154,4 +154,3 @@ func FuzzParseTicket(f *testing.F) {
 		}
 	})
 }
-
