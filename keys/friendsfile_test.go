@@ -132,3 +132,38 @@ func TestFriendsFileFollowsTheFile(t *testing.T) {
 	}
 	lastChange("", 6)
 }
+
+// Servers ask from many goroutines while the file is being rewritten.
+func TestFriendsFileConcurrentUse(t *testing.T) {
+	bob := mustIdentity(t)
+	path := filepath.Join(t.TempDir(), "friends")
+	changes := 0
+	ff := &FriendsFile{Path: path, OnChange: func(*Friends, []LineError, error) { changes++ }}
+	done := make(chan struct{})
+	for i := 0; i < 4; i++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for j := 0; j < 200; j++ {
+				ff.Get().ByKey(bob.Public())
+			}
+		}()
+	}
+	for j := 0; j < 50; j++ {
+		line := `name="bob" ` + bob.AuthorizedKey() + "\n"
+		if j%2 == 1 {
+			line = "broken\n"
+		}
+		if err := WriteFileAtomic(path, []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 4; i++ {
+		<-done
+	}
+	if _, ok := ff.Get().ByKey(bob.Public()); ok {
+		t.Fatal("the last version (broken) is not the one in force")
+	}
+	if changes == 0 {
+		t.Fatal("no change reported")
+	}
+}
