@@ -91,6 +91,37 @@ func TestShellRefusedWithoutPermission(t *testing.T) {
 	}
 }
 
+// A broken edit of the friends file never keeps a friend in: with kin up
+// running, kid's line is replaced by a line with a typo (and carol's good
+// line is added). The agent skips the broken line with a warning naming
+// it, refuses kid at once, and lets carol in: every good line applies.
+func TestBrokenFriendsLineLetsNobodyInAndTheRestApplies(t *testing.T) {
+	a := startAgent(t)
+	if out := a.kid.mustRun("shell", "dad", "--", "echo", "in"); out != "in\n" {
+		t.Fatalf("before the edit: %q", out)
+	}
+	carol := newUser(t, "carol", envOf(a.dad, "KIN_SIGNAL"))
+	carol.mustRun("friends", "add", "dad", strings.TrimSpace(a.dad.mustRun("id")))
+	kidKey := strings.TrimSpace(a.kid.mustRun("id"))
+	carolKey := strings.TrimSpace(carol.mustRun("id"))
+	friends := `name="carol",permit-shell ` + carolKey + "\n" +
+		`name="kid",permit-shell,permit-filez ` + kidKey + "\n"
+	if err := os.WriteFile(filepath.Join(a.dad.home, "friends"), []byte(friends), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := a.kid.run("shell", "dad", "--", "echo", "in"); code == 0 || !strings.Contains(errs, "does not know your key") {
+		t.Fatalf("kid after the broken edit: exit %d, stderr %q", code, errs)
+	}
+	a.agent.waitFor(`friends file line skipped.* line=2 .*permit-filez`)
+	if out := carol.mustRun("shell", "dad", "--", "echo", "carol"); out != "carol\n" {
+		t.Fatalf("carol: %q", out)
+	}
+	// dad's own tools still work on the file, and name the line.
+	if _, errs, _ := a.dad.run("friends", "ls"); !strings.Contains(errs, "line 2 is skipped") {
+		t.Errorf("friends ls: %q", errs)
+	}
+}
+
 func envOf(u *user, prefix string) string {
 	for i := len(u.env) - 1; i >= 0; i-- {
 		if strings.HasPrefix(u.env[i], prefix+"=") {

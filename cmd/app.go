@@ -120,9 +120,55 @@ func (e *env) loadIdentity() (*keys.Identity, error) {
 	return id, nil
 }
 
+// loadFriends reads the friends file for a command that runs once. Lines
+// that do not parse are skipped with a warning; only a file that cannot
+// be read is an error.
 func (e *env) loadFriends() (*keys.Friends, error) {
-	f, err := keys.ReadFriends(e.friendsPath())
-	return f, withHint(err, "fix the line in %s (it is an authorized_keys file) or remove it with `kin friends rm`", e.friendsPath())
+	f, skipped, err := keys.ReadFriends(e.friendsPath())
+	if err != nil {
+		return nil, withHint(err, "check that %s is a readable file", e.friendsPath())
+	}
+	e.warnSkipped(skipped)
+	return f, nil
+}
+
+// warnSkipped tells the user which lines of the friends file kin skips.
+func (e *env) warnSkipped(skipped []keys.LineError) {
+	for _, le := range skipped {
+		fix := "fix or delete it in a text editor"
+		if le.Name != "" {
+			fix += ", or remove it with: kin friends rm " + le.Name
+		}
+		fmt.Fprintf(e.stderr, "warning: %s line %d is skipped: %v (%s)\n", e.friendsPath(), le.Line, le.Err, fix)
+	}
+}
+
+// watchFriends opens the friends file for a server that runs a while:
+// edits apply at the next authentication, a skipped line or an unreadable
+// file is logged once per change, and an unreadable file lets no friend
+// in. It returns the file and what it says now; a file that cannot be
+// read now is an error.
+func (e *env) watchFriends() (*keys.FriendsFile, *keys.Friends, error) {
+	path := e.friendsPath()
+	first := true
+	ff := &keys.FriendsFile{Path: path, OnChange: func(f *keys.Friends, skipped []keys.LineError, err error) {
+		defer func() { first = false }()
+		if err != nil {
+			e.log.Error("cannot read the friends file: no friend is let in until it can be read", "file", path, "err", err)
+			return
+		}
+		if !first {
+			e.log.Info("friends file changed", "file", path, "friends", len(f.List()))
+		}
+		for _, le := range skipped {
+			e.log.Warn("friends file line skipped", "file", path, "line", le.Line, "err", le.Err)
+		}
+	}}
+	f, _, err := ff.Current()
+	if err != nil {
+		return nil, nil, withHint(err, "check that %s is a readable file", path)
+	}
+	return ff, f, nil
 }
 
 // displayName is what others see of us in tickets: the login name.

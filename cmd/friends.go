@@ -18,7 +18,9 @@ func friendsCommand() *cli.Command {
 		Usage: "add, list and remove the people who may connect to you",
 		Description: `Friends live in KIN_HOME/friends, an authorized_keys file you can also edit
 by hand. Each line names a friend and says what they may do:
-    name="bob",permit-port=3000 ssh-ed25519 AAAA... bob@laptop`,
+    name="bob",permit-port=3000 ssh-ed25519 AAAA... bob@laptop
+A line kin cannot read is skipped with a warning that names it; the other
+lines apply.`,
 		Subcommands: []*cli.Command{
 			{
 				Name:      "add",
@@ -45,9 +47,26 @@ A friend added with no --allow can still be connected TO by you.`,
 			{
 				Name:      "rm",
 				Aliases:   []string{"remove"},
-				Usage:     "remove a friend",
+				Usage:     "remove a friend (also a line kin skips, if it names them)",
 				ArgsUsage: "NAME",
 				Action:    friendsRemove,
+			},
+			{
+				Name:      "allow",
+				Usage:     "let a friend do more: shell, files, port=N, port=*",
+				ArgsUsage: "NAME shell|files|port=N|port=* ...",
+				Description: `Adds to what a friend may do, changing only their line of the friends file:
+    kin friends allow bob shell port=3000`,
+				Action: func(c *cli.Context) error { return friendsChange(c, true) },
+			},
+			{
+				Name:      "deny",
+				Usage:     "let a friend do less: shell, files, port=N, port=* (every port)",
+				ArgsUsage: "NAME shell|files|port=N|port=* ...",
+				Description: `Takes away what a friend may do, changing only their line of the friends
+file. Their open connections close, and reconnect with what is left:
+    kin friends deny bob shell port=*`,
+				Action: func(c *cli.Context) error { return friendsChange(c, false) },
 			},
 		},
 	}
@@ -65,7 +84,13 @@ func friendsAdd(c *cli.Context) error {
 	if err := keys.ValidName(name); err != nil {
 		return err
 	}
-	keyText := strings.Join(c.Args().Slice()[1:], " ")
+	keyText := strings.TrimSpace(strings.Join(c.Args().Slice()[1:], " "))
+	if keys.LooksLikePrivateKey(keyText) { // run refuses these first; this guards other callers
+		return errPrivateKey
+	}
+	if strings.Contains(keyText, "\n") {
+		return withHint(errors.New("that is more than one line"), `paste the one line your friend's "kin id" printed, in quotes`)
+	}
 	pub, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(keyText))
 	if err != nil {
 		return withHint(fmt.Errorf("that is not a public key: %w", err), `paste the whole line your friend's "kin id" printed, in quotes`)
@@ -76,9 +101,13 @@ func friendsAdd(c *cli.Context) error {
 			return err
 		}
 	}
-	friends, err := e.loadFriends()
+	friends, err := e.editFriends()
 	if err != nil {
 		return err
+	}
+	if _, ok := friends.ByName(name); ok {
+		return withHint(fmt.Errorf("there is already a friend named %q", name),
+			"remove them first with `kin friends rm %s`, or change what they may do with `kin friends allow` or `deny`", name)
 	}
 	if err := friends.Add(fr); err != nil {
 		return err
@@ -87,7 +116,16 @@ func friendsAdd(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "added %s (%s), allowed: %s\n", fr.Name, fr.ID(), fr.Perms)
+	e.warnSkipped(friends.Skipped())
 	return nil
+}
+
+// editFriends reads the friends file to change it. Warnings about skipped
+// lines wait until the change is made (it may remove them); the lines
+// themselves are written back as they are.
+func (e *env) editFriends() (*keys.Friends, error) {
+	f, _, err := keys.ReadFriends(e.friendsPath())
+	return f, withHint(err, "check that %s is a readable file", e.friendsPath())
 }
 
 func friendsList(c *cli.Context) error {
@@ -100,6 +138,10 @@ func friendsList(c *cli.Context) error {
 		return err
 	}
 	list := friends.List()
+	if len(list) == 0 && len(friends.Skipped()) > 0 {
+		fmt.Fprintln(e.stderr, "no friends: kin skips every line of the friends file (see the warnings above)")
+		return nil
+	}
 	if len(list) == 0 {
 		fmt.Fprintf(e.stderr, "no friends yet; add one with: kin friends add NAME \"ssh-ed25519 AAAA...\"\n")
 		return nil
@@ -120,16 +162,66 @@ func friendsRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	friends, err := e.loadFriends()
+	friends, err := e.editFriends()
 	if err != nil {
 		return err
 	}
 	if err := friends.Remove(c.Args().First()); err != nil {
-		return err
+		return withHint(err, "see `kin friends ls`")
 	}
 	if err := friends.WriteFile(e.friendsPath()); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s\n", c.Args().First())
+	e.warnSkipped(friends.Skipped())
+	return nil
+}
+
+// friendsChange is kin friends allow (grant) and deny (!grant).
+func friendsChange(c *cli.Context, grant bool) error {
+	verb := map[bool]string{true: "allow", false: "deny"}[grant]
+	if c.NArg() < 2 {
+		return withHint(fmt.Errorf("friends %s needs a name and what to %s", verb, verb), "kin friends %s bob shell files port=3000 port=*", verb)
+	}
+	e, err := getEnv(c)
+	if err != nil {
+		return err
+	}
+	name := c.Args().First()
+	var words keys.Permissions
+	for _, w := range c.Args().Slice()[1:] {
+		if err := words.ParsePermission(w); err != nil {
+			return err
+		}
+	}
+	friends, err := e.editFriends()
+	if err != nil {
+		return err
+	}
+	fr, ok := friends.ByName(name)
+	if !ok {
+		// SetPerms says why: no such friend, or their line is skipped.
+		err := friends.SetPerms(name, keys.Permissions{})
+		if errors.Is(err, keys.ErrNoFriend) {
+			return withHint(err, "see `kin friends ls`")
+		}
+		return withHint(err, "fix that line in %s first", e.friendsPath())
+	}
+	perms := fr.Perms
+	if grant {
+		perms.Grant(words)
+	} else if err := perms.Revoke(words); err != nil {
+		return withHint(err, "kin friends deny %s port=*, then allow the ports they may use", fr.Name)
+	}
+	if perms.String() != fr.Perms.String() {
+		if err := friends.SetPerms(fr.Name, perms); err != nil {
+			return err
+		}
+		if err := friends.WriteFile(e.friendsPath()); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(e.stdout, "%s may now: %s\n", fr.Name, perms)
+	e.warnSkipped(friends.Skipped())
 	return nil
 }

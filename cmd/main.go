@@ -15,6 +15,8 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
+
+	"kin/keys"
 )
 
 // Version is kin's version, set at build time with
@@ -32,7 +34,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
-	err := app.RunContext(ctx, reorderArgs(app, args))
+	var err error
+	if keys.LooksLikePrivateKey(strings.Join(args, " ")) { // " ": pasted unquoted, the shell splits it
+		err = errPrivateKey // refused before the flag parser can echo it
+	} else {
+		err = app.RunContext(ctx, reorderArgs(app, args))
+	}
 	if err == nil {
 		return 0
 	}
@@ -46,6 +53,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	return 1
 }
+
+// errPrivateKey refuses a private key given as an argument, without
+// showing any of it.
+var errPrivateKey = withHint(errors.New("one of the arguments is a private key, which must never leave its computer; kin did not use or show it"),
+	"a friend needs your public key: `kin id` prints it (one line, ssh-ed25519 AAAA...). "+
+		"To add a friend, paste the line their `kin id` prints. Remove the private key from your shell history")
 
 // hinted is an error with advice on what to do next.
 type hinted struct {

@@ -141,7 +141,7 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 	if e.signal == "" {
 		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server your friends use, or receive with a ticket from kin send")
 	}
-	friends, err := e.loadFriends()
+	friendsFile, friends, err := e.watchFriends()
 	if err != nil {
 		return err
 	}
@@ -157,10 +157,9 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 	defer p.close()
 	var mu sync.Mutex
 	printers := map[string]*progressPrinter{}
-	fc := &friendsCache{e: e, last: friends}
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
-		Friends:  fc.get,
+		Friends:  friendsFile.Get,
 		Inbox:    inbox,
 		Files: session.FileHooks{
 			Offered: func(g session.Grant, o files.Offer) error {

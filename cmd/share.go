@@ -51,7 +51,7 @@ func share(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	friends, err := e.loadFriends()
+	friendsFile, friends, err := e.watchFriends()
 	if err != nil {
 		return err
 	}
@@ -73,10 +73,9 @@ func share(c *cli.Context) error {
 
 	target := net.JoinHostPort("localhost", strconv.Itoa(port))
 	secret := keys.NewSecret()
-	friendsFile := &friendsCache{e: e, last: friends}
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
-		Friends:  friendsFile.get,
+		Friends:  friendsFile.Get,
 		Tickets: func(s []byte) (keys.Permissions, bool) {
 			if keys.SecretEqual(s, secret) {
 				return keys.Permissions{Ports: []int{port}}, true
@@ -108,26 +107,6 @@ func share(c *cli.Context) error {
 		return nil
 	}
 	return errSignalFailed
-}
-
-// friendsCache re-reads the friends file at every authentication, so edits
-// apply at once, and keeps the last good version if an edit breaks it.
-type friendsCache struct {
-	e    *env
-	mu   sync.Mutex
-	last *keys.Friends
-}
-
-func (f *friendsCache) get() *keys.Friends {
-	fr, err := f.e.loadFriends()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err != nil {
-		f.e.log.Warn("friends file has an error; using the last good version", "err", err)
-		return f.last
-	}
-	f.last = fr
-	return fr
 }
 
 func friendsAllowedPort(f *keys.Friends, port int) []string {

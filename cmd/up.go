@@ -57,12 +57,12 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	friends, err := e.loadFriends()
+	dir := inboxDir(c)
+	e.log = newTimedLogger(e.stderr, c.Bool("verbose"))
+	friendsFile, friends, err := e.watchFriends()
 	if err != nil {
 		return err
 	}
-	dir := inboxDir(c)
-	e.log = newTimedLogger(e.stderr, c.Bool("verbose"))
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -73,11 +73,10 @@ func up(c *cli.Context) error {
 		return err
 	}
 	defer p.close()
-	fc := &friendsCache{e: e, last: friends}
 	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
-		Friends:  fc.get,
+		Friends:  friendsFile.Get,
 		AnyPort:  true,
 		Inbox:    &files.Inbox{Dir: dir},
 		Shell:    shells,

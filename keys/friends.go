@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,6 +100,43 @@ func (p *Permissions) ParsePermission(word string) error {
 	return nil
 }
 
+// Grant adds the permissions in d to p.
+func (p *Permissions) Grant(d Permissions) {
+	p.Shell = p.Shell || d.Shell
+	p.Files = p.Files || d.Files
+	p.AllPorts = p.AllPorts || d.AllPorts
+	for _, port := range d.Ports {
+		p.addPort(port)
+	}
+}
+
+// Revoke takes the permissions in d away from p. port=* in d takes every
+// port away. A single port cannot be taken out of port=*: that is an error
+// that leaves p as it was.
+func (p *Permissions) Revoke(d Permissions) error {
+	if !d.AllPorts && len(d.Ports) > 0 && p.AllPorts {
+		return fmt.Errorf("port=%d cannot be taken out of port=* (every port)", d.Ports[0])
+	}
+	if d.Shell {
+		p.Shell = false
+	}
+	if d.Files {
+		p.Files = false
+	}
+	if d.AllPorts {
+		p.AllPorts = false
+		p.Ports = nil
+	}
+	var kept []int
+	for _, q := range p.Ports {
+		if !slices.Contains(d.Ports, q) {
+			kept = append(kept, q)
+		}
+	}
+	p.Ports = kept
+	return nil
+}
+
 func (p *Permissions) addPort(port int) {
 	if p.AllowsPort(port) && !p.AllPorts {
 		return
@@ -129,12 +167,16 @@ func (f Friend) ID() PeerID { return IDOf(f.Key) }
 
 // Line renders the friend as an authorized_keys line.
 func (f Friend) Line() string {
-	opts := append([]string{`name="` + f.Name + `"`}, f.Perms.options()...)
-	line := strings.Join(opts, ",") + " " + FormatKey(f.Key)
+	line := strings.Join(f.lineOptions(), ",") + " " + FormatKey(f.Key)
 	if f.Comment != "" {
 		line += " " + f.Comment
 	}
 	return line
+}
+
+// lineOptions are the friend's authorized_keys options: name, then permissions.
+func (f Friend) lineOptions() []string {
+	return append([]string{`name="` + f.Name + `"`}, f.Perms.options()...)
 }
 
 // ValidName checks a friend name: 1-32 of a-z A-Z 0-9 . _ -, not starting
@@ -154,49 +196,81 @@ func ValidName(name string) error {
 	return nil
 }
 
-// Friends is the parsed friends file. Lines that are not entries (comments,
-// blank lines) are kept so that a rewrite leaves the file as the user wrote it.
+// Friends is the parsed friends file. Every line is kept as written, so a
+// rewrite leaves comments, blank lines and lines kin skipped untouched.
+// A *Friends shared between goroutines must not be modified.
 type Friends struct {
-	lines   []string // raw lines
-	entries []entry
+	lines []fline
 }
 
-type entry struct {
-	line   int // index into lines
-	friend Friend
+// fline is one line of the file and what it means.
+type fline struct {
+	raw    string  // as in the file, without the "\n" (a "\r" stays)
+	friend *Friend // nil: not an entry (blank, comment, or skipped)
+	key    string  // friend.Key.Marshal(), for ByKey
+	err    error   // why the line was skipped
+	name   string  // the name= option of a skipped line, if it has one
 }
+
+// LineError is a line of the friends file that kin skipped.
+type LineError struct {
+	Line int    // 1-based
+	Name string // the line's name="..." option if it could be read, else ""
+	Err  error
+}
+
+func (e LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e LineError) Unwrap() error { return e.Err }
 
 // ParseFriends parses a friends file: authorized_keys lines whose options
 // carry name="..." and permit-shell, permit-files, permit-port=N|*.
-func ParseFriends(data []byte) (*Friends, error) {
-	f := &Friends{}
-	text := strings.ReplaceAll(string(data), "\r\n", "\n")
-	text = strings.TrimSuffix(text, "\n")
+// As OpenSSH does with authorized_keys, a line that does not parse is
+// skipped (returned in the []LineError) and every other line applies. A
+// line that repeats an earlier line's name or key is skipped too, so the
+// first line for a key is the one that counts.
+func ParseFriends(data []byte) (*Friends, []LineError) {
+	text := strings.TrimSuffix(string(data), "\n")
+	var raw []string
 	if text != "" {
-		f.lines = strings.Split(text, "\n")
+		raw = strings.Split(text, "\n")
 	}
-	names := map[string]bool{}
-	ids := map[PeerID]bool{}
-	for i, raw := range f.lines {
-		line := strings.TrimSpace(raw)
+	f := &Friends{lines: make([]fline, len(raw))}
+	for i, r := range raw {
+		f.lines[i].raw = r
+	}
+	f.parse()
+	return f, f.Skipped()
+}
+
+// parse (re)computes the meaning of every line from its text.
+func (f *Friends) parse() {
+	names := map[string]int{} // lower-case name -> 1-based line
+	ids := map[string]int{}   // marshalled key -> 1-based line
+	for i := range f.lines {
+		l := &f.lines[i]
+		*l = fline{raw: l.raw}
+		line := strings.TrimSpace(l.raw)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		fr, err := parseFriendLine(line)
+		if err == nil {
+			if n, dup := names[strings.ToLower(fr.Name)]; dup {
+				err = fmt.Errorf("name %q is already used on line %d", fr.Name, n)
+			} else if n, dup := ids[string(fr.Key.Marshal())]; dup {
+				err = fmt.Errorf("the key of %q is already listed on line %d", fr.Name, n)
+			}
+		}
 		if err != nil {
-			return nil, fmt.Errorf("friends file line %d: %w", i+1, err)
+			l.err = err
+			l.name = nameOption(line)
+			continue
 		}
-		if names[strings.ToLower(fr.Name)] {
-			return nil, fmt.Errorf("friends file line %d: name %q is used twice", i+1, fr.Name)
-		}
-		if ids[fr.ID()] {
-			return nil, fmt.Errorf("friends file line %d: key of %q is listed twice", i+1, fr.Name)
-		}
-		names[strings.ToLower(fr.Name)] = true
-		ids[fr.ID()] = true
-		f.entries = append(f.entries, entry{line: i, friend: fr})
+		l.friend = &fr
+		l.key = string(fr.Key.Marshal())
+		names[strings.ToLower(fr.Name)] = i + 1
+		ids[l.key] = i + 1
 	}
-	return f, nil
 }
 
 func parseFriendLine(line string) (Friend, error) {
@@ -235,36 +309,108 @@ func parseFriendLine(line string) (Friend, error) {
 	return fr, nil
 }
 
-// ReadFriends reads the friends file at path. A missing file is an empty list.
-func ReadFriends(path string) (*Friends, error) {
+// splitOptions splits a trimmed authorized_keys line at the first blank
+// outside double quotes (as OpenSSH reads options): the options field and
+// the rest, from that blank on. ok is false for a line with one field.
+func splitOptions(line string) (opts, rest string, ok bool) {
+	inQuote := false
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case c == '\\' && inQuote && i+1 < len(line):
+			i++
+		case c == '"':
+			inQuote = !inQuote
+		case (c == ' ' || c == '\t') && !inQuote:
+			return line[:i], line[i:], true
+		}
+	}
+	return "", line, false
+}
+
+// nameOption digs the name="..." option out of a line that did not parse,
+// so that the line can be named in warnings and removed by name. It
+// returns "" when there is no valid name to be found (a line that starts
+// with its key type has no options, and so no name).
+func nameOption(line string) string {
+	opts, _, ok := splitOptions(line)
+	if !ok {
+		return ""
+	}
+	for _, o := range splitComma(opts) {
+		if v, found := strings.CutPrefix(o, "name="); found {
+			v = strings.Trim(v, `"`)
+			if ValidName(v) == nil {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// splitComma splits an options field at the commas outside double quotes.
+func splitComma(opts string) []string {
+	var out []string
+	inQuote, start := false, 0
+	for i := 0; i < len(opts); i++ {
+		switch opts[i] {
+		case '\\':
+			if inQuote {
+				i++
+			}
+		case '"':
+			inQuote = !inQuote
+		case ',':
+			if !inQuote {
+				out = append(out, opts[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(out, opts[start:])
+}
+
+// ReadFriends reads the friends file at path. A missing file is an empty
+// list. The error is for a file that cannot be read; lines that do not
+// parse are skipped and returned in the []LineError.
+func ReadFriends(path string) (*Friends, []LineError, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return &Friends{}, nil
+		return &Friends{}, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read friends: %w", err)
+		return nil, nil, fmt.Errorf("read friends: %w", err)
 	}
-	f, err := ParseFriends(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	f, skipped := ParseFriends(data)
+	return f, skipped, nil
+}
+
+// Skipped returns the lines that were skipped because they do not parse.
+func (f *Friends) Skipped() []LineError {
+	var out []LineError
+	for i, l := range f.lines {
+		if l.err != nil {
+			out = append(out, LineError{Line: i + 1, Name: l.name, Err: l.err})
+		}
 	}
-	return f, nil
+	return out
 }
 
 // List returns the friends in file order.
 func (f *Friends) List() []Friend {
-	out := make([]Friend, len(f.entries))
-	for i, e := range f.entries {
-		out[i] = e.friend
+	var out []Friend
+	for _, l := range f.lines {
+		if l.friend != nil {
+			out = append(out, *l.friend)
+		}
 	}
 	return out
 }
 
 // ByName finds a friend by name (case-insensitive).
 func (f *Friends) ByName(name string) (Friend, bool) {
-	for _, e := range f.entries {
-		if strings.EqualFold(e.friend.Name, name) {
-			return e.friend, true
+	for _, l := range f.lines {
+		if l.friend != nil && strings.EqualFold(l.friend.Name, name) {
+			return *l.friend, true
 		}
 	}
 	return Friend{}, false
@@ -272,54 +418,111 @@ func (f *Friends) ByName(name string) (Friend, bool) {
 
 // ByKey finds the friend whose key is pub.
 func (f *Friends) ByKey(pub ssh.PublicKey) (Friend, bool) {
-	want := pub.Marshal()
-	for _, e := range f.entries {
-		if bytes.Equal(e.friend.Key.Marshal(), want) {
-			return e.friend, true
+	want := string(pub.Marshal())
+	for _, l := range f.lines {
+		if l.friend != nil && l.key == want {
+			return *l.friend, true
 		}
 	}
 	return Friend{}, false
 }
 
-// Add appends a friend. The name and key must both be new.
+// skippedNamed returns the first skipped line that carries name.
+func (f *Friends) skippedNamed(name string) (LineError, bool) {
+	for _, le := range f.Skipped() {
+		if le.Name != "" && strings.EqualFold(le.Name, name) {
+			return le, true
+		}
+	}
+	return LineError{}, false
+}
+
+// ErrNoFriend is what errors for a name that no friend has match (errors.Is).
+var ErrNoFriend = errors.New("no such friend")
+
+type noFriendError string
+
+func (n noFriendError) Error() string        { return fmt.Sprintf("no friend named %q", string(n)) }
+func (n noFriendError) Is(target error) bool { return target == ErrNoFriend }
+
+// Add appends a friend. The name and key must both be new, and the name
+// must not be on a skipped line either (fixing that line would make two).
 func (f *Friends) Add(fr Friend) error {
 	if err := ValidName(fr.Name); err != nil {
 		return err
 	}
 	if _, ok := f.ByName(fr.Name); ok {
-		return fmt.Errorf("there is already a friend named %q (remove it first with `kin friends rm %s`)", fr.Name, fr.Name)
+		return fmt.Errorf("there is already a friend named %q", fr.Name)
+	}
+	if le, ok := f.skippedNamed(fr.Name); ok {
+		return fmt.Errorf("line %d of the friends file already names %q (kin skips that line: %v)", le.Line, fr.Name, le.Err)
 	}
 	if old, ok := f.ByKey(fr.Key); ok {
 		return fmt.Errorf("that key is already your friend %q", old.Name)
 	}
-	f.lines = append(f.lines, fr.Line())
-	f.entries = append(f.entries, entry{line: len(f.lines) - 1, friend: fr})
+	f.lines = append(f.lines, fline{raw: fr.Line()})
+	f.parse()
 	return nil
 }
 
-// Remove deletes the friend with that name.
+// Remove deletes every line that names the friend: the friend's own line
+// and skipped lines whose name="..." option is that name (so a broken line
+// can be removed by name). Other lines stay as they are.
 func (f *Friends) Remove(name string) error {
-	for i, e := range f.entries {
-		if strings.EqualFold(e.friend.Name, name) {
-			f.lines = append(f.lines[:e.line], f.lines[e.line+1:]...)
-			f.entries = append(f.entries[:i], f.entries[i+1:]...)
-			for j := range f.entries {
-				if f.entries[j].line > e.line {
-					f.entries[j].line--
-				}
-			}
-			return nil
+	kept := f.lines[:0:0]
+	for _, l := range f.lines {
+		if l.friend != nil && strings.EqualFold(l.friend.Name, name) ||
+			l.err != nil && l.name != "" && strings.EqualFold(l.name, name) {
+			continue
 		}
+		kept = append(kept, l)
 	}
-	return fmt.Errorf("no friend named %q (see `kin friends ls`)", name)
+	if len(kept) == len(f.lines) {
+		return noFriendError(name)
+	}
+	f.lines = kept
+	f.parse()
+	return nil
 }
 
-// Marshal renders the file, keeping comments and blank lines.
+// SetPerms replaces what the friend called name may do. Only that
+// friend's line changes, and in it only the options: the key and comment
+// stay as written.
+func (f *Friends) SetPerms(name string, p Permissions) error {
+	for i, l := range f.lines {
+		if l.friend == nil || !strings.EqualFold(l.friend.Name, name) {
+			continue
+		}
+		fr := *l.friend
+		fr.Perms = p
+		trimmed := strings.TrimLeft(l.raw, " \t")
+		indent := l.raw[:len(l.raw)-len(trimmed)]
+		_, rest, ok := splitOptions(trimmed)
+		if !ok { // cannot happen for an entry: it has name="..."
+			f.lines[i].raw = fr.Line()
+		} else {
+			f.lines[i].raw = indent + strings.Join(fr.lineOptions(), ",") + rest
+		}
+		f.parse()
+		return nil
+	}
+	if le, ok := f.skippedNamed(name); ok {
+		return fmt.Errorf("kin skips line %d of the friends file, which names %q: %v", le.Line, name, le.Err)
+	}
+	return noFriendError(name)
+}
+
+// Marshal renders the file, every line as it was read or written.
 func (f *Friends) Marshal() []byte {
 	if len(f.lines) == 0 {
 		return nil
 	}
-	return []byte(strings.Join(f.lines, "\n") + "\n")
+	var b strings.Builder
+	for _, l := range f.lines {
+		b.WriteString(l.raw)
+		b.WriteByte('\n')
+	}
+	return []byte(b.String())
 }
 
 // WriteFile replaces the friends file at path atomically.

@@ -158,3 +158,15 @@ func WriteFileAtomic(path string, data []byte, perm fs.FileMode) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// LooksLikePrivateKey reports whether s holds (part of) a private key as
+// people paste them: a PEM block such as "-----BEGIN OPENSSH PRIVATE
+// KEY-----", the base64 body of an OpenSSH private key (it starts with
+// "openssh-key-v1"), or a PuTTY key file. Callers refuse such text without
+// echoing it.
+func LooksLikePrivateKey(s string) bool {
+	return strings.Contains(s, "PRIVATE KEY-----") ||
+		strings.Contains(s, "-----BEGIN OPENSSH") ||
+		strings.Contains(s, "b3BlbnNzaC1rZXktdjE") || // base64("openssh-key-v1")
+		strings.Contains(s, "PuTTY-User-Key-File-")
+}

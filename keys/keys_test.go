@@ -69,80 +69,6 @@ func mustIdentity(t testing.TB) *Identity {
 	return id
 }
 
-func TestFriendsRoundTrip(t *testing.T) {
-	a, b := mustIdentity(t), mustIdentity(t)
-	src := "# my friends\n\nname=\"mom\",permit-shell,permit-files,permit-port=22 " + a.AuthorizedKey() + " mom@pc\n"
-	f, err := ParseFriends([]byte(src))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mom, ok := f.ByName("MOM")
-	if !ok || !mom.Perms.Shell || !mom.Perms.Files || !mom.Perms.AllowsPort(22) || mom.Perms.AllowsPort(23) {
-		t.Fatalf("mom = %+v", mom)
-	}
-	if _, ok := f.ByKey(a.Public()); !ok {
-		t.Fatal("ByKey misses mom")
-	}
-	var p Permissions
-	if err := p.ParsePermission("port=8000,port=*"); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Add(Friend{Name: "bob", Key: b.Public(), Perms: p}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Add(Friend{Name: "bob2", Key: b.Public()}); err == nil {
-		t.Fatal("same key added twice")
-	}
-	if err := f.Add(Friend{Name: "Bob", Key: a.Public()}); err == nil {
-		t.Fatal("same name added twice")
-	}
-	g, err := ParseFriends(f.Marshal())
-	if err != nil {
-		t.Fatalf("reparse: %v\n%s", err, f.Marshal())
-	}
-	bob, ok := g.ByName("bob")
-	if !ok || !bob.Perms.AllowsPort(4242) || bob.ID() != b.ID() {
-		t.Fatalf("bob = %+v", bob)
-	}
-	if !strings.HasPrefix(string(g.Marshal()), "# my friends\n\n") {
-		t.Fatalf("comments lost:\n%s", g.Marshal())
-	}
-	if err := g.Remove("mom"); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Remove("mom"); err == nil {
-		t.Fatal("removed twice")
-	}
-	if h, err := ParseFriends(g.Marshal()); err != nil || len(h.List()) != 1 || h.List()[0].Name != "bob" {
-		t.Fatalf("after rm: %v %+v", err, h)
-	}
-}
-
-func TestFriendsRejectsBadLines(t *testing.T) {
-	a := mustIdentity(t).AuthorizedKey()
-	for _, line := range []string{
-		a,                                      // no name
-		`name="x",permit-root ` + a,            // unknown option
-		`name="x",permit-port=70000 ` + a,      // bad port
-		`name="a:b" ` + a,                      // bad name
-		`name="kin1abc" ` + a,                  // ticket-like name
-		`name="x" ssh-ed25519 AAAAnotbase64!!`, // bad key
-		`name="x" ` + a + "\n" + `name="x" ` + mustIdentity(t).AuthorizedKey(), // dup name
-		`name="x" ` + a + "\n" + `name="y" ` + a,                               // dup key
-	} {
-		if _, err := ParseFriends([]byte(line)); err == nil {
-			t.Errorf("accepted %q", line)
-		}
-	}
-}
-
-func TestReadFriendsMissingIsEmpty(t *testing.T) {
-	f, err := ReadFriends(filepath.Join(t.TempDir(), "none"))
-	if err != nil || len(f.List()) != 0 {
-		t.Fatalf("%v %v", f, err)
-	}
-}
-
 func testTicket(t testing.TB) Ticket {
 	return Ticket{Kind: TicketPort, Port: 8000, Peer: mustIdentity(t).Public(),
 		Signal: "ws://192.0.2.7:7000", Name: "alice", Secret: NewSecret()}
@@ -225,30 +151,6 @@ func FuzzParseTicket(f *testing.F) {
 		}
 		if again.String() != tk.String() {
 			t.Fatal("ticket does not round-trip")
-		}
-	})
-}
-
-func FuzzParseFriends(f *testing.F) {
-	k := mustIdentity(f).AuthorizedKey()
-	f.Add([]byte(`name="mom",permit-shell,permit-port=22 ` + k + " c\n# x\n"))
-	f.Add([]byte(`name="a",permit-port="*" ` + k))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		fr, err := ParseFriends(data)
-		if err != nil {
-			return
-		}
-		again, err := ParseFriends(fr.Marshal())
-		if err != nil {
-			t.Fatalf("reparse of accepted file fails: %v", err)
-		}
-		if len(again.List()) != len(fr.List()) {
-			t.Fatal("entry count changed")
-		}
-		for _, x := range fr.List() {
-			if _, err := ParseFriends([]byte(x.Line())); err != nil {
-				t.Fatalf("Line() of accepted friend does not parse: %v", err)
-			}
 		}
 	})
 }
