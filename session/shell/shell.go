@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,15 +231,49 @@ func (s *session) command(line string) *exec.Cmd {
 	} else {
 		cmd = exec.Command(sh, shellFlag, line)
 	}
-	home, _ := os.UserHomeDir()
+	env, home := loginEnv(os.Environ(), sh)
 	cmd.Dir = home
 	s.mu.Lock()
-	cmd.Env = append(os.Environ(), s.env...)
+	cmd.Env = append(env, s.env...)
 	if s.pty != nil && s.pty.Term != "" {
 		cmd.Env = append(cmd.Env, "TERM="+s.pty.Term)
 	}
 	s.mu.Unlock()
 	return cmd
+}
+
+// loginEnv gives a command what sshd gives a login: USER, LOGNAME, HOME
+// and SHELL for the account the agent runs as (a service manager may have
+// started the agent without them), in place of inherited ones. It also
+// returns the home directory ("" if unknown: then the agent's directory).
+func loginEnv(env []string, sh string) ([]string, string) {
+	home, _ := os.UserHomeDir()
+	if runtime.GOOS == "windows" {
+		return env, home // USERNAME and USERPROFILE are already there
+	}
+	set := map[string]string{"SHELL": sh}
+	if u, err := user.Current(); err == nil {
+		set["USER"], set["LOGNAME"] = u.Username, u.Username
+		if u.HomeDir != "" {
+			home = u.HomeDir
+		}
+	}
+	if home != "" {
+		set["HOME"] = home
+	}
+	out := make([]string, 0, len(env)+len(set))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, ok := set[name]; !ok {
+			out = append(out, kv)
+		}
+	}
+	for _, name := range []string{"USER", "LOGNAME", "HOME", "SHELL"} {
+		if v, ok := set[name]; ok {
+			out = append(out, name+"="+v)
+		}
+	}
+	return out, home
 }
 
 // loginArg0 makes a Unix shell a login shell the traditional way ("-bash").

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -247,4 +248,28 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 		t.Fatal(err)
 	}
 	return a, b
+}
+
+// A command gets USER, LOGNAME, HOME and SHELL like sshd gives them, even
+// when the agent was started without them, and starts in the home directory.
+func TestLoginEnvironment(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Setenv("USER", "")
+	t.Setenv("LOGNAME", "someone-else")
+	t.Setenv("HOME", "")
+	os.Unsetenv("HOME") // t.Setenv restores it
+	c, done := pair(t)
+	defer done()
+	s, _ := c.NewSession()
+	out, err := s.Output(`echo "$USER $LOGNAME $HOME $SHELL $(pwd)"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s %s %s /bin/sh %s\n", me.Username, me.Username, me.HomeDir, me.HomeDir)
+	if string(out) != want {
+		t.Fatalf("got %q, want %q", out, want)
+	}
 }
