@@ -196,15 +196,69 @@ func TestRsyncResumesAfterKill(t *testing.T) {
 	}
 }
 
+// startAgentAllowing is startAgent with the kid allowed only what allow
+// says, and dad's backups folder at backups.
+func startAgentAllowing(t *testing.T, backups string, allow ...string) *agentEnv {
+	url, _ := startSignal(t)
+	a := &agentEnv{inbox: filepath.Join(t.TempDir(), "inbox")}
+	a.dad = newUser(t, "dad", "KIN_SIGNAL="+url)
+	a.kid = newUser(t, "kid", "KIN_SIGNAL="+url)
+	args := []string{"friends", "add", "kid", strings.TrimSpace(a.kid.mustRun("id"))}
+	for _, p := range allow {
+		args = append(args, "--allow", p)
+	}
+	a.dad.mustRun(args...)
+	a.kid.mustRun("friends", "add", "dad", strings.TrimSpace(a.dad.mustRun("id")))
+	a.agent = a.dad.start("up", "--dir", a.inbox, "--backups", backups)
+	a.agent.waitFor(`kin is up`)
+	return a
+}
+
 func TestResticSFTPThroughKin(t *testing.T) {
 	requireTool(t, "ssh")
 	requireTool(t, "restic")
 	a := startAgent(t)
-	config := sshConfigFor(t, a)
 	repo := filepath.Join(t.TempDir(), "restic-repo")
+	resticRoundTrip(t, a, "sftp:dad:"+repo, repo)
+}
+
+// A friend who may only send files (no shell) backs up with restic into a
+// folder of their own at dad's, and can do nothing else there.
+func TestResticWithFilesPermissionOnly(t *testing.T) {
+	requireTool(t, "ssh")
+	requireTool(t, "restic")
+	requireTool(t, "rsync")
+	backups := filepath.Join(t.TempDir(), "kin-backups")
+	a := startAgentAllowing(t, backups, "files")
+	resticRoundTrip(t, a, "sftp:dad:photos", filepath.Join(backups, "kid", "photos"))
+	// The folder is all they reach: no commands, so no rsync either.
+	config := sshConfigFor(t, a)
+	marker := filepath.Join(t.TempDir(), "ran")
+	out, err := backupTool(t, a, nil, "ssh", "-F", config, "-o", "BatchMode=yes", "dad", "touch "+marker)
+	if err == nil {
+		t.Fatalf("a command ran for a files-only friend:\n%s", out)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the command ran")
+	}
+	if !strings.Contains(out, "you may use only sftp here") {
+		t.Errorf("ssh said:\n%s", out)
+	}
+	out, err = backupTool(t, a, nil, "rsync", "-a", "-e", "ssh -F "+config+" -o BatchMode=yes", config, "dad:x/")
+	if err == nil {
+		t.Fatalf("rsync worked without permit-shell:\n%s", out)
+	}
+}
+
+// resticRoundTrip runs restic init, backup, check and restore against repo
+// and checks the repository is at dir on dad's side and the restored
+// files' SHA-256, modes and times.
+func resticRoundTrip(t *testing.T, a *agentEnv, repo, dir string) {
+	t.Helper()
+	config := sshConfigFor(t, a)
 	env := []string{
 		"RESTIC_PASSWORD=correct horse battery staple",
-		"RESTIC_REPOSITORY=sftp:dad:" + repo,
+		"RESTIC_REPOSITORY=" + repo,
 		"RESTIC_CACHE_DIR=" + filepath.Join(t.TempDir(), "cache"),
 	}
 	// What restic runs by default, plus the test's ssh config file.
@@ -220,7 +274,7 @@ func TestResticSFTPThroughKin(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "Photos")
 	sums := randomTree(t, src)
 	restic("init")
-	if _, err := os.Stat(filepath.Join(repo, "config")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "config")); err != nil {
 		t.Fatalf("no repository at dad's: %v", err)
 	}
 	restic("backup", src)

@@ -66,6 +66,7 @@ type ServerConfig struct {
 	Outbox   *files.Plan                                  // what pulls get; nil = refuse pulls
 	Files    FileHooks
 	Shell    *shell.Config // nil = no shells for anyone
+	Backups  string        // friends with files (no shell) get sftp in Backups/NAME; "" = not
 	Logger   *slog.Logger
 }
 
@@ -274,7 +275,8 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 			s.cfg.Files.Done(*g, true, st, err)
 		}
 	case "session":
-		if !g.Perms.Shell || s.cfg.Shell == nil {
+		cfg, ok := s.sessionConfig(g)
+		if !ok {
 			log.Warn("refused shell", "why", "no shell permission")
 			nc.Reject(ssh.Prohibited, "you may not open a shell here")
 			return
@@ -283,7 +285,6 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		if err != nil {
 			return
 		}
-		cfg := *s.cfg.Shell
 		cfg.Logger = log
 		shell.Serve(ctx, ch, reqs, cfg)
 	default:

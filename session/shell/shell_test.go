@@ -29,6 +29,12 @@ import (
 // a client connected to it over a pipe.
 func pair(t *testing.T) (*ssh.Client, func()) {
 	t.Helper()
+	return pairWith(t, Config{Shell: "/bin/sh"})
+}
+
+// pairWith is pair with the server's Config.
+func pairWith(t *testing.T, cfg Config) (*ssh.Client, func()) {
+	t.Helper()
 	_, hk, _ := ed25519.GenerateKey(rand.Reader)
 	hs, _ := ssh.NewSignerFromKey(hk)
 	scfg := &ssh.ServerConfig{NoClientAuth: true}
@@ -53,7 +59,7 @@ func pair(t *testing.T) (*ssh.Client, func()) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				Serve(ctx, ch, creqs, Config{Shell: "/bin/sh"})
+				Serve(ctx, ch, creqs, cfg)
 			}()
 		}
 	}()
