@@ -192,6 +192,14 @@ func TestSFTPSubsystem(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != "via sftp" {
 		t.Fatalf("file has %q", b)
 	}
+	// Relative paths start at home, as with OpenSSH (restic -r sftp:dad:repo).
+	me, err := user.Current()
+	if err != nil {
+		return
+	}
+	if wd, err := sc.Getwd(); err != nil || wd != me.HomeDir {
+		t.Errorf("sftp starts in %q (%v), want %s", wd, err, me.HomeDir)
+	}
 }
 
 func TestUnknownSubsystemRefused(t *testing.T) {
