@@ -248,6 +248,9 @@ func TestResticWithFilesPermissionOnly(t *testing.T) {
 	if err == nil {
 		t.Fatalf("rsync worked without permit-shell:\n%s", out)
 	}
+	if !strings.Contains(out, "you are allowed files, not a shell") {
+		t.Errorf("rsync does not say why it failed:\n%s", out)
+	}
 }
 
 // resticRoundTrip runs restic init, backup, check and restore against repo
