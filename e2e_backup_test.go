@@ -241,14 +241,14 @@ func TestResticWithFilesPermissionOnly(t *testing.T) {
 	if _, err := os.Stat(marker); err == nil {
 		t.Fatal("the command ran")
 	}
-	if !strings.Contains(out, "you may use only sftp here") {
+	if !strings.Contains(out, "may not open a shell here") {
 		t.Errorf("ssh said:\n%s", out)
 	}
 	out, err = backupTool(t, a, nil, "rsync", "-a", "-e", "ssh -F "+config+" -o BatchMode=yes", config, "dad:x/")
 	if err == nil {
 		t.Fatalf("rsync worked without permit-shell:\n%s", out)
 	}
-	if !strings.Contains(out, "you are allowed files, not a shell") {
+	if !strings.Contains(out, "you are allowed files only") {
 		t.Errorf("rsync does not say why it failed:\n%s", out)
 	}
 }

@@ -191,9 +191,9 @@ func (s *session) start(req *ssh.Request) (bool, func()) {
 	if s.cfg.SFTPRoot != "" && req.Type != "subsystem" {
 		// Say why, on stderr with an exit status, rather than a bare
 		// refusal the client may report as "exec request failed".
-		s.log.Warn("refused command", "why", "files permission only: sftp in their folder")
+		s.log.Warn("refused shell", "why", "files permission only: sftp in their folder")
 		return true, func() {
-			fmt.Fprintln(s.ch.Stderr(), "kin: you may use only sftp here, in your own folder (you are allowed files, not a shell)")
+			fmt.Fprintln(s.ch.Stderr(), "kin: you may not open a shell here: you are allowed files only (sftp in a folder of your own)")
 			s.exit(1)
 		}
 	}
