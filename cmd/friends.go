@@ -31,7 +31,8 @@ their "kin id" prints. --allow says what they may reach on your machine:
     --allow port=3000     that TCP port, when you share it (repeatable)
     --allow port=*        any port you share
     --allow shell         a shell (kin up / kin shell)
-    --allow files         sending you files
+    --allow files         sending you files, and backups (sftp, restic) into a
+                          folder of their own when you run kin up
 A friend added with no --allow can still be connected TO by you.`,
 				Flags: []cli.Flag{
 					&cli.StringSliceFlag{Name: "allow", Usage: "what the friend may do: port=N, port=*, shell, files (repeatable)"},

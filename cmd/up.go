@@ -25,7 +25,9 @@ func upCommand() *cli.Command {
 		Description: `Runs the agent in the foreground: registered with the signaling server,
 it lets each friend do what their line in the friends file allows:
     permit-shell      kin shell YOU, and OpenSSH's ssh/scp/sftp through kin pipe
-    permit-files      kin send FILE YOU (into --dir, default ~/Downloads/kin)
+    permit-files      kin send FILE YOU (into --dir, default ~/Downloads/kin),
+                      and sftp (restic backups) in a folder of their own,
+                      --backups/NAME (default ~/kin-backups/NAME), nothing else
     permit-port=N     kin connect YOU:N (or port=*)
 Edits to the friends file apply at once; removing a friend cuts their
 sessions. Everything friends do is logged.
@@ -34,6 +36,7 @@ sessions. Everything friends do is logged.
     kin up --uninstall    remove that service`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "where received files go (default: ~/Downloads/kin)"},
+			&cli.StringFlag{Name: "backups", Usage: "where friends with permit-files but no shell keep backups over sftp, a folder each (default: ~/kin-backups)"},
 			&cli.BoolFlag{Name: "install", Usage: "install kin up as a per-user service"},
 			&cli.BoolFlag{Name: "uninstall", Usage: "remove the per-user service"},
 			&cli.BoolFlag{Name: "allow-root-shell", Usage: "when kin up runs as root, give friends allowed a shell a ROOT shell (refused without it)"},
@@ -48,7 +51,7 @@ func up(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("install") || c.Bool("uninstall") {
-		return installService(e, c.Bool("install"), c.String("dir"))
+		return installService(e, c.Bool("install"), c.String("dir"), c.String("backups"))
 	}
 	if e.signal == "" {
 		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL (your friends use the same one)")
@@ -81,6 +84,7 @@ func up(c *cli.Context) error {
 		Inbox:    &files.Inbox{Dir: dir},
 		Shell:    shells,
 		ShellOff: shellOff,
+		Backups:  backupsDir(c),
 		Files: session.FileHooks{
 			Done: func(g session.Grant, _ bool, st files.Stats, err error) {
 				for _, r := range st.Results {
@@ -95,7 +99,7 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir)
+	e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir, "backups", backupsDir(c))
 	acceptLoop(ctx, e, p, srv, &wg)
 	e.log.Info("kin is down")
 	return nil
@@ -122,8 +126,21 @@ func rootShells(e *env, allowRoot bool) (*shell.Config, string) {
 	return nil, rootShellOff + " (its owner can allow them with kin up --allow-root-shell)"
 }
 
+// backupsDir holds the sftp folders of friends who may send files but not
+// run commands: --backups, or ~/kin-backups. Folders are made on first use.
+func backupsDir(c *cli.Context) string {
+	if dir := c.String("backups"); dir != "" {
+		return dir
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "kin-backups"
+	}
+	return filepath.Join(home, "kin-backups")
+}
+
 // installService registers `kin up` to start at login, per user.
-func installService(e *env, install bool, dir string) error {
+func installService(e *env, install bool, dir, backups string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find the kin binary: %w", err)
@@ -144,6 +161,9 @@ func installService(e *env, install bool, dir string) error {
 	args = append(args, "up")
 	if dir != "" {
 		args = append(args, "--dir", dir)
+	}
+	if backups != "" {
+		args = append(args, "--backups", backups)
 	}
 	home, _ := os.UserHomeDir()
 	switch runtime.GOOS {

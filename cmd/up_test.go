@@ -34,7 +34,7 @@ func TestInstallRefusesATemporaryBinary(t *testing.T) {
 	t.Setenv("HOME", home)
 	var out strings.Builder
 	e := &env{home: filepath.Join(home, "kin"), signal: "ws://127.0.0.1:1", stdout: &out, stderr: &out}
-	err := installService(e, true, "")
+	err := installService(e, true, "", "")
 	var h *hinted
 	if err == nil || !errors.As(err, &h) || !strings.Contains(err.Error(), "temporary directory") || !strings.Contains(h.hint, "go install") {
 		t.Fatalf("install from a temporary binary: %v", err)

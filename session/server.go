@@ -73,6 +73,7 @@ type ServerConfig struct {
 	Files    FileHooks
 	Shell    *shell.Config // nil = no shells for anyone
 	ShellOff string        // with Shell nil: why, told to a friend allowed a shell
+	Backups  string        // friends with files (no shell) get sftp in Backups/NAME; "" = not
 	Logger   *slog.Logger
 }
 
@@ -349,21 +350,20 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		err := s.ServeConn(ctx, &channelConn{Channel: ch}, "pipe from "+g.who())
 		log.Info("pipe ended", "err", err)
 	case "session":
-		if g.Perms.Shell && s.cfg.Shell == nil && s.cfg.ShellOff != "" {
-			log.Warn("refused shell", "why", s.cfg.ShellOff)
-			nc.Reject(ssh.Prohibited, s.cfg.ShellOff)
-			return
-		}
-		if !g.Perms.Shell || s.cfg.Shell == nil {
-			log.Warn("refused shell", "why", "no shell permission")
-			nc.Reject(ssh.Prohibited, "you may not open a shell here")
+		cfg, ok := s.sessionConfig(g)
+		if !ok {
+			why := "you may not open a shell here"
+			if g.Perms.Shell && s.cfg.Shell == nil && s.cfg.ShellOff != "" {
+				why = s.cfg.ShellOff
+			}
+			log.Warn("refused shell", "why", why)
+			nc.Reject(ssh.Prohibited, why)
 			return
 		}
 		ch, reqs, err := nc.Accept()
 		if err != nil {
 			return
 		}
-		cfg := *s.cfg.Shell
 		cfg.Logger = log
 		shell.Serve(ctx, ch, reqs, cfg)
 	default:

@@ -13,7 +13,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +29,10 @@ type Config struct {
 	// Shell is the login shell; default $SHELL, then /bin/sh (cmd.exe on Windows).
 	Shell  string
 	Logger *slog.Logger // says who, for the agent's log
+	// SFTPRoot, if set, limits the session to the sftp subsystem inside
+	// this directory (created if missing): no commands, no shell, nothing
+	// outside it. For friends who may send files but not run commands.
+	SFTPRoot string
 }
 
 func (c Config) shell() string {
@@ -124,6 +130,9 @@ type session struct {
 // handle answers one request; if it starts something, started runs it to
 // the end (sending the exit status).
 func (s *session) handle(req *ssh.Request) (ok bool, started func()) {
+	if s.cfg.SFTPRoot != "" && req.Type != "subsystem" && req.Type != "shell" && req.Type != "exec" {
+		return false, nil // no terminals, no environment: sftp only
+	}
 	switch req.Type {
 	case "pty-req":
 		var p ptyReq
@@ -179,32 +188,59 @@ func (s *session) handle(req *ssh.Request) (ok bool, started func()) {
 }
 
 func (s *session) start(req *ssh.Request) (bool, func()) {
+	if s.cfg.SFTPRoot != "" && req.Type != "subsystem" {
+		// Say why, on stderr with an exit status, rather than a bare
+		// refusal the client may report as "exec request failed".
+		s.log.Warn("refused shell", "why", "files permission only: sftp in their folder")
+		return true, func() {
+			fmt.Fprintln(s.ch.Stderr(), "kin: you may not open a shell here: you are allowed files only (sftp in a folder of your own)")
+			s.exit(1)
+		}
+	}
 	switch req.Type {
 	case "subsystem":
 		var sub subsystemReq
 		if ssh.Unmarshal(req.Payload, &sub) != nil || sub.Name != "sftp" {
 			return false, nil
 		}
+		// sftp closes what it is given; the channel must stay open until
+		// the exit status is sent.
+		rwc := struct {
+			io.Reader
+			io.Writer
+			io.Closer
+		}{s.ch, s.ch, io.NopCloser(nil)}
+		if s.cfg.SFTPRoot != "" {
+			h, root, err := sftpHandlers(s.cfg.SFTPRoot)
+			if err != nil {
+				s.log.Warn("sftp refused", "err", err)
+				return false, nil
+			}
+			s.log.Info("sftp session", "folder", s.cfg.SFTPRoot)
+			return true, func() {
+				defer root.Close()
+				srv := sftp.NewRequestServer(rwc, h)
+				err := srv.Serve()
+				srv.Close()
+				s.exitSFTP(err)
+			}
+		}
 		s.log.Info("sftp session")
 		return true, func() {
-			// sftp closes what it is given; the channel must stay open
-			// until the exit status is sent.
-			srv, err := sftp.NewServer(struct {
-				io.Reader
-				io.Writer
-				io.Closer
-			}{s.ch, s.ch, io.NopCloser(nil)})
+			// Relative paths start at home, as with OpenSSH's sftp-server.
+			_, home := loginEnv(nil, s.cfg.shell())
+			var opts []sftp.ServerOption
+			if home != "" {
+				opts = append(opts, sftp.WithServerWorkingDirectory(home))
+			}
+			srv, err := sftp.NewServer(rwc, opts...)
 			if err != nil {
 				s.exit(1)
 				return
 			}
 			err = srv.Serve()
 			srv.Close()
-			if err != nil && !errors.Is(err, io.EOF) {
-				s.exit(1)
-				return
-			}
-			s.exit(0)
+			s.exitSFTP(err)
 		}
 	case "exec":
 		var e execReq
@@ -219,6 +255,14 @@ func (s *session) start(req *ssh.Request) (bool, func()) {
 	}
 }
 
+func (s *session) exitSFTP(err error) {
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.exit(1)
+		return
+	}
+	s.exit(0)
+}
+
 // command builds the process: the login shell, or the shell running line.
 func (s *session) command(line string) *exec.Cmd {
 	sh := s.cfg.shell()
@@ -229,15 +273,49 @@ func (s *session) command(line string) *exec.Cmd {
 	} else {
 		cmd = exec.Command(sh, shellFlag, line)
 	}
-	home, _ := os.UserHomeDir()
+	env, home := loginEnv(os.Environ(), sh)
 	cmd.Dir = home
 	s.mu.Lock()
-	cmd.Env = append(os.Environ(), s.env...)
+	cmd.Env = append(env, s.env...)
 	if s.pty != nil && s.pty.Term != "" {
 		cmd.Env = append(cmd.Env, "TERM="+s.pty.Term)
 	}
 	s.mu.Unlock()
 	return cmd
+}
+
+// loginEnv gives a command what sshd gives a login: USER, LOGNAME, HOME
+// and SHELL for the account the agent runs as (a service manager may have
+// started the agent without them), in place of inherited ones. It also
+// returns the home directory ("" if unknown: then the agent's directory).
+func loginEnv(env []string, sh string) ([]string, string) {
+	home, _ := os.UserHomeDir()
+	if runtime.GOOS == "windows" {
+		return env, home // USERNAME and USERPROFILE are already there
+	}
+	set := map[string]string{"SHELL": sh}
+	if u, err := user.Current(); err == nil {
+		set["USER"], set["LOGNAME"] = u.Username, u.Username
+		if u.HomeDir != "" {
+			home = u.HomeDir
+		}
+	}
+	if home != "" {
+		set["HOME"] = home
+	}
+	out := make([]string, 0, len(env)+len(set))
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, ok := set[name]; !ok {
+			out = append(out, kv)
+		}
+	}
+	for _, name := range []string{"USER", "LOGNAME", "HOME", "SHELL"} {
+		if v, ok := set[name]; ok {
+			out = append(out, name+"="+v)
+		}
+	}
+	return out, home
 }
 
 // loginArg0 makes a Unix shell a login shell the traditional way ("-bash").

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -27,6 +28,12 @@ import (
 // pair runs an SSH server whose session channels go to Serve, and returns
 // a client connected to it over a pipe.
 func pair(t *testing.T) (*ssh.Client, func()) {
+	t.Helper()
+	return pairWith(t, Config{Shell: "/bin/sh"})
+}
+
+// pairWith is pair with the server's Config.
+func pairWith(t *testing.T, cfg Config) (*ssh.Client, func()) {
 	t.Helper()
 	_, hk, _ := ed25519.GenerateKey(rand.Reader)
 	hs, _ := ssh.NewSignerFromKey(hk)
@@ -52,7 +59,7 @@ func pair(t *testing.T) (*ssh.Client, func()) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				Serve(ctx, ch, creqs, Config{Shell: "/bin/sh"})
+				Serve(ctx, ch, creqs, cfg)
 			}()
 		}
 	}()
@@ -185,6 +192,14 @@ func TestSFTPSubsystem(t *testing.T) {
 	if b, _ := os.ReadFile(path); string(b) != "via sftp" {
 		t.Fatalf("file has %q", b)
 	}
+	// Relative paths start at home, as with OpenSSH (restic -r sftp:dad:repo).
+	me, err := user.Current()
+	if err != nil {
+		return
+	}
+	if wd, err := sc.Getwd(); err != nil || wd != me.HomeDir {
+		t.Errorf("sftp starts in %q (%v), want %s", wd, err, me.HomeDir)
+	}
 }
 
 func TestUnknownSubsystemRefused(t *testing.T) {
@@ -247,4 +262,28 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 		t.Fatal(err)
 	}
 	return a, b
+}
+
+// A command gets USER, LOGNAME, HOME and SHELL like sshd gives them, even
+// when the agent was started without them, and starts in the home directory.
+func TestLoginEnvironment(t *testing.T) {
+	me, err := user.Current()
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Setenv("USER", "")
+	t.Setenv("LOGNAME", "someone-else")
+	t.Setenv("HOME", "")
+	os.Unsetenv("HOME") // t.Setenv restores it
+	c, done := pair(t)
+	defer done()
+	s, _ := c.NewSession()
+	out, err := s.Output(`echo "$USER $LOGNAME $HOME $SHELL $(pwd)"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s %s %s /bin/sh %s\n", me.Username, me.Username, me.HomeDir, me.HomeDir)
+	if string(out) != want {
+		t.Fatalf("got %q, want %q", out, want)
+	}
 }
