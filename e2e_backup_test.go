@@ -209,7 +209,7 @@ func startAgentAllowing(t *testing.T, backups string, allow ...string) *agentEnv
 	}
 	a.dad.mustRun(args...)
 	a.kid.mustRun("friends", "add", "dad", strings.TrimSpace(a.dad.mustRun("id")))
-	a.agent = a.dad.start("up", "--dir", a.inbox, "--backups", backups)
+	a.agent = a.dad.start("up", "--dir", a.inbox, "--backups", backups, "--allow-root-shell")
 	a.agent.waitFor(`kin is up`)
 	return a
 }
@@ -310,7 +310,7 @@ func TestRemoteEnvironmentLikeSSHD(t *testing.T) {
 	dad.env = bare
 	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
 	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "shell")
-	dad.start("up", "--dir", filepath.Join(t.TempDir(), "inbox")).waitFor(`kin is up`)
+	dad.start("up", "--dir", filepath.Join(t.TempDir(), "inbox"), "--allow-root-shell").waitFor(`kin is up`)
 	a := &agentEnv{dad: dad, kid: kid}
 	out, err := backupTool(t, a, nil, "ssh", "-F", sshConfigFor(t, a), "-o", "BatchMode=yes", "dad",
 		`echo "user=$USER logname=$LOGNAME home=$HOME shell=$SHELL pwd=$(pwd)"`)

@@ -17,6 +17,8 @@ func (s *Server) sessionConfig(g *Grant) (cfg shell.Config, ok bool) {
 	switch {
 	case g.Perms.Shell && s.cfg.Shell != nil:
 		return cfg, true
+	case g.Perms.Shell && s.cfg.ShellOff != "":
+		return cfg, false // shells are off here (kin up as root): say so, not "files only"
 	case g.Perms.Files && !g.Ticket && s.cfg.Backups != "" && backupName(g.Name):
 		cfg.SFTPRoot = filepath.Join(s.cfg.Backups, g.Name)
 		return cfg, true
