@@ -34,6 +34,8 @@ type Grant struct {
 	Key    ssh.PublicKey
 	Perms  keys.Permissions
 	Ticket bool
+
+	redeem Redeem // set when connected with an invite: all it may do is join
 }
 
 func (g Grant) who() string { return g.Name + " (" + g.fingerprint() + ")" }
@@ -60,6 +62,7 @@ type ServerConfig struct {
 	Identity *keys.Identity                               // its key is the SSH host key
 	Friends  func() *keys.Friends                         // read at every authentication; nil = no friends
 	Tickets  func(secret []byte) (keys.Permissions, bool) // nil = no tickets
+	Invites  func(secret []byte) (Redeem, bool)           // pairing invites (kin join); nil = none
 	Ports    map[int]string                               // exposed port -> local address to dial
 	AnyPort  bool                                         // also expose every localhost port a grant allows (kin up)
 	Inbox    *files.Inbox                                 // where pushed files go; nil = refuse pushes
@@ -103,6 +106,12 @@ func (s *Server) sshConfig(grant **Grant, offered *ssh.PublicKey) *ssh.ServerCon
 			return &ssh.Permissions{}, nil
 		},
 		PasswordCallback: func(meta ssh.ConnMetadata, secret []byte) (*ssh.Permissions, error) {
+			if s.cfg.Invites != nil {
+				if redeem, ok := s.cfg.Invites(secret); ok {
+					*grant = &Grant{Name: "invite", Ticket: true, redeem: redeem}
+					return &ssh.Permissions{}, nil
+				}
+			}
 			if s.cfg.Tickets == nil {
 				return nil, errors.New("no tickets")
 			}
@@ -156,6 +165,10 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 	go func() {
 		defer wg.Done()
 		for req := range reqs {
+			if req.Type == joinRequest {
+				s.join(g, sc.SessionID(), req, log)
+				continue
+			}
 			s.globalRequest(g, req, log)
 		}
 	}()
