@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kin/keys"
 	"kin/session"
 	"kin/session/files"
 	"kin/session/shell"
@@ -60,6 +61,11 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	lock, err := lockAgent(e)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	dir := inboxDir(c)
 	e.log = newTimedLogger(e.stderr, c.Bool("verbose"))
 	ctx, cancel := context.WithCancel(c.Context)
@@ -73,10 +79,14 @@ func up(c *cli.Context) error {
 	}
 	defer p.close()
 	fc := &friendsCache{e: e, last: friends}
+	invites := inviteHook(e, e.log, func(iv keys.Invite, fr keys.Friend) {
+		e.log.Info(addedSentence(fr)+" (invite "+iv.ID+")", "who", fr.Name)
+	})
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  fc.get,
 		AnyPort:  true,
+		Invites:  invites,
 		Inbox:    &files.Inbox{Dir: dir},
 		Shell:    &shell.Config{},
 		Files: session.FileHooks{
