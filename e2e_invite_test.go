@@ -30,6 +30,10 @@ func TestInviteJoinThenShellWithNoFriendsAdd(t *testing.T) {
 	dad := newUser(t, "dad", "KIN_SIGNAL="+url)
 	agent := alice.start("up", "--dir", t.TempDir())
 	agent.waitFor(`kin is up`)
+	// One agent per KIN_HOME: that is how kin invite knows one answers.
+	if _, errs, code := alice.run("up"); code == 0 || !strings.Contains(errs, "kin up is already running") {
+		t.Fatalf("second kin up: exit %d, stderr %q", code, errs)
+	}
 
 	inv := invite(t, alice, "dad", "--allow", "shell")
 	out, errs, code := dad.run("join", inv)

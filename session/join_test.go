@@ -140,7 +140,9 @@ func TestJoinNeedsAnInviteConnection(t *testing.T) {
 	e := newEnv(t, ServerConfig{
 		Invites: book.hook,
 		Friends: friends(t, keys.Friend{Name: "dad", Key: dad.Public()}),
-		Tickets: func(s []byte) (keys.Permissions, bool) { return keys.Permissions{}, bytes.Equal(s, []byte("ticket-secret-16")) },
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{}, bytes.Equal(s, []byte("ticket-secret-16"))
+		},
 	})
 	for name, sec := range map[string][]byte{"friend": nil, "ticket": []byte("ticket-secret-16")} {
 		c, err := e.dial(dad, sec)
