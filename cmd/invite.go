@@ -214,7 +214,7 @@ func invite(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stderr, "your agent (kin up) will answer this invite until %s; give %s this line:\n", iv.Expires.Format("15:04"), name)
+		fmt.Fprintf(e.stderr, "your agent (kin up) will answer this invite until %s and log who joins; give %s this line:\n", iv.Expires.Format("15:04"), name)
 		fmt.Fprintf(e.stdout, "kin join %s\n", tk)
 		return nil
 	}
