@@ -323,11 +323,13 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 			return withHint(fmt.Errorf("the invite for %s expired before anyone used it", name), "make a new one with kin invite %s (--for sets how long it works)", name)
 		case <-ctx.Done():
 			finish()
+			if builtin {
+				store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
+			}
 			if c.Context.Err() == nil {
 				return errSignalFailed
 			}
 			if builtin {
-				store.Revoke(iv.ID, time.Now())
 				fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")
 			} else {
 				fmt.Fprintf(e.stderr, "stopped waiting; if you start kin up, it answers the invite until %s (kin invite --revoke %s cancels it)\n", iv.Expires.Format("15:04"), iv.ID)
@@ -348,8 +350,14 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 					fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
 					return nil
 				case keys.InviteUsed:
+					// Usually by our own joiner, whose news is on its way.
+					select {
+					case fr := <-joined:
+						fmt.Fprintln(e.stdout, addedSentence(fr))
+					case <-time.After(5 * time.Second):
+						fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
+					}
 					finish()
-					fmt.Fprintf(e.stderr, "the invite for %s was used (answered elsewhere): see kin friends ls\n", name)
 					return nil
 				}
 			}
