@@ -27,9 +27,8 @@ Share a port with anyone, using a ticket:
     kin connect kin1...             the other person gets localhost:3000
 
 Or with friends, by name:
-    kin id                          your public key: send it to your friend
-    kin friends add bob "ssh-ed25519 AAAA..." --allow port=3000
-    kin connect alice:3000          (bob, with alice in his friends file)
+    kin invite bob --allow port=3000    prints: kin join kin1... (bob runs it)
+    kin connect alice:3000          (bob, now that alice is his friend)
 
 Try it all on this machine:
     kin demo`,
@@ -48,6 +47,8 @@ Try it all on this machine:
 		Commands: []*cli.Command{
 			idCommand(),
 			friendsCommand(),
+			inviteCommand(),
+			joinCommand(),
 			shareCommand(),
 			connectCommand(),
 			sendCommand(),

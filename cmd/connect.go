@@ -49,6 +49,9 @@ func parseTarget(arg string, e *env) (*target, error) {
 		if err != nil {
 			return nil, withHint(err, "ask for the ticket again and paste the whole line")
 		}
+		if t.Kind == keys.TicketInvite {
+			return nil, withHint(errors.New("this is an invite to become friends, not a ticket for a port"), "run: kin join %s", arg)
+		}
 		if t.Kind != keys.TicketPort {
 			return nil, errors.New("this ticket is not for a port (it is for kin receive)")
 		}

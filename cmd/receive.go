@@ -58,6 +58,9 @@ func receive(c *cli.Context) error {
 	if err != nil {
 		return withHint(err, "ask for the ticket again and paste the whole line")
 	}
+	if t.Kind == keys.TicketInvite {
+		return withHint(errors.New("this is an invite to become friends, not a ticket for files"), "run: kin join %s", c.Args().First())
+	}
 	if t.Kind != keys.TicketFiles {
 		return withHint(errors.New("this ticket is for a port, not for files"), "use it with kin connect")
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kin/keys"
 	"kin/session"
 	"kin/session/files"
 	"kin/session/shell"
@@ -66,6 +67,11 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	lock, err := lockAgent(e)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -77,10 +83,14 @@ func up(c *cli.Context) error {
 	}
 	defer p.close()
 	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
+	invites := inviteHook(e, e.log, func(iv keys.Invite, fr keys.Friend) {
+		e.log.Info(addedSentence(fr)+" (invite "+iv.ID+")", "who", fr.Name)
+	})
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
 		AnyPort:  true,
+		Invites:  invites,
 		Inbox:    &files.Inbox{Dir: dir},
 		Shell:    shells,
 		ShellOff: shellOff,

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestIdentityCreatedOnceAndReadableBySSHKeygen(t *testing.T) {
@@ -136,8 +137,50 @@ func TestTicketRejectsBadFields(t *testing.T) {
 	}
 }
 
+func testInvite(t testing.TB) Ticket {
+	return Ticket{Kind: TicketInvite, Peer: mustIdentity(t).Public(), Signal: "wss://signal.example.org",
+		Name: "alice", Secret: NewSecret(), Expires: time.Unix(1893456000, 0), Invitee: "dad"}
+}
+
+func TestInviteTicketRoundTrip(t *testing.T) {
+	tk := testInvite(t)
+	s := tk.String()
+	got, err := ParseTicket("kin join " + s + "\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Kind != TicketInvite || !got.Expires.Equal(tk.Expires) || got.Invitee != "dad" || got.Name != "alice" ||
+		!SecretEqual(got.Secret, tk.Secret) || IDOf(got.Peer) != IDOf(tk.Peer) || got.Signal != tk.Signal {
+		t.Fatalf("got %+v", got)
+	}
+	// A port ticket is unchanged by the new kind (same bytes as before).
+	pt := testTicket(t)
+	if _, err := ParseTicket(pt.String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, mod := range []func(*Ticket){
+		func(t *Ticket) { t.Expires = time.Time{} },
+		func(t *Ticket) { t.Expires = t.Expires.Add(time.Millisecond) },
+		func(t *Ticket) { t.Invitee = "" },
+		func(t *Ticket) { t.Invitee = "bad name" },
+		func(t *Ticket) { t.Port = 80 },
+	} {
+		bad := testInvite(t)
+		mod(&bad)
+		if _, err := bad.marshal(); err == nil {
+			t.Errorf("marshalled invalid invite %+v", bad)
+		}
+	}
+	pt.Invitee = "dad"
+	if _, err := pt.marshal(); err == nil {
+		t.Error("port ticket with an invitee")
+	}
+}
+
 func FuzzParseTicket(f *testing.F) {
 	f.Add(testTicket(f).String())
+	f.Add(testInvite(f).String())
+	f.Add(Ticket{Kind: TicketFiles, Peer: mustIdentity(f).Public(), Signal: "ws://h:1", Secret: NewSecret()}.String())
 	f.Add("kin1")
 	f.Add("kin1aaaaaaaaaaaaaaaaaaaaaa")
 	f.Fuzz(func(t *testing.T, s string) {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/url"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -30,7 +31,13 @@ const (
 	TicketPort TicketKind = 1
 	// TicketFiles lets the holder exchange files with the issuer.
 	TicketFiles TicketKind = 2
+	// TicketInvite pairs the holder with the issuer once: both record
+	// each other as friends (kin invite / kin join).
+	TicketInvite TicketKind = 3
 )
+
+// MaxInviteLifetime bounds how long an invite may stay valid.
+const MaxInviteLifetime = 30 * 24 * time.Hour
 
 // Ticket is a one-line capability: who to reach (Peer), how (Signal) and a
 // secret the holder proves inside SSH to be let in for exactly one thing.
@@ -41,6 +48,12 @@ type Ticket struct {
 	Signal string        // signaling server URL (ws:// or wss://)
 	Name   string        // issuer's display name; a hint, not authenticated
 	Secret []byte        // SecretSize random bytes
+
+	// For TicketInvite only: when the invite stops working (whole
+	// seconds), and the name the issuer will record the holder under.
+	// Name is then the name the issuer suggests the holder uses for it.
+	Expires time.Time
+	Invitee string
 }
 
 // NewSecret returns a fresh random ticket secret.
@@ -81,6 +94,16 @@ func (t Ticket) validate() error {
 		if t.Port != 0 {
 			return errors.New("files ticket with a port")
 		}
+	case TicketInvite:
+		if t.Port != 0 {
+			return errors.New("invite with a port")
+		}
+		if t.Expires.Unix() <= 0 || t.Expires.Nanosecond() != 0 {
+			return errors.New("invite without a valid expiry")
+		}
+		if err := ValidName(t.Invitee); err != nil {
+			return fmt.Errorf("invitee: %w", err)
+		}
 	default:
 		return fmt.Errorf("unknown ticket kind %d", t.Kind)
 	}
@@ -89,6 +112,9 @@ func (t Ticket) validate() error {
 	}
 	if len(t.Secret) != SecretSize {
 		return errors.New("bad secret size")
+	}
+	if t.Kind != TicketInvite && (!t.Expires.IsZero() || t.Invitee != "") {
+		return errors.New("expiry or invitee on a ticket that is not an invite")
 	}
 	if len(t.Signal) > 255 || len(t.Name) > 64 {
 		return errors.New("signal URL or name too long")
@@ -121,6 +147,11 @@ func (t Ticket) marshal() ([]byte, error) {
 	b.WriteString(t.Signal)
 	b.WriteByte(byte(len(t.Name)))
 	b.WriteString(t.Name)
+	if t.Kind == TicketInvite {
+		binary.Write(&b, binary.BigEndian, uint64(t.Expires.Unix()))
+		b.WriteByte(byte(len(t.Invitee)))
+		b.WriteString(t.Invitee)
+	}
 	sum := sha256.Sum256(append([]byte(TicketPrefix), b.Bytes()...))
 	b.Write(sum[:checksumSize])
 	return b.Bytes(), nil
@@ -136,10 +167,11 @@ func LooksLikeTicket(s string) bool {
 }
 
 // ParseTicket decodes a ticket, accepting surrounding whitespace, a leading
-// "kin connect " as printed by kin share, and upper case.
+// "kin connect " as printed by kin share (or "kin receive ", "kin join "),
+// and upper case.
 func ParseTicket(s string) (Ticket, error) {
 	s = strings.TrimSpace(s)
-	for _, p := range []string{"kin connect ", "kin receive "} {
+	for _, p := range []string{"kin connect ", "kin receive ", "kin join "} {
 		s = strings.TrimPrefix(s, p)
 	}
 	s = strings.ToLower(strings.TrimSpace(s))
@@ -202,6 +234,21 @@ func unmarshalTicket(body []byte) (Ticket, error) {
 		return t, err
 	}
 	t.Name = string(name)
+	if t.Kind == TicketInvite {
+		var exp uint64
+		if err := binary.Read(r, binary.BigEndian, &exp); err != nil {
+			return t, errors.New("truncated")
+		}
+		if exp == 0 || exp > 1<<40 {
+			return t, errors.New("invite expiry out of range")
+		}
+		t.Expires = time.Unix(int64(exp), 0)
+		invitee, err := readShort(r)
+		if err != nil {
+			return t, err
+		}
+		t.Invitee = string(invitee)
+	}
 	if r.Len() != 0 {
 		return t, errors.New("trailing bytes")
 	}

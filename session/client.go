@@ -41,6 +41,7 @@ type ClientConfig struct {
 type Client struct {
 	ssh     *ssh.Client
 	hostKey ssh.PublicKey
+	id      *keys.Identity
 	log     *slog.Logger
 }
 
@@ -93,7 +94,7 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 		}
 		return nil, err
 	}
-	return &Client{ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, log: cfg.Logger}, nil
+	return &Client{ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger}, nil
 }
 
 // CheckPort asks whether the peer lets us use port.

@@ -35,6 +35,8 @@ type Grant struct {
 	Key    ssh.PublicKey
 	Perms  keys.Permissions
 	Ticket bool
+
+	redeem Redeem // set when connected with an invite: all it may do is join
 }
 
 func (g Grant) who() string {
@@ -66,6 +68,7 @@ type ServerConfig struct {
 	Identity *keys.Identity                               // its key is the SSH host key
 	Friends  func() *keys.Friends                         // read at every authentication; nil = no friends
 	Tickets  func(secret []byte) (keys.Permissions, bool) // nil = no tickets
+	Invites  func(secret []byte) (Redeem, bool)           // pairing invites (kin join); nil = none
 	Ports    map[int]string                               // exposed port -> local address to dial
 	AnyPort  bool                                         // also expose every localhost port a grant allows (kin up)
 	Inbox    *files.Inbox                                 // where pushed files go; nil = refuse pushes
@@ -104,6 +107,7 @@ const (
 	extKey    = "kin-key@kin"    // the proven public key, wire format (friends only)
 	extPerms  = "kin-perms@kin"  // Permissions.String()
 	extTicket = "kin-ticket@kin" // "yes" for a ticket holder
+	extInvite = "kin-invite@kin" // the invite secret (an invite holder may only join)
 )
 
 func grantPermissions(g Grant) *ssh.Permissions {
@@ -142,6 +146,24 @@ func grantOf(p *ssh.Permissions) (*Grant, error) {
 	return g, nil
 }
 
+// inviteOf gives an invite holder's grant what redeeming the invite
+// does; the invite is looked up again, as it may have been used meanwhile.
+func (s *Server) inviteOf(g *Grant, p *ssh.Permissions) error {
+	secret, ok := p.Extensions[extInvite]
+	if !ok {
+		return nil
+	}
+	if s.cfg.Invites == nil {
+		return errors.New("invite grant without invites")
+	}
+	redeem, ok := s.cfg.Invites([]byte(secret))
+	if !ok {
+		return errors.New("the invite is no longer valid")
+	}
+	g.redeem = redeem
+	return nil
+}
+
 // sshConfig makes the SSH config for one connection. The callbacks keep
 // no state but the last key offered, which only labels a refusal.
 func (s *Server) sshConfig(offered *ssh.PublicKey) *ssh.ServerConfig {
@@ -158,6 +180,13 @@ func (s *Server) sshConfig(offered *ssh.PublicKey) *ssh.ServerConfig {
 			return grantPermissions(Grant{Name: f.Name, Key: key, Perms: f.Perms}), nil
 		},
 		PasswordCallback: func(meta ssh.ConnMetadata, secret []byte) (*ssh.Permissions, error) {
+			if s.cfg.Invites != nil {
+				if _, ok := s.cfg.Invites(secret); ok {
+					p := grantPermissions(Grant{Name: "invite", Ticket: true})
+					p.Extensions[extInvite] = string(secret)
+					return p, nil
+				}
+			}
 			if s.cfg.Tickets == nil {
 				return nil, errors.New("no tickets")
 			}
@@ -193,6 +222,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 		return fmt.Errorf("ssh handshake: %w", err)
 	}
 	g, err := grantOf(sc.Permissions)
+	if err == nil {
+		err = s.inviteOf(g, sc.Permissions)
+	}
 	if err != nil {
 		sc.Close()
 		go ssh.DiscardRequests(reqs)
@@ -216,6 +248,10 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 	go func() {
 		defer wg.Done()
 		for req := range reqs {
+			if req.Type == joinRequest {
+				s.join(g, sc.SessionID(), req, log)
+				continue
+			}
 			s.globalRequest(g, req, log)
 		}
 	}()
