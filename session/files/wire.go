@@ -165,7 +165,7 @@ func readFrame(r *bufio.Reader, buf []byte) (typ byte, payload []byte, err error
 	if typ == frameOffer {
 		limit = maxOfferBytes
 	}
-	if typ < frameOffer || typ > frameDone {
+	if typ < frameOffer || typ > frameRefuse {
 		return 0, nil, fmt.Errorf("unknown frame type %d", typ)
 	}
 	if n > limit {
