@@ -61,6 +61,10 @@ func up(c *cli.Context) error {
 		return err
 	}
 	dir := inboxDir(c)
+	inbox := &files.Inbox{Dir: dir}
+	if err := inbox.Check(); err != nil {
+		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
+	}
 	e.log = newTimedLogger(e.stderr, c.Bool("verbose"))
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
@@ -77,12 +81,14 @@ func up(c *cli.Context) error {
 		Identity: id,
 		Friends:  fc.get,
 		AnyPort:  true,
-		Inbox:    &files.Inbox{Dir: dir},
+		Inbox:    inbox,
 		Shell:    &shell.Config{},
 		Files: session.FileHooks{
 			Done: func(g session.Grant, _ bool, st files.Stats, err error) {
 				for _, r := range st.Results {
-					if r.Error == "" {
+					if r.Warning != "" {
+						e.log.Warn("skipped", "from", g.Name, "why", r.Warning)
+					} else if r.Error == "" {
 						e.log.Info("file received", "from", g.Name, "name", r.Name)
 					}
 				}
