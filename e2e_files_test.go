@@ -219,6 +219,7 @@ func TestUnwritableInboxIsReportedAtStartAndToTheSender(t *testing.T) {
 		}
 	}
 	// The agent's inbox becomes read-only while it runs.
+	os.MkdirAll(a.inbox, 0o755)
 	mount(a.inbox, "size=1m")
 	t.Cleanup(func() { exec.Command("umount", a.inbox).Run() })
 	if out, err := exec.Command("mount", "-o", "remount,ro", a.inbox).CombinedOutput(); err != nil {
