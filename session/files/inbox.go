@@ -34,8 +34,9 @@ import (
 type Inbox struct {
 	Dir string
 
-	mu    sync.Mutex
-	inUse map[string]int // partial files of running transfers, by name
+	mu     sync.Mutex
+	inUse  map[string]int // partial files of running transfers, by name
+	linkMu sync.Mutex     // one transfer at a time checks and makes its links
 }
 
 // PartialMaxAge is how long a partial file that no sender resumes is kept.
@@ -619,6 +620,8 @@ func (rc *receiver) finish(i int, sum []byte) (string, error) {
 // link (theirs, and those already in the inbox) followed. The others are
 // skipped with a warning in their result.
 func (rc *receiver) makeLinks() {
+	rc.in.linkMu.Lock()
+	defer rc.in.linkMu.Unlock()
 	var reqs []linkReq
 	var idx []int
 	taken := map[string]bool{}
