@@ -44,7 +44,7 @@ func Scan(paths ...string) (*Plan, error) {
 		if !st.IsDir() {
 			if !st.Mode().IsRegular() {
 				// Never opened: opening a FIFO waits for a writer.
-				return nil, fmt.Errorf("cannot send %s: it is %s, not a file (to send what it produces, read it into kin: kin send - --name NAME < %s)", root, kindOf(st.Mode()), root)
+				return nil, fmt.Errorf("cannot send %s: it is %s, not a file (to send what it produces, pipe it in: kin send - [FRIEND] --name NAME < %s)", root, kindOf(st.Mode()), root)
 			}
 			if err := p.addFile(root, base, st); err != nil {
 				return nil, err
@@ -160,9 +160,11 @@ func (p *Plan) confineLinks() {
 		return
 	}
 	drop := map[int]bool{}
-	for j, why := range refused {
-		drop[idx[j]] = true
-		p.Warnings = append(p.Warnings, fmt.Sprintf("skipped symlink %s -> %s: %s", p.sources[idx[j]], reqs[j].Target, why))
+	for j := range reqs {
+		if why, ok := refused[j]; ok {
+			drop[idx[j]] = true
+			p.Warnings = append(p.Warnings, fmt.Sprintf("skipped symlink %s -> %s: %s", p.sources[idx[j]], reqs[j].Target, why))
+		}
 	}
 	var entries []Entry
 	var sources []string
