@@ -4,12 +4,14 @@ package main
 // large file killed halfway and resumed.
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -125,5 +127,108 @@ func TestLargeFileKilledHalfwayResumes(t *testing.T) {
 	}
 	if hashFile(t, filepath.Join(a.inbox, "big.bin")) != want {
 		t.Fatal("resumed 1 GiB file differs (SHA-256)")
+	}
+}
+
+func TestSendRefusesWhatIsNotAFileAndSendsProcFilesWhole(t *testing.T) {
+	a := startAgent(t)
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{fifo: "named pipe", "/dev/zero": "device"} {
+		_, errs, code := a.kid.run("send", p, "dad")
+		if code == 0 || !strings.Contains(errs, want) || !strings.Contains(errs, "kin send -") {
+			t.Errorf("kin send %s: exit %d, %q", p, code, errs)
+		}
+	}
+	want, err := os.ReadFile("/proc/version")
+	if err != nil {
+		t.Skip("no /proc/version")
+	}
+	a.kid.mustRun("send", "/proc/version", "dad")
+	if got, err := os.ReadFile(filepath.Join(a.inbox, "version")); err != nil || string(got) != string(want) {
+		t.Errorf("received %q (%v), want %q", got, err, want)
+	}
+}
+
+// A send whose stdin has more to come but never does ends on SIGTERM.
+func TestSendEndsOnSignalWhileReadingStdin(t *testing.T) {
+	a := startAgent(t)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cmd := a.kid.command(context.Background(), "send", "-", "dad", "--name", "stream", "--quiet")
+	cmd.Stdin = r
+	var errs strings.Builder
+	cmd.Stderr = &errs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+	// More than the sender buffers, so that the receiver sees data.
+	w.Write(make([]byte, 1<<20))
+	partial := filepath.Join(a.inbox, ".kin-partial")
+	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no partial data arrived: %s", errs.String())
+		}
+		m, _ := filepath.Glob(filepath.Join(partial, "*.part"))
+		if len(m) == 1 {
+			if st, err := os.Stat(m[0]); err == nil && st.Size() > 0 {
+				break
+			}
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Errorf("interrupted send exited 0")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("kin send did not exit after SIGTERM while it read stdin")
+	}
+}
+
+func TestUnwritableInboxIsReportedAtStartAndToTheSender(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root (to mount a read-only tmpfs) and CI runs as root")
+		}
+		t.Skip("needs root to mount a read-only tmpfs")
+	}
+	mount := func(dir, opts string) {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "tmpfs", dir).CombinedOutput(); err != nil {
+			t.Fatalf("mount: %v %s", err, out)
+		}
+	}
+	ro := t.TempDir()
+	mount(ro, "ro,size=1m")
+	t.Cleanup(func() { exec.Command("umount", ro).Run() })
+	a := startAgent(t)
+	for _, args := range [][]string{{"receive", "--dir", ro}, {"up", "--dir", ro}} {
+		_, errs, code := a.dad.run(args...)
+		if code == 0 || !strings.Contains(errs, "read-only") || !strings.Contains(errs, "hint: ") {
+			t.Errorf("kin %v: exit %d, %q", args, code, errs)
+		}
+	}
+	// The agent's inbox becomes read-only while it runs.
+	os.MkdirAll(a.inbox, 0o755)
+	mount(a.inbox, "size=1m")
+	t.Cleanup(func() { exec.Command("umount", a.inbox).Run() })
+	if out, err := exec.Command("mount", "-o", "remount,ro", a.inbox).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+	f := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(f, []byte("hello"), 0o644)
+	_, errs, code := a.kid.run("send", f, "dad")
+	if code == 0 || !strings.Contains(errs, "the receiver cannot write its inbox") || strings.Contains(errs, "send again") || strings.Contains(errs, "EOF") {
+		t.Errorf("send to a read-only inbox: exit %d, %q", code, errs)
 	}
 }

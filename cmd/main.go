@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/urfave/cli/v2"
@@ -27,7 +28,33 @@ var Version = "dev"
 // process exit code.
 func Main(args []string) int {
 	defer startProfiles()()
+	go exitSoonAfterSignal(os.Stderr)
 	return run(context.Background(), args, os.Stdin, os.Stdout, os.Stderr)
+}
+
+// stopGrace is how long a command has, after Ctrl-C or SIGTERM, to stop
+// by itself (closing connections, telling the peer) before kin exits
+// anyway: whatever it waits on (a read from a pipe nobody writes, a peer
+// that does not answer) cannot keep it running.
+const stopGrace = 1800 * time.Millisecond
+
+// exitSoonAfterSignal ends the process stopGrace after the first Ctrl-C or
+// SIGTERM, or at once on a second one. run cancels the command's context
+// on the same signals; this is the backstop for what does not watch it.
+func exitSoonAfterSignal(stderr io.Writer) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	first := <-sigs
+	select {
+	case <-sigs:
+	case <-time.After(stopGrace):
+		fmt.Fprintln(stderr, "kin: stopped")
+	}
+	code := 130 // 128 + SIGINT, as shells report it
+	if first == syscall.SIGTERM {
+		code = 143
+	}
+	os.Exit(code)
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -50,6 +50,9 @@ func receive(c *cli.Context) error {
 	}
 	dir := inboxDir(c)
 	inbox := &files.Inbox{Dir: dir}
+	if err := checkInbox(e, inbox, "receive into a folder you can write with --dir DIR"); err != nil {
+		return err
+	}
 	quiet := c.Bool("quiet")
 	if c.NArg() == 0 {
 		return receiveFromFriends(c.Context, e, id, inbox, quiet)
@@ -102,6 +105,19 @@ func receive(c *cli.Context) error {
 	return nil
 }
 
+// checkInbox fails, with the reason and hint, if inbox cannot be written,
+// and says how much unfinished transfers hold in it.
+func checkInbox(e *env, inbox *files.Inbox, hint string) error {
+	if err := inbox.Check(); err != nil {
+		return withHint(err, "%s", hint)
+	}
+	if n, size, err := inbox.Partials(); err == nil && n > 0 {
+		fmt.Fprintf(e.stderr, "note: %s not finished yet hold %s in %s; a file nobody resumes is removed after %d days, or when space runs out\n",
+			plural(n, "transfer"), humanBytes(size), dirJoin(inbox.Dir, ".kin-partial"), int(files.PartialMaxAge.Hours()/24))
+	}
+	return nil
+}
+
 // printLanded lists where files landed, briefly.
 func printLanded(e *env, dir string, results []files.Result) {
 	if len(results) == 0 {
@@ -117,6 +133,11 @@ func printLanded(e *env, dir string, results []files.Result) {
 		if !top[t] {
 			top[t] = true
 			order = append(order, t)
+		}
+	}
+	for _, r := range results {
+		if r.Warning != "" {
+			fmt.Fprintf(e.stderr, "warning: %s\n", r.Warning)
 		}
 	}
 	for i, t := range order {
@@ -187,7 +208,8 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 				delete(printers, g.Name)
 				mu.Unlock()
 				if err != nil {
-					fmt.Fprintf(e.stderr, "\nfrom %s: %v (partial data kept; when they send again it continues)\n", g.Name, err)
+					// The error says whether partial data was kept.
+					fmt.Fprintf(e.stderr, "\nfrom %s: %v\n", g.Name, err)
 					return
 				}
 				if pp != nil {

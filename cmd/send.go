@@ -116,14 +116,27 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 	}
 	pp := newProgress(e.stderr, "sent", quiet)
 	st, err := client.Push(ctx, plan, pp.update)
+	printSkipped(e, st)
 	if err != nil {
-		if errors.Is(err, session.ErrFilesNotAllowed) {
+		switch {
+		case errors.Is(err, session.ErrFilesNotAllowed):
 			return withHint(err, "ask %s to allow you files: kin friends add ... --allow files", to.Name)
+		case errors.Is(err, files.ErrInboxUnwritable):
+			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "ask %s to make their inbox writable (or to receive into another folder with --dir); sending again before that cannot help", to.Name)
+		case errors.Is(err, files.ErrDiskFull):
+			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "ask %s to free some space, then run the same kin send again to continue where it stopped", to.Name)
 		}
 		return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "run the same kin send again to continue where it stopped")
 	}
 	pp.finish(st.Sent, nfiles, st.Resumed)
 	return nil
+}
+
+// printSkipped tells the sender what the receiver skipped on purpose.
+func printSkipped(e *env, st files.Stats) {
+	for _, w := range st.Warnings {
+		fmt.Fprintf(e.stderr, "warning: the receiver %s\n", w)
+	}
 }
 
 // sendWithTicket waits for the holder of a fresh ticket to fetch plan, and
@@ -156,12 +169,15 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		Files: session.FileHooks{
 			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
 			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
+				printSkipped(e, st)
 				if sent && err == nil {
 					pp.finish(st.Sent, nfiles, st.Resumed)
 					select {
 					case done <- nil:
 					default:
 					}
+				} else if errors.Is(err, files.ErrInboxUnwritable) {
+					fmt.Fprintf(e.stderr, "\ntransfer stopped: %v\n", err)
 				} else if err != nil {
 					fmt.Fprintf(e.stderr, "\ntransfer stopped: %v (running kin receive with the same ticket continues it)\n", err)
 				}

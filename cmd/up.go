@@ -72,6 +72,10 @@ func up(c *cli.Context) error {
 		return err
 	}
 	defer lock.Unlock()
+	inbox := &files.Inbox{Dir: dir}
+	if err := inbox.Check(); err != nil {
+		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
+	}
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -91,14 +95,16 @@ func up(c *cli.Context) error {
 		Friends:  friendsFile.Get,
 		AnyPort:  true,
 		Invites:  invites,
-		Inbox:    &files.Inbox{Dir: dir},
+		Inbox:    inbox,
 		Shell:    shells,
 		ShellOff: shellOff,
 		Backups:  backupsDir(c),
 		Files: session.FileHooks{
 			Done: func(g session.Grant, _ bool, st files.Stats, err error) {
 				for _, r := range st.Results {
-					if r.Error == "" {
+					if r.Warning != "" {
+						e.log.Warn("skipped", "from", g.Name, "why", r.Warning)
+					} else if r.Error == "" {
 						e.log.Info("file received", "from", g.Name, "name", r.Name)
 					}
 				}

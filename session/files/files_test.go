@@ -491,6 +491,16 @@ func FuzzReceiverInput(f *testing.F) {
 	w.w.Flush()
 	f.Add(seed.Bytes())
 	f.Add([]byte{frameOffer, 2, '{', '}'})
+	seed.Reset()
+	links := []Entry{{Path: "t", Mode: fs.ModeDir | 0o755}, linkEntry("t/d", "."), linkEntry("t/up2", "d/d/../.."), linkEntry("t/a", "x/.."), linkEntry("t/x", ".")}
+	w.writeJSON(frameOffer, offerOf(links...))
+	for i := range links {
+		w.write(frameBegin, encodeBegin(i, 0))
+		w.write(frameEnd, nil)
+	}
+	w.write(frameDone, nil)
+	w.w.Flush()
+	f.Add(seed.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		inbox := t.TempDir()
 		rw := struct {
@@ -512,6 +522,7 @@ func FuzzReceiverInput(f *testing.F) {
 			}
 			return nil
 		})
+		checkLinksInside(t, inbox)
 	})
 }
 

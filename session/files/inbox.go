@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,23 +14,173 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
 
 // Inbox receives files into Dir. Everything it creates stays under Dir:
-// paths from the peer are checked with CleanPath and every file operation
-// goes through an os.Root, so a symlink cannot lead outside.
+// paths from the peer are checked with CleanPath, every file operation
+// goes through an os.Root, nothing is written through a symlink, and a
+// symlink from the peer is created only if it resolves inside what was
+// sent. Modes follow the receiver's umask and are never world-writable.
+//
+// Partial files wait in Dir/.kin-partial for the sender to resume them;
+// those nobody resumes are removed after PartialMaxAge, and at once when a
+// new transfer runs out of space.
 type Inbox struct {
 	Dir string
+
+	mu     sync.Mutex
+	inUse  map[string]int // partial files of running transfers, by name
+	linkMu sync.Mutex     // one transfer at a time checks and makes its links
+}
+
+// PartialMaxAge is how long a partial file that no sender resumes is kept.
+const PartialMaxAge = 7 * 24 * time.Hour
+
+// unwritable is an inbox that cannot be written, and why.
+type unwritable struct {
+	dir string
+	err error
+}
+
+func (u *unwritable) Error() string {
+	return fmt.Sprintf("cannot write to the inbox %s: %v", u.dir, u.err)
+}
+func (u *unwritable) Unwrap() error        { return u.err }
+func (u *unwritable) Is(target error) bool { return target == ErrInboxUnwritable }
+
+// Check makes sure the inbox exists and can be written (it creates it and
+// a file in it), so that a receiver fails at start with the reason rather
+// than when a friend sends. It also removes partial files older than
+// PartialMaxAge. The error matches ErrInboxUnwritable.
+func (in *Inbox) Check() error {
+	root, err := in.open()
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	in.prune(root, PartialMaxAge)
+	return nil
+}
+
+// open creates the inbox and its state directory, checks that a file can
+// be created there, and returns the inbox as an os.Root.
+func (in *Inbox) open() (*os.Root, error) {
+	fail := func(err error) (*os.Root, error) {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return nil, &unwritable{dir: in.Dir, err: err}
+	}
+	if err := os.MkdirAll(in.Dir, 0o755); err != nil {
+		return fail(err)
+	}
+	root, err := os.OpenRoot(in.Dir)
+	if err != nil {
+		return fail(err)
+	}
+	if err := root.MkdirAll(partialDir, 0o700); err != nil {
+		root.Close()
+		return fail(err)
+	}
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	probe := partialDir + "/probe-" + hex.EncodeToString(rnd[:])
+	f, err := root.OpenFile(probe, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		root.Close()
+		return fail(err)
+	}
+	f.Close()
+	root.Remove(probe)
+	return root, nil
+}
+
+// Partials reports the partial files waiting in the inbox for a sender to
+// resume them: how many, and how many bytes they hold.
+func (in *Inbox) Partials() (n int, bytes int64, err error) {
+	entries, err := os.ReadDir(filepath.Join(in.Dir, partialDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, d := range entries {
+		if !strings.HasSuffix(d.Name(), ".part") {
+			continue
+		}
+		if info, err := d.Info(); err == nil && info.Mode().IsRegular() {
+			n++
+			bytes += info.Size()
+		}
+	}
+	return n, bytes, nil
+}
+
+// hold marks partial files as belonging to a running transfer, so that no
+// other transfer removes them; release undoes it.
+func (in *Inbox) hold(names []string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.inUse == nil {
+		in.inUse = map[string]int{}
+	}
+	for _, n := range names {
+		in.inUse[n]++
+	}
+}
+
+func (in *Inbox) release(names []string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	for _, n := range names {
+		if in.inUse[n]--; in.inUse[n] <= 0 {
+			delete(in.inUse, n)
+		}
+	}
+}
+
+// prune removes partial files that no running transfer holds and that
+// were last written more than olderThan ago (0: all of them). It returns
+// the bytes freed.
+func (in *Inbox) prune(root *os.Root, olderThan time.Duration) int64 {
+	dir, err := root.Open(partialDir)
+	if err != nil {
+		return 0
+	}
+	entries, _ := dir.ReadDir(-1)
+	dir.Close()
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var freed int64
+	for _, d := range entries {
+		name := partialDir + "/" + d.Name()
+		if !strings.HasSuffix(name, ".part") || in.inUse[name] > 0 {
+			continue
+		}
+		info, err := d.Info()
+		if err != nil || !info.Mode().IsRegular() || time.Since(info.ModTime()) < olderThan {
+			continue
+		}
+		if root.Remove(name) == nil {
+			freed += info.Size()
+		}
+	}
+	return freed
 }
 
 // Receive reads one transfer from rw. decide sees the offer first and may
 // refuse it (its error is sent to the peer); peerKey identifies the sender
 // stably (e.g. its key's fingerprint) so that a repeated send resumes.
-// It returns one Result per entry.
+// It returns one Result per entry. An inbox that cannot be written is
+// reported to the sender as such (ErrInboxUnwritable on its side).
 func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, decide func(Offer) error, progress func(Progress)) ([]Result, error) {
 	r := bufio.NewReaderSize(rw, 256<<10)
 	w := frameWriter{bufio.NewWriterSize(rw, 16<<10)}
@@ -53,18 +204,27 @@ func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, 
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(in.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create inbox: %w", err)
-	}
-	root, err := os.OpenRoot(in.Dir)
+	root, err := in.open()
 	if err != nil {
-		return nil, fmt.Errorf("open inbox: %w", err)
+		reason := err.Error()
+		if u := (*unwritable)(nil); errors.As(err, &u) {
+			reason = u.err.Error() // the sender need not learn where our inbox is
+		}
+		w.writeJSON(frameRefuse, refusal{Code: codeInboxUnwritable, Reason: reason})
+		w.w.Flush()
+		return nil, err
 	}
 	defer root.Close()
-	if err := root.MkdirAll(partialDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create inbox state: %w", err)
+	rc := &receiver{in: in, root: root, offer: offer, peerKey: peerKey, w: w, results: make([]*Result, len(offer.Entries)), begun: make([]bool, len(offer.Entries)), umask: umask()}
+	var parts []string
+	for i, e := range offer.Entries {
+		if !e.IsDir() && !e.IsLink() {
+			parts = append(parts, rc.partName(i))
+		}
 	}
-	rc := &receiver{root: root, offer: offer, peerKey: peerKey, w: w, results: make([]*Result, len(offer.Entries))}
+	in.hold(parts)
+	defer in.release(parts)
+	in.prune(root, PartialMaxAge)
 	nfiles, total := offer.Files()
 	rc.pr = Progress{Total: total, FilesTotal: nfiles}
 	rc.progress = progress
@@ -104,7 +264,12 @@ func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, 
 }
 
 type receiver struct {
+	in       *Inbox
 	root     *os.Root
+	umask    fs.FileMode
+	links    []int  // symlink entries, created last
+	begun    []bool // entries the sender has begun
+	retried  bool   // space was freed once after the disk was full
 	offer    Offer
 	peerKey  string
 	w        frameWriter
@@ -176,7 +341,10 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 		typ, payload, err := readFrame(r, buf)
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return errors.New("the sender went away before the transfer was complete; sending again resumes it")
+				if rc.f != nil && rc.written > 0 {
+					return errors.New("the sender went away before the transfer was complete (partial data kept; sending again resumes it)")
+				}
+				return errors.New("the sender went away before the transfer was complete; sending again continues it")
 			}
 			return err
 		}
@@ -186,9 +354,10 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 			if err != nil {
 				return err
 			}
-			if rc.cur >= 0 || i >= len(rc.offer.Entries) || rc.results[i] != nil {
+			if rc.cur >= 0 || i >= len(rc.offer.Entries) || rc.results[i] != nil || rc.begun[i] {
 				return fmt.Errorf("sender began entry %d out of order", i)
 			}
+			rc.begun[i] = true
 			if off != rc.have[i] {
 				return fmt.Errorf("sender resumes %s at %d, receiver has %d", rc.offer.Entries[i].Path, off, rc.have[i])
 			}
@@ -208,10 +377,10 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 			}
 			e := rc.offer.Entries[rc.cur]
 			if e.Size >= 0 && rc.written+int64(len(payload)) > e.Size {
-				return rc.fail(rc.cur, fmt.Errorf("sender sent more than the %d bytes it announced", e.Size))
+				return rc.fail(rc.cur, fatalf("sender sent more than the %d bytes it announced", e.Size))
 			}
-			if _, err := rc.f.Write(payload); err != nil {
-				return rc.fail(rc.cur, diskError(err))
+			if err := rc.write(payload); err != nil {
+				return rc.fail(rc.cur, err)
 			}
 			rc.h.Write(payload)
 			rc.written += int64(len(payload))
@@ -227,10 +396,14 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 				return errors.New("sender ended a file it had not begun")
 			}
 			i := rc.cur
-			name, err := rc.finish(i, payload)
 			rc.cur = -1
+			if rc.offer.Entries[i].IsLink() {
+				rc.links = append(rc.links, i) // created last, see makeLinks
+				continue
+			}
+			name, err := rc.finish(i, payload)
 			if err != nil {
-				if ferr := rc.fail(i, err); errors.Is(err, errFatal) {
+				if ferr := rc.fail(i, err); isFatal(err) {
 					return ferr
 				}
 				continue
@@ -248,6 +421,7 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 			if rc.cur >= 0 {
 				return errors.New("sender finished in the middle of a file")
 			}
+			rc.makeLinks()
 			// Directory times last: creating files inside changes them.
 			for j := len(dirs) - 1; j >= 0; j-- {
 				e := rc.offer.Entries[dirs[j]]
@@ -268,15 +442,63 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 	}
 }
 
-// errFatal marks errors after which the transfer cannot go on (disk full,
-// a lying sender).
-var errFatal = errors.New("fatal")
-
-func diskError(err error) error {
-	if errors.Is(err, syscall.ENOSPC) {
-		return fmt.Errorf("%w: the receiver's disk is full (partial data kept; sending again resumes)", errFatal)
+// write writes p to the current partial file. When the disk is full it
+// removes the partial files that no running transfer holds, once per
+// transfer, and tries again.
+func (rc *receiver) write(p []byte) error {
+	n, err := rc.f.Write(p)
+	if err != nil && isNoSpace(err) && !rc.retried {
+		rc.retried = true
+		if freed := rc.in.prune(rc.root, 0); freed > 0 {
+			var m int
+			m, err = rc.f.Write(p[n:])
+			n += m
+		}
 	}
-	return fmt.Errorf("%w: write: %v", errFatal, err)
+	if err != nil {
+		rc.f.Truncate(rc.written) // keep only whole, hashed data
+		rc.f.Seek(rc.written, io.SeekStart)
+		return diskError(err, rc.written > 0)
+	}
+	return nil
+}
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// entryError is why one entry failed; fatal ones end the transfer.
+type entryError struct {
+	msg   string
+	code  string // sent to the sender with the result
+	fatal bool
+}
+
+func (e *entryError) Error() string { return e.msg }
+
+func fatalf(format string, a ...any) error {
+	return &entryError{msg: fmt.Sprintf(format, a...), fatal: true}
+}
+
+func isFatal(err error) bool {
+	var e *entryError
+	return errors.As(err, &e) && e.fatal
+}
+
+// diskError describes a failed write to the inbox; kept says whether the
+// partial file holds data a new send resumes from.
+func diskError(err error, kept bool) error {
+	switch {
+	case isNoSpace(err):
+		msg := "the receiver's disk is full"
+		if kept {
+			msg += " (partial data kept; sending again resumes)"
+		}
+		return &entryError{msg: msg, code: codeDiskFull, fatal: true}
+	case errors.Is(err, syscall.EROFS), errors.Is(err, fs.ErrPermission):
+		return &entryError{msg: fmt.Sprintf("the receiver cannot write its inbox: %v", err), code: codeInboxUnwritable, fatal: true}
+	}
+	return &entryError{msg: fmt.Sprintf("write: %v", err), fatal: true}
 }
 
 // fail records err as entry i's result, tells the sender, and returns an
@@ -284,10 +506,15 @@ func diskError(err error) error {
 func (rc *receiver) fail(i int, err error) error {
 	rc.closeCurrent()
 	rc.cur = -1
-	rc.results[i] = &Result{Index: i, Error: strings.TrimPrefix(err.Error(), errFatal.Error()+": ")}
-	rc.w.writeJSON(frameResult, rc.results[i])
+	res := &Result{Index: i, Error: err.Error()}
+	var ee *entryError
+	if errors.As(err, &ee) {
+		res.Code = ee.code
+	}
+	rc.results[i] = res
+	rc.w.writeJSON(frameResult, res)
 	rc.w.w.Flush()
-	return fmt.Errorf("%s: %s", rc.offer.Entries[i].Path, rc.results[i].Error)
+	return fmt.Errorf("%s: %s", rc.offer.Entries[i].Path, res.Error)
 }
 
 func (rc *receiver) report() {
@@ -299,22 +526,22 @@ func (rc *receiver) report() {
 func (rc *receiver) openPart(i int, off int64) error {
 	f, err := rc.root.OpenFile(rc.partName(i), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return diskError(err)
+		return diskError(err, off > 0)
 	}
 	h := sha256.New()
 	if off > 0 {
 		if _, err := io.CopyN(h, f, off); err != nil {
 			f.Close()
-			return fmt.Errorf("%w: reading partial data: %v", errFatal, err)
+			return fatalf("reading partial data: %v", err)
 		}
 	}
 	if err := f.Truncate(off); err != nil {
 		f.Close()
-		return diskError(err)
+		return diskError(err, off > 0)
 	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
 		f.Close()
-		return diskError(err)
+		return diskError(err, off > 0)
 	}
 	e := rc.offer.Entries[i]
 	rc.f, rc.h, rc.written, rc.flushed = f, h, off, off
@@ -330,25 +557,23 @@ func (rc *receiver) closeCurrent() {
 	}
 }
 
-// finish completes entry i: verify, fsync, and move to its final name.
+// perm is the mode bits the receiver gives an entry the sender sent with
+// mode m: the receiver's umask applies, and nothing is world-writable
+// (fs.FileMode.Perm already drops setuid, setgid and sticky).
+func (rc *receiver) perm(m fs.FileMode) fs.FileMode {
+	return m.Perm() &^ rc.umask &^ 0o002
+}
+
+// finish completes entry i, a file or directory: verify, fsync, and move
+// to its final name.
 func (rc *receiver) finish(i int, sum []byte) (string, error) {
 	e := rc.offer.Entries[i]
-	switch {
-	case e.IsDir():
-		if err := rc.root.MkdirAll(e.Path, 0o755); err != nil {
-			return "", fmt.Errorf("create directory: %w", err)
-		}
-		rc.root.Chmod(e.Path, e.Mode.Perm()|0o700)
-		return e.Path, nil
-	case e.IsLink():
-		if err := rc.mkParent(e.Path); err != nil {
+	if e.IsDir() {
+		if err := rc.mkdirs(e.Path); err != nil {
 			return "", err
 		}
-		name := uniqueName(e.Path, rc.exists)
-		if err := rc.root.Symlink(e.Link, name); err != nil {
-			return "", fmt.Errorf("create symlink: %w", err)
-		}
-		return name, nil
+		rc.root.Chmod(e.Path, rc.perm(e.Mode|0o700))
+		return e.Path, nil
 	}
 	f := rc.f
 	rc.f = nil
@@ -357,27 +582,28 @@ func (rc *receiver) finish(i int, sum []byte) (string, error) {
 	}
 	defer f.Close()
 	if e.Size >= 0 && rc.written != e.Size {
-		return "", fmt.Errorf("%w: the sender sent %d of the %d bytes it announced (partial data kept; sending again resumes)", errFatal, rc.written, e.Size)
+		return "", fatalf("the sender sent %d of the %d bytes it announced (partial data kept; sending again resumes)", rc.written, e.Size)
 	}
 	if !bytes.Equal(sum, rc.h.Sum(nil)) {
 		f.Close()
 		rc.root.Remove(rc.partName(i))
-		return "", fmt.Errorf("%w: SHA-256 mismatch: the data was damaged on the way; nothing was kept", errFatal)
+		return "", fatalf("SHA-256 mismatch: the data was damaged on the way; nothing was kept")
 	}
 	if err := f.Sync(); err != nil {
-		return "", diskError(err)
+		return "", diskError(err, true)
 	}
 	if err := f.Close(); err != nil {
-		return "", diskError(err)
+		return "", diskError(err, true)
 	}
 	if err := rc.mkParent(e.Path); err != nil {
+		rc.root.Remove(rc.partName(i)) // it can never land there
 		return "", err
 	}
 	name := uniqueName(e.Path, rc.exists)
 	if err := rc.root.Rename(rc.partName(i), name); err != nil {
-		return "", fmt.Errorf("%w: move into place: %v", errFatal, err)
+		return "", fatalf("move into place: %v", err)
 	}
-	rc.root.Chmod(name, e.Mode.Perm()&0o777)
+	rc.root.Chmod(name, rc.perm(e.Mode))
 	if !e.ModTime.IsZero() {
 		rc.root.Chtimes(name, time.Now(), e.ModTime)
 	}
@@ -389,13 +615,93 @@ func (rc *receiver) finish(i int, sum []byte) (string, error) {
 	return name, nil
 }
 
+// makeLinks creates the symlinks of the transfer, after everything else,
+// and only those that resolve inside their top-level directory with every
+// link (theirs, and those already in the inbox) followed. The others are
+// skipped with a warning in their result.
+func (rc *receiver) makeLinks() {
+	rc.in.linkMu.Lock()
+	defer rc.in.linkMu.Unlock()
+	var reqs []linkReq
+	var idx []int
+	taken := map[string]bool{}
+	for _, i := range rc.links {
+		e := rc.offer.Entries[i]
+		if err := rc.mkParent(e.Path); err != nil {
+			rc.fail(i, err)
+			continue
+		}
+		name := uniqueName(e.Path, func(n string) bool { return taken[n] || rc.exists(n) })
+		taken[name] = true
+		reqs = append(reqs, linkReq{Name: name, Target: e.Link})
+		idx = append(idx, i)
+	}
+	refused := confineLinks(reqs, func(p string) (string, bool, bool) {
+		st, err := rc.root.Lstat(p)
+		if err != nil {
+			return "", false, false
+		}
+		if st.Mode()&fs.ModeSymlink == 0 {
+			return "", false, true
+		}
+		target, err := rc.root.Readlink(p)
+		if err != nil {
+			return "", false, true
+		}
+		return filepath.ToSlash(target), true, true
+	})
+	for j, l := range reqs {
+		i := idx[j]
+		res := &Result{Index: i, Name: l.Name}
+		if why, ok := refused[j]; ok {
+			res = &Result{Index: i, Warning: fmt.Sprintf("skipped symlink %s -> %s: %s", rc.offer.Entries[i].Path, l.Target, why)}
+		} else if err := rc.root.Symlink(l.Target, l.Name); err != nil {
+			res = &Result{Index: i, Error: fmt.Sprintf("create symlink: %v", err)}
+		}
+		rc.results[i] = res
+		rc.w.writeJSON(frameResult, res)
+	}
+}
+
+// mkParent makes the directories above p.
 func (rc *receiver) mkParent(p string) error {
 	if dir := path.Dir(p); dir != "." {
-		if err := rc.root.MkdirAll(dir, 0o755); err != nil {
+		return rc.mkdirs(dir)
+	}
+	return nil
+}
+
+// mkdirs makes the directory p and those above it, one at a time, and
+// refuses to go through a symlink: a path from the peer is never written
+// through a link, wherever the link points.
+func (rc *receiver) mkdirs(p string) error {
+	parts := strings.Split(p, "/")
+	for k := range parts {
+		dir := strings.Join(parts[:k+1], "/")
+		st, err := rc.root.Lstat(dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := rc.root.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+				return diskErrorOr(fmt.Errorf("create directory %s: %w", dir, err), err)
+			}
+		case err != nil:
 			return fmt.Errorf("create directory %s: %w", dir, err)
+		case st.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("refused %s: %s is a symlink in the inbox, and nothing is written through one", p, dir)
+		case !st.IsDir():
+			return fmt.Errorf("refused %s: %s is a file in the inbox", p, dir)
 		}
 	}
 	return nil
+}
+
+// diskErrorOr is diskError for an inbox that cannot be written or is full,
+// and err otherwise.
+func diskErrorOr(err, cause error) error {
+	if isNoSpace(cause) || errors.Is(cause, syscall.EROFS) || errors.Is(cause, fs.ErrPermission) {
+		return diskError(cause, false)
+	}
+	return err
 }
 
 func (rc *receiver) exists(name string) bool {

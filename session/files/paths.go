@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -113,4 +114,104 @@ func uniqueName(name string, exists func(string) bool) string {
 			return cand
 		}
 	}
+}
+
+// maxLinkHops is how many symlinks one resolution may follow (Linux: 40).
+const maxLinkHops = 40
+
+// lookupFunc describes a tree while links are checked: whether p exists
+// and, if it is a symlink, its target.
+type lookupFunc func(p string) (target string, isLink, exists bool)
+
+// resolve follows the relative path p (slash-separated, from the top of
+// the inbox or of the sent tree) the way the OS would, with every symlink
+// lookup reports, and returns where it leads. It fails when the path
+// leaves the top (".." past it, an absolute target), when it follows more
+// than maxLinkHops links, and when ".." comes after a component that does
+// not exist: what that means would be decided by whatever appears there
+// later, so it cannot be checked now.
+func resolve(p string, lookup lookupFunc) (string, error) {
+	todo := strings.Split(p, "/")
+	var cur []string
+	hops := 0
+	missing := false // a component of cur does not exist
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if missing {
+				return "", fmt.Errorf("it goes through %s, which does not exist", strings.Join(cur, "/"))
+			}
+			if len(cur) == 0 {
+				return "", errors.New("it leads outside")
+			}
+			cur = cur[:len(cur)-1]
+			continue
+		}
+		name := strings.Join(append(cur[:len(cur):len(cur)], c), "/")
+		target, isLink, exists := lookup(name)
+		if isLink && !missing {
+			if hops++; hops > maxLinkHops {
+				return "", errors.New("it goes through too many links")
+			}
+			if target == "" || strings.HasPrefix(target, "/") || strings.ContainsAny(target, "\\:\x00") {
+				return "", errors.New("it leads outside")
+			}
+			todo = append(strings.Split(target, "/"), todo...)
+			continue // a link's target is relative to the link's directory: cur stays
+		}
+		if !exists {
+			missing = true
+		}
+		cur = append(cur, c)
+	}
+	return strings.Join(cur, "/"), nil
+}
+
+// linkReq is a symlink to be created at Name with target Target.
+type linkReq struct{ Name, Target string }
+
+// confineLinks decides which of links may be created so that each one,
+// with the others that are created and every link lookup already knows
+// about followed, resolves to a path inside its own top-level directory.
+// lookup describes the tree without the links in question. It returns the
+// reason for each link refused, by index; the others are safe together,
+// whatever order they are created in.
+func confineLinks(links []linkReq, lookup lookupFunc) map[int]string {
+	refused := map[int]string{}
+	byName := map[string]int{}
+	for i, l := range links {
+		byName[l.Name] = i
+	}
+	model := func(p string) (string, bool, bool) {
+		if i, ok := byName[p]; ok {
+			if _, gone := refused[i]; !gone {
+				return links[i].Target, true, true
+			}
+		}
+		return lookup(p)
+	}
+	for changed := true; changed; {
+		changed = false
+		for i, l := range links {
+			if _, gone := refused[i]; gone {
+				continue
+			}
+			top := strings.SplitN(l.Name, "/", 2)[0]
+			dst, err := resolve(path.Dir(l.Name)+"/"+l.Target, model)
+			switch {
+			case err != nil:
+				refused[i] = err.Error()
+			case dst != top && !strings.HasPrefix(dst, top+"/"):
+				refused[i] = "it leads to " + dst + ", outside " + top
+			default:
+				continue
+			}
+			changed = true
+		}
+	}
+	return refused
 }

@@ -42,6 +42,10 @@ func Scan(paths ...string) (*Plan, error) {
 			return nil, fmt.Errorf("cannot send %s: its name %q is not portable", root, base)
 		}
 		if !st.IsDir() {
+			if !st.Mode().IsRegular() {
+				// Never opened: opening a FIFO waits for a writer.
+				return nil, fmt.Errorf("cannot send %s: it is %s, not a file (to send what it produces, pipe it in: kin send - [FRIEND] --name NAME < %s)", root, kindOf(st.Mode()), root)
+			}
 			if err := p.addFile(root, base, st); err != nil {
 				return nil, err
 			}
@@ -84,7 +88,7 @@ func Scan(paths ...string) (*Plan, error) {
 			case info.Mode().IsRegular():
 				return p.addFile(local, name, info)
 			default:
-				p.Warnings = append(p.Warnings, fmt.Sprintf("skipped %s: not a regular file", local))
+				p.Warnings = append(p.Warnings, fmt.Sprintf("skipped %s: it is %s, not a file", local, kindOf(info.Mode())))
 			}
 			return nil
 		})
@@ -92,17 +96,85 @@ func Scan(paths ...string) (*Plan, error) {
 			return nil, err
 		}
 	}
+	p.confineLinks()
 	return p, nil
 }
 
+// kindOf names what a non-regular file is, for messages.
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
+	}
+	return "not a regular file"
+}
+
+// addFile adds a regular file. One whose size reads 0 but that has data
+// (such as /proc/version) is sent as a stream, to its end.
 func (p *Plan) addFile(local, name string, info fs.FileInfo) error {
 	f, err := os.Open(local)
 	if err != nil {
 		return fmt.Errorf("cannot send %s: %w", local, err)
 	}
+	size := info.Size()
+	if size == 0 {
+		var b [1]byte
+		if n, _ := f.Read(b[:]); n > 0 {
+			size = -1
+		}
+	}
 	f.Close()
-	p.add(Entry{Path: name, Size: info.Size(), Mode: info.Mode().Perm(), ModTime: info.ModTime()}, local)
+	p.add(Entry{Path: name, Size: size, Mode: info.Mode().Perm(), ModTime: info.ModTime()}, local)
 	return nil
+}
+
+// confineLinks drops, with a warning, the symlinks that lead outside what
+// is sent once the other links sent are followed (like d -> . and then
+// e -> d/..), as the receiver would refuse them.
+func (p *Plan) confineLinks() {
+	var reqs []linkReq
+	var idx []int
+	exists := map[string]bool{}
+	for i, e := range p.Offer.Entries {
+		exists[e.Path] = true
+		if e.IsLink() {
+			reqs = append(reqs, linkReq{Name: e.Path, Target: e.Link})
+			idx = append(idx, i)
+		}
+	}
+	if len(reqs) == 0 {
+		return
+	}
+	refused := confineLinks(reqs, func(name string) (string, bool, bool) {
+		return "", false, exists[name] // the links themselves are in reqs
+	})
+	if len(refused) == 0 {
+		return
+	}
+	drop := map[int]bool{}
+	for j := range reqs {
+		if why, ok := refused[j]; ok {
+			drop[idx[j]] = true
+			p.Warnings = append(p.Warnings, fmt.Sprintf("skipped symlink %s -> %s: %s", p.sources[idx[j]], reqs[j].Target, why))
+		}
+	}
+	var entries []Entry
+	var sources []string
+	for i, e := range p.Offer.Entries {
+		if !drop[i] {
+			entries = append(entries, e)
+			sources = append(sources, p.sources[i])
+		}
+	}
+	p.Offer.Entries, p.sources = entries, sources
 }
 
 func (p *Plan) add(e Entry, local string) {
@@ -139,6 +211,9 @@ type Stats struct {
 	Sent    int64 // file bytes that crossed the wire
 	Resumed int64 // file bytes the receiver already had
 	Results []Result
+	// Warnings are entries the receiver skipped on purpose, and why (for
+	// example a symlink that would lead outside what was sent).
+	Warnings []string
 }
 
 // Send offers plan over rw and, once the receiver accepts, streams every
@@ -162,6 +237,15 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 	switch typ {
 	case frameReject:
 		return st, fmt.Errorf("%w: %s", ErrRejected, payload)
+	case frameRefuse:
+		var why refusal
+		if err := json.Unmarshal(payload, &why); err != nil {
+			return st, fmt.Errorf("receiver's answer: %w", err)
+		}
+		if why.Code == codeInboxUnwritable {
+			return st, codeError(why.Code, fmt.Sprintf("%v (%s)", ErrInboxUnwritable, why.Reason))
+		}
+		return st, codeError(why.Code, "the receiver refused: "+why.Reason)
 	case frameAccept:
 		if err := json.Unmarshal(payload, &acc); err != nil {
 			return st, fmt.Errorf("receiver's answer: %w", err)
@@ -215,7 +299,7 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			have := acc.Have[i]
+			have, has := acc.Have[i]
 			if e.IsDir() || e.IsLink() {
 				if err := w.write(frameBegin, encodeBegin(i, 0)); err != nil {
 					return err
@@ -229,7 +313,7 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 			if e.Size >= 0 && (have < 0 || have > e.Size) {
 				return fmt.Errorf("receiver claims %d bytes of %s", have, e.Path)
 			}
-			if e.Size >= 0 && have == e.Size && have > 0 {
+			if e.Size >= 0 && has && have == e.Size {
 				// The receiver has the whole file already.
 				st.Resumed += have
 				pr.Done += have
@@ -262,7 +346,7 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 			report()
 			select {
 			case x := <-failed:
-				return fmt.Errorf("receiver: %s: %s", entries[x.Index].Path, x.Error)
+				return resultError(entries, x)
 			default:
 			}
 		}
@@ -275,7 +359,7 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 		// The receiver may have said why it stopped reading.
 		select {
 		case x := <-failed:
-			return st, fmt.Errorf("receiver: %s: %s", entries[x.Index].Path, x.Error)
+			return st, resultError(entries, x)
 		case <-time.After(200 * time.Millisecond):
 		}
 		return st, fmt.Errorf("send: %w", sendErr)
@@ -291,11 +375,26 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 		return st, got.err
 	}
 	for _, x := range got.res {
+		if x.Warning != "" && x.Error == "" {
+			st.Warnings = append(st.Warnings, x.Warning)
+		}
+	}
+	for _, x := range got.res {
 		if x.Error != "" {
-			return st, fmt.Errorf("receiver: %s: %s", path.Clean(entries[x.Index].Path), x.Error)
+			return st, resultError(entries, x)
 		}
 	}
 	return st, nil
+}
+
+// resultError is the error for a failed result; its code, if any, makes
+// it match ErrInboxUnwritable or ErrDiskFull.
+func resultError(entries []Entry, x Result) error {
+	msg := fmt.Sprintf("%s: %s", path.Clean(entries[x.Index].Path), x.Error)
+	if x.Code != "" {
+		return fmt.Errorf("receiver: %w", codeError(x.Code, msg))
+	}
+	return fmt.Errorf("receiver: %s", msg)
 }
 
 // sendData streams entry i from offset have as data frames and returns the
@@ -312,7 +411,10 @@ func sendData(ctx context.Context, w frameWriter, plan *Plan, i int, have int64,
 		if _, err := io.CopyN(h, f, have); err != nil {
 			return nil, fmt.Errorf("read %s: %w", local, err)
 		}
-		src = io.LimitReader(f, plan.Offer.Entries[i].Size-have)
+		src = f // a size that read 0 (/proc files): to the end
+		if size := plan.Offer.Entries[i].Size; size >= 0 {
+			src = io.LimitReader(f, size-have)
+		}
 	}
 	for {
 		n, rerr := src.Read(buf)

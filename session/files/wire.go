@@ -17,7 +17,7 @@ import (
 )
 
 // Frame types. The sender speaks Offer, Begin, Data, End and Done; the
-// receiver answers Accept or Reject, then one Result per file.
+// receiver answers Accept, Reject or Refuse, then one Result per file.
 const (
 	frameOffer  byte = 1 // JSON Offer
 	frameAccept byte = 2 // JSON acceptMsg
@@ -27,6 +27,7 @@ const (
 	frameEnd    byte = 6 // 32-byte SHA-256 of the whole file (empty for links and dirs)
 	frameResult byte = 7 // JSON Result
 	frameDone   byte = 8 // no more files
+	frameRefuse byte = 9 // JSON refusal: the receiver cannot take anything (e.g. its inbox is read-only)
 )
 
 // Limits on what a peer may send.
@@ -78,13 +79,56 @@ type acceptMsg struct {
 
 // Result is the receiver's verdict on one entry.
 type Result struct {
-	Index int    `json:"index"`
-	Name  string `json:"name,omitempty"`  // where it landed, relative to the inbox
-	Error string `json:"error,omitempty"` // empty on success
+	Index   int    `json:"index"`
+	Name    string `json:"name,omitempty"`    // where it landed, relative to the inbox
+	Error   string `json:"error,omitempty"`   // empty on success
+	Code    string `json:"code,omitempty"`    // with Error: what kind of failure (codeDiskFull, ...)
+	Warning string `json:"warning,omitempty"` // the entry was skipped on purpose, and why (not an error)
 }
 
-// ErrRejected is returned to a sender whose offer the receiver declined.
-var ErrRejected = errors.New("the receiver declined")
+// Failure codes a receiver sends, in a Result or a refusal, so that the
+// sender can tell its user what happened without reading the text.
+const (
+	codeInboxUnwritable = "inbox-unwritable"
+	codeDiskFull        = "disk-full"
+)
+
+// refusal is a receiver's answer to an offer it cannot take at all.
+type refusal struct {
+	Code   string `json:"code"`
+	Reason string `json:"reason"`
+}
+
+var (
+	// ErrRejected is returned to a sender whose offer the receiver declined.
+	ErrRejected = errors.New("the receiver declined")
+	// ErrInboxUnwritable is returned to a sender whose receiver cannot
+	// write its inbox (read-only, no permission), and by Inbox.Check.
+	ErrInboxUnwritable = errors.New("the receiver cannot write its inbox")
+	// ErrDiskFull is returned to a sender whose receiver ran out of space.
+	ErrDiskFull = errors.New("the receiver's disk is full")
+)
+
+// codeError turns a failure code from the receiver into an error the
+// sender can test with errors.Is (ErrInboxUnwritable, ErrDiskFull); msg
+// is what it says.
+func codeError(code, msg string) error {
+	switch code {
+	case codeInboxUnwritable:
+		return &codedError{ErrInboxUnwritable, msg}
+	case codeDiskFull:
+		return &codedError{ErrDiskFull, msg}
+	}
+	return errors.New(msg)
+}
+
+type codedError struct {
+	kind error
+	msg  string
+}
+
+func (e *codedError) Error() string        { return e.msg }
+func (e *codedError) Is(target error) bool { return target == e.kind }
 
 type frameWriter struct{ w *bufio.Writer }
 
@@ -121,7 +165,7 @@ func readFrame(r *bufio.Reader, buf []byte) (typ byte, payload []byte, err error
 	if typ == frameOffer {
 		limit = maxOfferBytes
 	}
-	if typ < frameOffer || typ > frameDone {
+	if typ < frameOffer || typ > frameRefuse {
 		return 0, nil, fmt.Errorf("unknown frame type %d", typ)
 	}
 	if n > limit {
