@@ -1,11 +1,15 @@
 package cmd
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -17,7 +21,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:    "kin",
 		Usage:   "connect to the computers of people you know, by their SSH keys",
-		Version: Version,
+		Version: versionString(),
 		Description: `kin connects two computers directly, through home routers and NATs, with
 no accounts and no port forwarding. A peer is its SSH key: friends know each
 other's public keys, and everything runs over SSH on a WebRTC data channel.
@@ -81,10 +85,14 @@ func getEnv(c *cli.Context) (*env, error) {
 	e := &env{
 		home:     c.String("home"),
 		identity: c.String("identity"),
-		signal:   c.String("signal"),
 		stdout:   c.App.Writer,
 		stderr:   c.App.ErrWriter,
 	}
+	signalURL, err := parseSignalURL(c.String("signal"))
+	if err != nil {
+		return nil, err
+	}
+	e.signal = signalURL
 	e.log = newLogger(e.stderr, c.Bool("verbose"))
 	if e.home == "" {
 		dir, err := os.UserConfigDir()
@@ -99,6 +107,63 @@ func getEnv(c *cli.Context) (*env, error) {
 		}
 	}
 	return e, nil
+}
+
+// errNoSignal is returned by commands that need a signaling server shared
+// with friends when none is configured.
+var errNoSignal = errors.New("no signaling server configured")
+
+// noSignal is errNoSignal with the one hint every command gives; alt, when
+// not empty, is what the command can do without a server.
+func noSignal(alt string) error {
+	hint := "set the server you and your friends use, e.g. KIN_SIGNAL=ws://HOST:7000 (or --signal): one of you runs it with kin signal"
+	if alt != "" {
+		hint += "; or " + alt
+	}
+	return withHint(errNoSignal, "%s", hint)
+}
+
+// parseSignalURL checks the signaling server address a person gave
+// (--signal or KIN_SIGNAL): a ws:// or wss:// URL, or HOST:PORT, which
+// means ws://HOST:PORT, as kin signal prints it. Empty stays empty.
+func parseSignalURL(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", nil
+	}
+	bad := func(why string) error {
+		return withHint(fmt.Errorf("signaling server %q: %s", s, why),
+			"write KIN_SIGNAL (or --signal) as ws://HOST:PORT, e.g. ws://192.168.1.20:7000, or wss://HOST for a server with TLS; kin signal prints the address to use")
+	}
+	if !strings.Contains(s, "://") {
+		host, port, err := net.SplitHostPort(s)
+		if err != nil || host == "" || strings.ContainsAny(host, "/?#@ ") {
+			return "", bad("not a URL, and not HOST:PORT")
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", bad("the port must be a number from 1 to 65535")
+		}
+		s = "ws://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", bad("not a URL")
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "ws", "wss":
+	default:
+		return "", bad("a signaling server URL starts with ws:// or wss://")
+	}
+	if u.Hostname() == "" || u.User != nil || u.Opaque != "" || u.Fragment != "" {
+		return "", bad("the URL needs a host, and nothing before it")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", bad("the port must be a number from 1 to 65535")
+		}
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	return u.String(), nil
 }
 
 func (e *env) friendsPath() string { return filepath.Join(e.home, "friends") }
@@ -116,7 +181,8 @@ func (e *env) loadIdentity() (*keys.Identity, error) {
 		return nil, withHint(err, "check that %s is readable, or move it away to make a new identity", path)
 	}
 	if created {
-		e.log.Info("created a new identity", "path", path, "id", id.ID())
+		// People read this once, on their first command: a sentence, not a log line.
+		fmt.Fprintf(e.stderr, "kin made you a new identity, kin ID %s, kept in %s (the private key never leaves this computer)\n", id.ID(), path)
 	}
 	return id, nil
 }

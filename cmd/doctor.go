@@ -39,8 +39,7 @@ func doctorAction(c *cli.Context) error {
 	}
 	out := e.stdout
 	if e.signal == "" {
-		return withHint(errors.New("no signaling server configured: kin share runs its own on your LAN, so there is nothing to check"),
-			"set the server your friends use: --signal URL or KIN_SIGNAL=URL")
+		return noSignal("without one, kin share and kin send run their own on this network, and there is nothing to check")
 	}
 	var friend keys.Friend
 	if c.NArg() > 0 {

@@ -9,7 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
+	ossignal "os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -19,10 +19,6 @@ import (
 
 	"kin/keys"
 )
-
-// Version is kin's version, set at build time with
-// -ldflags "-X kin/cmd.Version=...".
-var Version = "dev"
 
 // Main runs kin with args (including the program name) and returns the
 // process exit code.
@@ -43,7 +39,7 @@ const stopGrace = 1800 * time.Millisecond
 // on the same signals; this is the backstop for what does not watch it.
 func exitSoonAfterSignal(stderr io.Writer) {
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ossignal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	first := <-sigs
 	select {
 	case <-sigs:
@@ -58,7 +54,7 @@ func exitSoonAfterSignal(stderr io.Writer) {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := ossignal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	app := newApp(stdin, stdout, stderr)
 	var err error
@@ -129,8 +125,11 @@ func newTimedLogger(w io.Writer, verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
+// newLogger logs for commands a person runs and watches (share, send,
+// connect...): what they read there are the commands' own sentences, so
+// only warnings and errors are logged, unless --verbose asks for it all.
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
-	level := slog.LevelInfo
+	level := slog.LevelWarn
 	if verbose {
 		level = slog.LevelDebug
 	}

@@ -4,7 +4,7 @@ package cmd
 
 import (
 	"os"
-	"os/signal"
+	ossignal "os/signal"
 	"syscall"
 
 	"golang.org/x/crypto/ssh"
@@ -14,7 +14,7 @@ import (
 // watchResize sends the local terminal's size to s whenever it changes.
 func watchResize(fd int, s *ssh.Session) (stop func()) {
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGWINCH)
+	ossignal.Notify(ch, syscall.SIGWINCH)
 	done := make(chan struct{})
 	go func() {
 		for {
@@ -28,5 +28,5 @@ func watchResize(fd int, s *ssh.Session) (stop func()) {
 			}
 		}
 	}()
-	return func() { signal.Stop(ch); close(done) }
+	return func() { ossignal.Stop(ch); close(done) }
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
+	ossignal "os/signal"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -41,7 +41,7 @@ func friendByName(e *env, name string) (keys.Friend, error) {
 		return keys.Friend{}, withHint(fmt.Errorf("you have no friend named %q", name), `add them with: kin friends add %s "ssh-ed25519 AAAA..." (see kin friends ls)`, name)
 	}
 	if e.signal == "" {
-		return keys.Friend{}, withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses", fr.Name)
+		return keys.Friend{}, noSignal("")
 	}
 	return fr, nil
 }
@@ -156,8 +156,8 @@ func runRemote(ctx context.Context, s *ssh.Session, command string, stdin io.Rea
 	if !tty {
 		// Without a terminal, Ctrl-C here is passed on as a signal.
 		sigs := make(chan os.Signal, 1)
-		signal.Notify(sigs, os.Interrupt)
-		defer signal.Stop(sigs)
+		ossignal.Notify(sigs, os.Interrupt)
+		defer ossignal.Stop(sigs)
 		go func() {
 			for range sigs {
 				s.Signal(ssh.SIGINT)

@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -10,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"kin/keys"
+	"kin/session/files"
 	"kin/signal"
 	"kin/transport/netcheck"
 )
@@ -20,7 +22,12 @@ func statusCommand() *cli.Command {
 		Usage: "is my agent up, which signaling server, which friends are online",
 		Description: `Asks the signaling server (--signal / KIN_SIGNAL) who is online: your own
 key (your "kin up" agent) and each friend. It registers with a throw-away
-key, so it never takes connections meant for your agent.`,
+key, so it never takes connections meant for your agent. It also says
+whether unfinished transfers wait in your inbox (--dir, as for kin up and
+kin receive), and what each friend may use on this computer.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "dir", Usage: "the inbox to look at (default: ~/Downloads/kin)"},
+		},
 		Action: status,
 	}
 }
@@ -39,6 +46,7 @@ func status(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "you:       %s (%s)\n", id.ID(), e.home)
+	fmt.Fprintf(e.stdout, "inbox:     %s\n", inboxState(&files.Inbox{Dir: inboxDir(c)}))
 	if e.signal == "" {
 		fmt.Fprintln(e.stdout, "signaling: none configured (kin share and kin send run their own; set KIN_SIGNAL for friends)")
 		return nil
@@ -81,15 +89,51 @@ func status(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "FRIEND\tONLINE\tTHEY MAY")
+	fmt.Fprintln(tw, "FRIEND\tONLINE\tMAY USE ON THIS COMPUTER")
 	for _, f := range friends.List() {
 		state := "no"
 		if online[f.ID()] {
 			state = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, state, f.Perms)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, state, mayUse(f.Perms))
 	}
 	return tw.Flush()
+}
+
+// mayUse says in words what a friend's permissions let them use on this
+// computer.
+func mayUse(p keys.Permissions) string {
+	var w []string
+	for _, word := range strings.Split(p.String(), ",") {
+		switch {
+		case word == "shell":
+			w = append(w, "a shell")
+		case word == "files":
+			w = append(w, "files (sending you some, backups)")
+		case word == "port=*":
+			w = append(w, "any port")
+		case strings.HasPrefix(word, "port="):
+			w = append(w, "port "+strings.TrimPrefix(word, "port="))
+		}
+	}
+	if len(w) == 0 {
+		return "nothing (you can still use theirs, as far as they allow you)"
+	}
+	return strings.Join(w, ", ")
+}
+
+// inboxState says where files from friends land and what unfinished
+// transfers hold there.
+func inboxState(in *files.Inbox) string {
+	n, size, err := in.Partials()
+	switch {
+	case err != nil:
+		return fmt.Sprintf("%s: cannot look inside: %v", in.Dir, err)
+	case n == 0:
+		return in.Dir + ": no unfinished files"
+	}
+	return fmt.Sprintf("%s: %s hold %s in %s (sending them again resumes them; removed after %d days)",
+		in.Dir, plural(n, "unfinished file"), humanBytes(size), filepath.Join(in.Dir, ".kin-partial"), int(files.PartialMaxAge.Hours()/24))
 }
 
 // natKind asks only the STUN servers among servers what NAT this machine

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -55,7 +54,7 @@ func up(c *cli.Context) error {
 		return installService(e, c.Bool("install"), c.String("dir"), c.String("backups"))
 	}
 	if e.signal == "" {
-		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL (your friends use the same one)")
+		return noSignal("")
 	}
 	id, err := e.loadIdentity()
 	if err != nil {
@@ -172,7 +171,7 @@ func installService(e *env, install bool, dir, backups string) error {
 	if e.signal != "" {
 		args = append(args, "--signal", e.signal)
 	} else if install {
-		return withHint(errors.New("no signaling server configured"), "kin --signal URL up --install")
+		return noSignal("")
 	}
 	args = append(args, "up")
 	if dir != "" {
