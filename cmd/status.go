@@ -107,9 +107,9 @@ func mayUse(p keys.Permissions) string {
 	for _, word := range strings.Split(p.String(), ",") {
 		switch {
 		case word == "shell":
-			w = append(w, "a shell")
+			w = append(w, "shell")
 		case word == "files":
-			w = append(w, "files (sending you some, backups)")
+			w = append(w, "files (send you files, back up here)")
 		case word == "port=*":
 			w = append(w, "any port")
 		case strings.HasPrefix(word, "port="):
