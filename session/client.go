@@ -8,8 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -27,7 +28,31 @@ var (
 	ErrShellNotAllowed  = errors.New("shell not allowed")
 	ErrPipeNotAllowed   = errors.New("pipe not allowed")
 	errConnectionClosed = errors.New("connection closed")
+	errNoAuthLeft       = errors.New("the peer refused every way in we have")
 )
+
+// failWatchConn notes that a read or write on the connection failed, so
+// that a handshake cut short is not taken for a refusal.
+type failWatchConn struct {
+	net.Conn
+	failed atomic.Bool
+}
+
+func (c *failWatchConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
+
+func (c *failWatchConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.failed.Store(true)
+	}
+	return n, err
+}
 
 // ClientConfig says who we are and whom we meant to reach.
 type ClientConfig struct {
@@ -71,17 +96,31 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 		HostKeyAlgorithms: []string{cfg.HostKey.Type()},
 		ClientVersion:     "SSH-2.0-kin",
 	}
+	// We have one way in (our key, or the ticket's secret): once the peer
+	// has refused it, or does not offer it, the handshake ends in
+	// errNoAuthLeft; a transport that failed ends it with its own error.
+	method := "publickey"
+	if cfg.Secret != nil {
+		method = "password"
+	}
+	watched := &failWatchConn{Conn: conn}
+	sc.AuthCallback = func(ac *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+		if !watched.failed.Load() && (slices.Contains(ac.TriedMethods, method) || !slices.Contains(ac.AllowedMethods, method)) {
+			return nil, errNoAuthLeft
+		}
+		return nil, nil // the next method from Auth, or the transport's error
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	c, chans, reqs, err := ssh.NewClientConn(conn, "kin", sc)
+	c, chans, reqs, err := ssh.NewClientConn(watched, "kin", sc)
 	stop()
 	conn.SetDeadline(time.Time{})
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrHostKeyMismatch):
-		case strings.Contains(err.Error(), "unable to authenticate"):
+		case errors.Is(err, errNoAuthLeft):
 			if cfg.Secret != nil {
 				err = fmt.Errorf("%w: the ticket was not accepted (the sharer stopped, or it was for a different run)", ErrAuthRefused)
 			} else {
