@@ -215,3 +215,19 @@ func TestStatus(t *testing.T) {
 		t.Errorf("http:// signal: exit %d: %s", code, errs)
 	}
 }
+
+// kin demo works on this machine and ends by saying what to run on two.
+func TestDemoEndsWithTheRealThing(t *testing.T) {
+	out, errs, code := kin(t, t.TempDir(), "demo")
+	if code != 0 {
+		t.Fatalf("kin demo: exit %d\n%s%s", code, out, errs)
+	}
+	for _, want := range []string{"ok: bob fetched alice's page", "alice:  kin share 8000", "bob:    kin connect kin1...", "kin signal --listen :7000 --turn :3478", "KIN_SIGNAL=ws://"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.HasSuffix(out, demoNext) {
+		t.Errorf("demo does not end with what to run on two computers:\n%s", out)
+	}
+}

@@ -167,8 +167,20 @@ func demo(c *cli.Context) error {
 	}
 	step("first byte", fmt.Sprintf("GET http://%s/ -> %d %q", ln.Addr(), resp.StatusCode, strings.TrimSpace(string(body))), time.Since(t))
 	fmt.Fprintf(out, "ok: bob fetched alice's page peer to peer in %s (total %s)\n", time.Since(t).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	fmt.Fprint(out, demoNext)
 	return nil
 }
+
+// demoNext is what the demo leaves people with: the same on two computers.
+const demoNext = `
+Now on two real computers (port 8000 stands for any local web server or game):
+    alice:  kin share 8000          prints a line: kin connect kin1...
+    bob:    kin connect kin1...     then bob's localhost:8000 is alice's port 8000
+On one network (home, office) that is all. Across the internet, one of you runs
+a signaling server on a computer with a public address (a small VPS will do):
+    kin signal --listen :7000 --turn :3478 --public-ip THAT-PUBLIC-IP
+and both of you set KIN_SIGNAL=ws://THAT-PUBLIC-IP:7000 first (README: "Two networks").
+`
 
 func shorten(s string) string {
 	if len(s) <= 40 {
