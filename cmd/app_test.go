@@ -203,10 +203,18 @@ func TestStatus(t *testing.T) {
 		t.Errorf("log lines in status: %s", errs)
 	}
 
+	// Without a signaling server: the inbox, and friends, online unknown.
+	t.Setenv("KIN_SIGNAL", "")
 	os.RemoveAll(part)
 	out, _, _ = kin(t, home, "status", "--dir", inbox)
-	if want := "inbox:     " + inbox + ": no unfinished files\n"; !strings.Contains(out, want) {
-		t.Errorf("status lacks %q:\n%s", want, out)
+	for _, want := range []string{
+		"inbox:     " + inbox + ": no unfinished files\n",
+		"signaling: none configured",
+		"bob     ?       shell, files (send you files, back up here), port 3000\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status without a server lacks %q:\n%s", want, out)
+		}
 	}
 
 	// A scheme kin does not speak is refused, with what to write.

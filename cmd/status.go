@@ -49,7 +49,7 @@ func status(c *cli.Context) error {
 	fmt.Fprintf(e.stdout, "inbox:     %s\n", inboxState(&files.Inbox{Dir: inboxDir(c)}))
 	if e.signal == "" {
 		fmt.Fprintln(e.stdout, "signaling: none configured (kin share and kin send run their own; set KIN_SIGNAL for friends)")
-		return nil
+		return printFriends(e, friends, nil)
 	}
 	probe, err := keys.NewIdentity()
 	if err != nil {
@@ -75,6 +75,9 @@ func status(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("ask the signaling server who is online: %w", err)
 	}
+	if online == nil {
+		online = map[keys.PeerID]bool{}
+	}
 	fmt.Fprintf(e.stdout, "signaling: %s: reachable\n", e.signal)
 	if nat, err := natKind(ctx, client.Registration().ICEServers); err == nil {
 		fmt.Fprintf(e.stdout, "network:   NAT %s: %s (details: kin doctor)\n", nat, nat.Advice())
@@ -84,6 +87,12 @@ func status(c *cli.Context) error {
 	} else {
 		fmt.Fprintln(e.stdout, "agent:     down (start it with kin up, or kin up --install)")
 	}
+	return printFriends(e, friends, online)
+}
+
+// printFriends lists friends, whether they are online (unknown when online
+// is nil: no signaling server to ask) and what each may use here.
+func printFriends(e *env, friends *keys.Friends, online map[keys.PeerID]bool) error {
 	if len(friends.List()) == 0 {
 		fmt.Fprintln(e.stdout, "friends:   none yet")
 		return nil
@@ -92,7 +101,10 @@ func status(c *cli.Context) error {
 	fmt.Fprintln(tw, "FRIEND\tONLINE\tMAY USE ON THIS COMPUTER")
 	for _, f := range friends.List() {
 		state := "no"
-		if online[f.ID()] {
+		switch {
+		case online == nil:
+			state = "?"
+		case online[f.ID()]:
 			state = "yes"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", f.Name, state, mayUse(f.Perms))
