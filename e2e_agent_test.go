@@ -342,7 +342,7 @@ func TestStatus(t *testing.T) {
 		t.Errorf("kid's status:\n%s", out)
 	}
 	out = a.dad.mustRun("status")
-	if !strings.Contains(out, "agent:     up") || !regexp.MustCompile(`kid\s+no\s+shell,files`).MatchString(out) {
+	if !strings.Contains(out, "agent:     up") || !regexp.MustCompile(`kid\s+no\s+shell, files`).MatchString(out) {
 		t.Errorf("dad's status:\n%s", out)
 	}
 }
