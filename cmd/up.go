@@ -67,15 +67,15 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	inbox := &files.Inbox{Dir: dir}
+	if err := inbox.Check(); err != nil {
+		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
+	}
 	lock, err := lockAgent(e)
 	if err != nil {
 		return err
 	}
 	defer lock.Unlock()
-	inbox := &files.Inbox{Dir: dir}
-	if err := inbox.Check(); err != nil {
-		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
-	}
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	var wg sync.WaitGroup
