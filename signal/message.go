@@ -11,7 +11,8 @@ import (
 // Version is the protocol version carried in every message.
 const Version = 1
 
-// Message types. The server sends Challenge, Registered, Error and Ping;
+// Message types. The server sends Challenge, Registered and Error (and
+// answers Presence; keepalive is WebSocket ping frames, not a message);
 // the client sends Register; the rest are routed between peers.
 const (
 	TypeChallenge  = "challenge"  // server -> client: Nonce to sign
