@@ -1,7 +1,8 @@
 // Package signal is kin's rendezvous: a small WebSocket server that routes
 // WebRTC offers, answers and ICE candidates between peers addressed by peer
 // ID, and the client that registers with it by proving it holds its key.
-// The server is untrusted: it sees public keys and routing metadata only.
+// The server is untrusted: it never sees data, only metadata (public keys,
+// who talks to whom, and the IP addresses in ICE candidates).
 package signal
 
 import (
