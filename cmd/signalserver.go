@@ -102,6 +102,9 @@ func runSignal(c *cli.Context) error {
 		}
 		allow = append(allow, p.Masked())
 	}
+	if len(allow) > 0 && c.String("turn") == "" {
+		return withHint(errors.New("--relay-allow is for the built-in relay, which is off"), "add --turn :3478 (an external TURN server has its own settings, e.g. coturn's allowed-peer-ip)")
+	}
 
 	secret := []byte(c.String("turn-secret"))
 	if len(secret) == 0 {
