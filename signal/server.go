@@ -98,7 +98,8 @@ type Server struct {
 	writers sync.WaitGroup // one per client with a writer running
 }
 
-// NewServer makes a server; serve it with net/http.
+// NewServer makes a server; Serve runs it on a listener, or mount
+// Handler (or the Server itself, the WebSocket endpoint) in net/http.
 func NewServer(cfg ServerConfig) *Server {
 	cfg.defaults()
 	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}, perIP: map[string]*ipLimit{}}
@@ -202,10 +203,14 @@ func (s *Server) current(id keys.PeerID) *conn {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The Origin check is off on purpose. It exists to stop a web page
 	// from using a visitor's cookies or other ambient authority on a
-	// WebSocket: this server has none to abuse. It reads no cookies or
-	// headers for identity; a client proves its key by signing a fresh
-	// challenge, which a page can do only with a key it already holds; and
-	// kin's clients are not browsers, so they send no Origin to check.
+	// WebSocket, and this server grants none: it reads no cookies or
+	// headers for identity, and a client proves its key by signing a fresh
+	// challenge, which a page can do only with a key of its own. A page
+	// opened on this server's network can therefore do only what any
+	// client there can: register its own key, reach peers whose IDs it
+	// knows, and use the relay, which reaches public addresses only (see
+	// TURNConfig.RelayAllow). kin's clients are not browsers and send no
+	// Origin; a browser-based client on any origin keeps working.
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)

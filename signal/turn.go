@@ -130,7 +130,9 @@ func ServeTURN(ctx context.Context, cfg TURNConfig) error {
 			return true
 		}
 		cfg.Stats.RefusedPeers.Add(1)
-		log.Info("TURN refused a peer address that is not public", "client", client, "peer", peer)
+		// Debug: ICE asks for every candidate of the other peer, and LAN
+		// addresses among them are refused on every connection.
+		log.Debug("TURN refused a peer address that is not public", "client", client, "peer", peer)
 		return false
 	}
 	sc := turn.ServerConfig{
