@@ -2,11 +2,9 @@ package cmd
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -114,42 +112,7 @@ func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret [
 // serveSignal runs a signaling server with cfg on ln until ctx ends.
 func serveSignal(ctx context.Context, e *env, ln net.Listener, cfg signal.ServerConfig) error {
 	cfg.Logger = e.log.With("part", "signal-server")
-	return runSignalServer(ctx, ln, signal.NewServer(cfg), nil)
-}
-
-// runSignalServer serves srv on ln until ctx ends: the WebSocket endpoint
-// at /, Prometheus metrics at /metrics, /healthz for load balancers.
-// tlsConfig, if set, makes it wss://. On the way out it tells every client
-// to reconnect (elsewhere), then drains.
-func runSignalServer(ctx context.Context, ln net.Listener, srv *signal.Server, tlsConfig *tls.Config) error {
-	mux := http.NewServeMux()
-	mux.Handle("/", srv)
-	mux.Handle("/metrics", srv.MetricsHandler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !srv.Healthy() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		srv.Close()
-		return fmt.Errorf("signaling server: %w", err)
-	case <-ctx.Done():
-	}
-	srv.Close()
-	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	hs.Shutdown(shutCtx)
-	<-errc
-	return nil
+	return signal.NewServer(cfg).Serve(ctx, ln)
 }
 
 // tuneGC trades memory for speed in a process about to move bytes: pion

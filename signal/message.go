@@ -1,7 +1,8 @@
 // Package signal is kin's rendezvous: a small WebSocket server that routes
 // WebRTC offers, answers and ICE candidates between peers addressed by peer
 // ID, and the client that registers with it by proving it holds its key.
-// The server is untrusted: it sees public keys and routing metadata only.
+// The server is untrusted: it never sees data, only metadata (public keys,
+// who talks to whom, and the IP addresses in ICE candidates).
 package signal
 
 import (
@@ -11,7 +12,8 @@ import (
 // Version is the protocol version carried in every message.
 const Version = 1
 
-// Message types. The server sends Challenge, Registered, Error and Ping;
+// Message types. The server sends Challenge, Registered and Error (and
+// answers Presence; keepalive is WebSocket ping frames, not a message);
 // the client sends Register; the rest are routed between peers.
 const (
 	TypeChallenge  = "challenge"  // server -> client: Nonce to sign

@@ -2,6 +2,7 @@ package signal
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,7 +43,9 @@ type ServerConfig struct {
 	Bus Bus
 	// RelayStats, if set, are exported with the server's metrics.
 	RelayStats *RelayStats
-	Logger     *slog.Logger
+	// TLS, if set, makes Serve speak wss:// (https for /metrics).
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 func (c *ServerConfig) defaults() {
@@ -90,11 +93,13 @@ type Server struct {
 	perIP map[string]*ipLimit
 	busMu sync.Mutex // orders Join/Leave on the bus
 
-	closed bool
-	wg     sync.WaitGroup
+	closed  bool
+	wg      sync.WaitGroup // one per client, serving it
+	writers sync.WaitGroup // one per client with a writer running
 }
 
-// NewServer makes a server; serve it with net/http.
+// NewServer makes a server; Serve runs it on a listener, or mount
+// Handler (or the Server itself, the WebSocket endpoint) in net/http.
 func NewServer(cfg ServerConfig) *Server {
 	cfg.defaults()
 	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}, perIP: map[string]*ipLimit{}}
@@ -171,6 +176,8 @@ type conn struct {
 	qmu     sync.Mutex
 	queue   []Message
 	writing bool
+	closing bool            // going away: close once the queue is written
+	writers *sync.WaitGroup // the server's count of running writers
 }
 
 // Online reports whether a peer is registered on this instance right now.
@@ -194,6 +201,16 @@ func (s *Server) current(id keys.PeerID) *conn {
 
 // ServeHTTP upgrades to a WebSocket and serves one client.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The Origin check is off on purpose. It exists to stop a web page
+	// from using a visitor's cookies or other ambient authority on a
+	// WebSocket, and this server grants none: it reads no cookies or
+	// headers for identity, and a client proves its key by signing a fresh
+	// challenge, which a page can do only with a key of its own. A page
+	// opened on this server's network can therefore do only what any
+	// client there can: register its own key, reach peers whose IDs it
+	// knows, and use the relay, which reaches public addresses only (see
+	// TURNConfig.RelayAllow). kin's clients are not browsers and send no
+	// Origin; a browser-based client on any origin keeps working.
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
@@ -201,7 +218,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{ws: ws, ctx: ctx, cancel: cancel}
+	c := &conn{ws: ws, ctx: ctx, cancel: cancel, writers: &s.writers}
 	if !s.allowIP(clientIP(r), time.Now()) {
 		s.metrics.refuse(RefusedRegisterRate)
 		s.cfg.Logger.Warn("refused connection: too many from one address", "remote", r.RemoteAddr)
@@ -490,28 +507,59 @@ func (s *Server) route(ctx context.Context, c *conn, m Message) {
 	}
 }
 
-// send queues m without blocking; false when the queue is full.
+// send queues m without blocking; false when the queue is full. After
+// goAway nothing more is sent.
 func (c *conn) send(m Message) bool {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
+	if c.closing {
+		return true
+	}
 	if len(c.queue) >= sendQueue {
 		return false
 	}
 	c.queue = append(c.queue, m)
-	if !c.writing {
-		c.writing = true
-		go c.flush()
-	}
+	c.startWriter()
 	return true
 }
 
-// flush writes the queue in order, then ends.
+// goAway queues m as the last message; the writer closes the connection
+// once it is written.
+func (c *conn) goAway(m Message) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closing {
+		return
+	}
+	c.queue = append(c.queue, m)
+	c.closing = true
+	c.startWriter()
+}
+
+// startWriter runs flush unless it runs already; c.qmu is held.
+func (c *conn) startWriter() {
+	if !c.writing {
+		c.writing = true
+		c.writers.Add(1)
+		go c.flush()
+	}
+}
+
+// flush writes the queue in order, then ends; after goAway it closes the
+// connection (a WebSocket close handshake: the client reads everything
+// before it).
 func (c *conn) flush() {
+	defer c.writers.Done()
 	for {
 		c.qmu.Lock()
 		if len(c.queue) == 0 {
+			closing := c.closing
 			c.queue, c.writing = nil, false
 			c.qmu.Unlock()
+			if closing {
+				c.ws.Close(websocket.StatusGoingAway, "server is shutting down")
+				c.cancel()
+			}
 			return
 		}
 		m := c.queue[0]
@@ -557,8 +605,15 @@ func (s *Server) closeWith(ctx context.Context, c *conn, code, reason string) {
 	c.ws.Close(websocket.StatusPolicyViolation, reason)
 }
 
-// Close tells every client the server is going away, closes them, and
-// refuses new ones.
+// drainTimeout bounds how long Close waits for clients to take the
+// going-away notice and what was queued before it.
+const drainTimeout = 5 * time.Second
+
+// Close tells every client the server is going away, refuses new ones,
+// and drains: each client gets what was queued for it, then the notice,
+// then a WebSocket close. Clients that have not taken theirs within
+// drainTimeout are cut off. Close returns when every client's goroutines
+// have ended.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -568,13 +623,16 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.send(Message{V: Version, Type: TypeError, Code: CodeGoingAway, Reason: "server is shutting down; reconnect"})
+		c.goAway(Message{V: Version, Type: TypeError, Code: CodeGoingAway, Reason: "server is shutting down; reconnect"})
 	}
-	time.Sleep(50 * time.Millisecond) // let the writers flush the notice
-	for _, c := range conns {
-		c.ws.CloseNow()
-		c.cancel()
-	}
+	cutOff := time.AfterFunc(drainTimeout, func() {
+		for _, c := range conns {
+			c.cancel()
+			c.ws.CloseNow()
+		}
+	})
+	defer cutOff.Stop()
 	s.wg.Wait()
+	s.writers.Wait()
 	return nil
 }
