@@ -91,7 +91,7 @@ type Server struct {
 	// answers and candidates reach the process that sent or took the offer.
 	routes map[routeKey]*conn
 	perIP  map[string]*ipLimit
-	busMu sync.Mutex // orders Join/Leave on the bus
+	busMu  sync.Mutex // orders Join/Leave on the bus
 
 	closed bool
 	wg     sync.WaitGroup
@@ -172,7 +172,7 @@ type conn struct {
 	instance string
 	sessions []routeKey // this conn's entries in Server.routes, oldest first; under Server.mu
 	ctx      context.Context
-	cancel context.CancelFunc
+	cancel   context.CancelFunc
 
 	qmu     sync.Mutex
 	queue   []Message
