@@ -212,6 +212,7 @@ func TestTicketRejectsBadFields(t *testing.T) {
 
 func FuzzParseTicket(f *testing.F) {
 	f.Add(testTicket(f).String())
+	f.Add(Ticket{Kind: TicketFiles, Peer: mustIdentity(f).Public(), Signal: "ws://h:1", Secret: NewSecret(), Instance: "ab12"}.String())
 	f.Add("kin1")
 	f.Add("kin1aaaaaaaaaaaaaaaaaaaaaa")
 	f.Fuzz(func(t *testing.T, s string) {
