@@ -94,8 +94,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil // Close or ctx
 			}
 			return fmt.Errorf("control socket: %w", err)
 		}

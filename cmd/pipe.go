@@ -42,7 +42,7 @@ func pipeAction(c *cli.Context) error {
 	}
 	defer p.close()
 	ctx, cancel := context.WithTimeout(c.Context, connectTimeout)
-	conn, err := p.node.Dial(ctx, fr.ID())
+	conn, _, err := p.raw(ctx, fr.ID(), "")
 	cancel()
 	if err != nil {
 		return withHint(fmt.Errorf("connect to %s: %w", fr.Name, err), "is %s running kin up?", fr.Name)

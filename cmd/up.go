@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kin/agent"
 	"kin/session"
 	"kin/session/files"
 	"kin/session/shell"
@@ -67,15 +68,35 @@ func up(c *cli.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	// The control socket first: a second kin up of this home stops here,
+	// before it registers and takes connections meant for the first.
+	ag := &upAgent{e: e, inbox: dir}
+	ctl, err := agent.Listen(e.home, ag, e.log.With("part", "agent"))
+	if errors.Is(err, agent.ErrAlreadyRunning) {
+		return withHint(errors.New("kin up is already running for this identity"), "kin share, send, receive, connect and shell use it; stop it first to run another")
+	}
+	if err != nil {
+		return withHint(err, "check that you may write %s", e.home)
+	}
+	defer ctl.Close()
 	p, err := startPeer(ctx, e, id, e.signal)
 	if err != nil {
 		return err
 	}
 	defer p.close()
+	ag.p = p
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := ctl.Serve(ctx); err != nil {
+			e.log.Error("control socket stopped; kin commands will not use this agent", "err", err)
+		}
+	}()
 	fc := &friendsCache{e: e, last: friends}
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  fc.get,
+		Tickets:  ag.shares.Tickets, // kin share through this agent
 		AnyPort:  true,
 		Inbox:    &files.Inbox{Dir: dir},
 		Shell:    &shell.Config{},
