@@ -72,6 +72,10 @@ func TestAgentAndShareOfOneIdentity(t *testing.T) {
 	if out, _, code := bob.run("shell", "dad", "--", "echo", "still"); code != 0 || out != "still\n" {
 		t.Fatalf("agent after the share: exit %d, %q", code, out)
 	}
+	// kin receive would be a rival listener: it says where files land.
+	if _, errs, code := dad.run("receive"); code == 0 || !strings.Contains(errs, "receives friends' files into "+inbox) {
+		t.Fatalf("kin receive while kin up runs: exit %d, %s", code, errs)
+	}
 	// A second kin up of the same identity is refused, not a rival.
 	if _, errs, code := dad.run("up", "--dir", inbox); code == 0 || !strings.Contains(errs, "already running") {
 		t.Fatalf("second kin up: exit %d, %s", code, errs)
@@ -128,5 +132,30 @@ func TestAgentControlSocketModes(t *testing.T) {
 		if err != nil || st.Mode() != want {
 			t.Fatalf("%s: %v (%v), want %v", path, st.Mode(), err, want)
 		}
+	}
+}
+
+// Without an agent, two kin shares of one identity: each ticket names the
+// process that issued it, so each reaches its own share (before, the
+// newest took both and refused the older one's ticket).
+func TestTwoSharesOfOneIdentity(t *testing.T) {
+	url, _ := startSignal(t)
+	alice := newUser(t, "alice", "KIN_SIGNAL="+url)
+	bob := newUser(t, "bob")
+	var tickets []string
+	var sums [][32]byte
+	for i := 0; i < 2; i++ {
+		port, _, sum := webServer(t, 64<<10)
+		share := alice.start("share", fmt.Sprint(port))
+		tickets = append(tickets, share.waitFor(`^kin connect (kin1[a-z2-7]+)$`)[1])
+		sums = append(sums, sum)
+	}
+	for i, ticket := range tickets {
+		conn := bob.start("connect", ticket, "--listen", "127.0.0.1:0")
+		if sha256.Sum256(get(t, conn.waitFor(forwardingRE)[1], "/blob")) != sums[i] {
+			t.Fatalf("ticket %d reached the wrong share", i)
+		}
+		conn.interrupt()
+		conn.exit()
 	}
 }
