@@ -76,22 +76,28 @@ func up(c *cli.Context) error {
 		return withHint(errors.New("kin up is already running for this identity"), "kin share, send, receive, connect and shell use it; stop it first to run another")
 	}
 	if err != nil {
-		return withHint(err, "check that you may write %s", e.home)
+		// Still serve friends; commands then register on their own.
+		e.log.Warn("no control socket: kin share and kin receive of this identity will compete with this agent", "err", err)
 	}
-	defer ctl.Close()
 	p, err := startPeer(ctx, e, id, e.signal)
 	if err != nil {
+		if ctl != nil {
+			ctl.Close()
+		}
 		return err
 	}
 	defer p.close()
 	ag.p = p
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := ctl.Serve(ctx); err != nil {
-			e.log.Error("control socket stopped; kin commands will not use this agent", "err", err)
-		}
-	}()
+	if ctl != nil {
+		defer ctl.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ctl.Serve(ctx); err != nil {
+				e.log.Error("control socket stopped; kin commands will not use this agent", "err", err)
+			}
+		}()
+	}
 	fc := &friendsCache{e: e, last: friends}
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
