@@ -60,16 +60,18 @@ func call(ctx context.Context, home string, req Request) (net.Conn, Reply, error
 	defer stop()
 	req.V = Version
 	b, _ := json.Marshal(req)
-	if _, err := c.Write(append(b, '\n')); err != nil {
-		c.Close()
-		return nil, Reply{}, fmt.Errorf("agent control socket: %w", err)
-	}
+	_, werr := c.Write(append(b, '\n'))
+	// Even when the write failed, the agent may have said why (it refuses
+	// another user before reading).
 	br := bufio.NewReader(c)
 	line, err := br.ReadBytes('\n')
 	if err != nil {
 		c.Close()
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return nil, Reply{}, ctx.Err()
+		case werr != nil:
+			return nil, Reply{}, fmt.Errorf("agent control socket: %w", werr)
 		}
 		return nil, Reply{}, fmt.Errorf("no answer from the agent (kin up): %w", err)
 	}
