@@ -112,7 +112,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// Close stops listening (Serve returns once ctx ends).
+// Close stops listening; Serve returns once the open control connections
+// end (they end with its ctx).
 func (s *Server) Close() error { return s.ln.Close() }
 
 func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
