@@ -32,11 +32,12 @@ choose another) until you press Ctrl-C.`,
 
 // target is what a connect argument names.
 type target struct {
-	name    string
-	hostKey ssh.PublicKey
-	port    int
-	secret  []byte
-	signal  string
+	name     string
+	hostKey  ssh.PublicKey
+	port     int
+	secret   []byte
+	signal   string
+	instance string // the sharer's registration, from the ticket
 }
 
 func parseTarget(arg string, e *env) (*target, error) {
@@ -62,7 +63,7 @@ func parseTarget(arg string, e *env) (*target, error) {
 		if name == "" {
 			name = string(keys.IDOf(t.Peer))
 		}
-		return &target{name: name, hostKey: t.Peer, port: t.Port, secret: t.Secret, signal: t.Signal}, nil
+		return &target{name: name, hostKey: t.Peer, port: t.Port, secret: t.Secret, signal: t.Signal, instance: t.Instance}, nil
 	}
 	name, portText, ok := strings.Cut(arg, ":")
 	if !ok {
@@ -109,12 +110,12 @@ func connect(c *cli.Context) error {
 	defer ln.Close()
 
 	ctx := c.Context
-	p, err := startPeer(ctx, e, id, t.signal)
+	l, err := reach(ctx, e, id, t.signal)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	client, conn, err := p.dial(ctx, e, t.hostKey, t.secret, t.name)
+	defer l.close()
+	client, info, err := l.dial(ctx, e, t.hostKey, t.secret, t.instance, t.name)
 	if err != nil {
 		return err
 	}
@@ -122,7 +123,6 @@ func connect(c *cli.Context) error {
 	if err := client.CheckPort(ctx, t.port); err != nil {
 		return withHint(err, "ask %s to share port %d with you (kin friends add ... --allow port=%d, then kin share %d)", t.name, t.port, t.port, t.port)
 	}
-	info := conn.Info()
 	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
 	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%d (%s, connected in %s)\n", ln.Addr(), t.name, t.port, info.Path, info.Timings.DataChannel.Round(1e6))
 	err = client.Forward(ctx, ln, t.port)

@@ -10,6 +10,7 @@ import (
 
 	"kin/keys"
 	"kin/session"
+	"kin/signal"
 	"kin/transport/netcheck"
 )
 
@@ -53,7 +54,7 @@ func doctorAction(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	p, err := startPeer(c.Context, e, id, e.signal)
+	p, err := startPeerMode(c.Context, e, id, e.signal, signal.ModeDial) // never takes kin up's connections
 	if err != nil {
 		fmt.Fprintf(out, "signaling: %s: NOT reachable\n", e.signal)
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 )
@@ -61,6 +63,11 @@ func share(c *cli.Context) error {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 
+	target := net.JoinHostPort("localhost", strconv.Itoa(port))
+	secret := keys.NewSecret()
+	if _, ok := runningAgent(ctx, e, id, e.signal); ok {
+		return shareThroughAgent(c, e, id, port, target, secret, friends)
+	}
 	url, err := signalURL(ctx, e, &wg, cancel)
 	if err != nil {
 		return err
@@ -71,8 +78,6 @@ func share(c *cli.Context) error {
 	}
 	defer p.close()
 
-	target := net.JoinHostPort("localhost", strconv.Itoa(port))
-	secret := keys.NewSecret()
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
@@ -89,7 +94,44 @@ func share(c *cli.Context) error {
 		return err
 	}
 
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
+	printShare(e, ticket, target, friends)
+	acceptLoop(ctx, e, p, srv, &wg)
+	if c.Context.Err() != nil {
+		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
+		return nil
+	}
+	return errSignalFailed
+}
+
+// shareThroughAgent has the running agent (kin up) serve the ticket, so
+// this identity stays one presence; the share ends when this command does.
+func shareThroughAgent(c *cli.Context, e *env, id *keys.Identity, port int, target string, secret []byte, friends *keys.Friends) error {
+	ctl, r, err := agent.Share(c.Context, e.home, port, secret)
+	if err != nil {
+		return withHint(fmt.Errorf("share through kin up: %w", err), "stop kin up, or update it to this kin's version")
+	}
+	defer ctl.Close()
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port, Peer: id.Public(), Signal: r.Signal, Name: displayName(), Secret: secret, Instance: r.Instance}
+	printShare(e, ticket, target, friends)
+	fmt.Fprintln(e.stderr, "(served by your kin up, which keeps serving your friends meanwhile)")
+	gone := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, ctl)
+		close(gone)
+	}()
+	select {
+	case <-c.Context.Done():
+		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
+		return nil
+	case <-gone:
+		return withHint(errors.New("kin up stopped, and the ticket with it"), "start kin up again, then kin share again for a new ticket")
+	}
+}
+
+// printShare tells the user what is shared and prints the ticket.
+func printShare(e *env, ticket keys.Ticket, target string, friends *keys.Friends) {
+	port := ticket.Port
 	if probe, err := net.DialTimeout("tcp", target, time.Second); err != nil {
 		fmt.Fprintf(e.stderr, "note: nothing answers on %s yet; connections will fail until something listens there\n", target)
 	} else {
@@ -100,13 +142,6 @@ func share(c *cli.Context) error {
 	if allowed := friendsAllowedPort(friends, port); len(allowed) > 0 {
 		fmt.Fprintf(e.stderr, "friends allowed port %d (%s) can also run: kin connect %s:%d\n", port, joinNames(allowed), displayName(), port)
 	}
-
-	acceptLoop(ctx, e, p, srv, &wg)
-	if c.Context.Err() != nil {
-		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
-		return nil
-	}
-	return errSignalFailed
 }
 
 func friendsAllowedPort(f *keys.Friends, port int) []string {

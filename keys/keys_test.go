@@ -181,6 +181,7 @@ func FuzzParseTicket(f *testing.F) {
 	f.Add(testTicket(f).String())
 	f.Add(testInvite(f).String())
 	f.Add(Ticket{Kind: TicketFiles, Peer: mustIdentity(f).Public(), Signal: "ws://h:1", Secret: NewSecret()}.String())
+	f.Add(Ticket{Kind: TicketFiles, Peer: mustIdentity(f).Public(), Signal: "ws://h:1", Secret: NewSecret(), Instance: "ab12"}.String())
 	f.Add("kin1")
 	f.Add("kin1aaaaaaaaaaaaaaaaaaaaaa")
 	f.Fuzz(func(t *testing.T, s string) {

@@ -54,7 +54,15 @@ type Ticket struct {
 	// Name is then the name the issuer suggests the holder uses for it.
 	Expires time.Time
 	Invitee string
+	// Instance names the issuer's registration with the signaling server
+	// that serves this ticket, so the holder's offer reaches that process
+	// even when the issuer runs several (e.g. two kin shares). Optional:
+	// tickets without one reach the issuer's newest listening process.
+	Instance string
 }
+
+// MaxInstance is the longest instance name a ticket carries.
+const MaxInstance = 32
 
 // NewSecret returns a fresh random ticket secret.
 func NewSecret() []byte {
@@ -126,6 +134,9 @@ func (t Ticket) validate() error {
 	if strings.ContainsAny(t.Name, "\x00\n\r\t") {
 		return errors.New("control characters in name")
 	}
+	if len(t.Instance) > MaxInstance || strings.Trim(t.Instance, "0123456789abcdefghijklmnopqrstuvwxyz-") != "" {
+		return errors.New("instance is not a short lowercase name")
+	}
 	return nil
 }
 
@@ -151,6 +162,10 @@ func (t Ticket) marshal() ([]byte, error) {
 		binary.Write(&b, binary.BigEndian, uint64(t.Expires.Unix()))
 		b.WriteByte(byte(len(t.Invitee)))
 		b.WriteString(t.Invitee)
+	}
+	if t.Instance != "" { // optional, so tickets without one keep their form
+		b.WriteByte(byte(len(t.Instance)))
+		b.WriteString(t.Instance)
 	}
 	sum := sha256.Sum256(append([]byte(TicketPrefix), b.Bytes()...))
 	b.Write(sum[:checksumSize])
@@ -248,6 +263,16 @@ func unmarshalTicket(body []byte) (Ticket, error) {
 			return t, err
 		}
 		t.Invitee = string(invitee)
+	}
+	if r.Len() != 0 {
+		inst, err := readShort(r)
+		if err != nil {
+			return t, err
+		}
+		if len(inst) == 0 {
+			return t, errors.New("empty instance")
+		}
+		t.Instance = string(inst)
 	}
 	if r.Len() != 0 {
 		return t, errors.New("trailing bytes")

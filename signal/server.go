@@ -89,9 +89,12 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
-	peers map[keys.PeerID][]*conn // newest last; offers go to the newest
-	perIP map[string]*ipLimit
-	busMu sync.Mutex // orders Join/Leave on the bus
+	peers map[keys.PeerID][]*conn // newest last; offers go to the newest listener
+	// routes ties a session of a peer to the registration in it, so that
+	// answers and candidates reach the process that sent or took the offer.
+	routes map[routeKey]*conn
+	perIP  map[string]*ipLimit
+	busMu  sync.Mutex // orders Join/Leave on the bus
 
 	closed  bool
 	wg      sync.WaitGroup // one per client, serving it
@@ -102,7 +105,7 @@ type Server struct {
 // Handler (or the Server itself, the WebSocket endpoint) in net/http.
 func NewServer(cfg ServerConfig) *Server {
 	cfg.defaults()
-	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}, perIP: map[string]*ipLimit{}}
+	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}, routes: map[routeKey]*conn{}, perIP: map[string]*ipLimit{}}
 	s.metrics = newMetrics(s, cfg.RelayStats)
 	return s
 }
@@ -168,10 +171,13 @@ func (s *Server) Healthy() bool {
 // queued, and keepalive pings run from a timer (measured: 10,000 peers
 // fit in less memory this way).
 type conn struct {
-	ws     *websocket.Conn
-	id     keys.PeerID
-	ctx    context.Context
-	cancel context.CancelFunc
+	ws       *websocket.Conn
+	id       keys.PeerID
+	mode     string // ModeListen, ModeDial or ModeTicket
+	instance string
+	sessions []routeKey // this conn's entries in Server.routes, oldest first; under Server.mu
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	qmu     sync.Mutex
 	queue   []Message
@@ -187,9 +193,7 @@ func (s *Server) Online(id keys.PeerID) bool {
 	return len(s.peers[id]) > 0
 }
 
-// current is the connection messages for id go to: the newest of its
-// registrations (e.g. kin share started while kin up runs; after a network
-// change, the new connection while the old one times out).
+// current is id's newest registration.
 func (s *Server) current(id keys.PeerID) *conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -197,6 +201,80 @@ func (s *Server) current(id keys.PeerID) *conn {
 		return l[len(l)-1]
 	}
 	return nil
+}
+
+// routeKey is one peer's side of one session.
+type routeKey struct {
+	id      keys.PeerID
+	session string
+}
+
+// maxSessionsPerConn bounds the routes one connection holds; the oldest
+// are forgotten first (a forgotten session's late messages take the
+// fallback in destination).
+const maxSessionsPerConn = 1024
+
+// destination is the registration m, addressed to m.To, goes to (nil when
+// none here; see the Mode constants for the rules). An offer's choice is
+// remembered for the rest of its session.
+func (s *Server) destination(m Message) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := routeKey{m.To, m.Session}
+	if c := s.routes[key]; c != nil {
+		return c
+	}
+	l := s.peers[m.To]
+	if m.Type == TypeOffer {
+		for i := len(l) - 1; i >= 0; i-- {
+			c := l[i]
+			if (m.Instance != "" && c.instance == m.Instance && c.mode != ModeDial) ||
+				(m.Instance == "" && c.mode == ModeListen) {
+				s.remember(key, c)
+				return c
+			}
+		}
+		return nil
+	}
+	// Not part of a session we know (its registration is gone, or it is
+	// presence): the newest listener, else the newest registration.
+	for i := len(l) - 1; i >= 0; i-- {
+		if l[i].mode == ModeListen {
+			return l[i]
+		}
+	}
+	if len(l) > 0 {
+		return l[len(l)-1]
+	}
+	return nil
+}
+
+// listening reports whether id has a registration here that takes offers
+// without an instance.
+func (s *Server) listening(id keys.PeerID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.peers[id] {
+		if c.mode == ModeListen {
+			return true
+		}
+	}
+	return false
+}
+
+// remember routes key to c; s.mu is held.
+func (s *Server) remember(key routeKey, c *conn) {
+	if old := s.routes[key]; old == c {
+		return
+	}
+	s.routes[key] = c
+	c.sessions = append(c.sessions, key)
+	if len(c.sessions) > maxSessionsPerConn {
+		if s.routes[c.sessions[0]] == c {
+			delete(s.routes, c.sessions[0])
+		}
+		c.sessions = c.sessions[1:]
+	}
 }
 
 // ServeHTTP upgrades to a WebSocket and serves one client.
@@ -267,6 +345,12 @@ func (s *Server) drop(c *conn) {
 	c.cancel()
 	s.mu.Lock()
 	delete(s.conns, c)
+	for _, k := range c.sessions {
+		if s.routes[k] == c {
+			delete(s.routes, k)
+		}
+	}
+	c.sessions = nil
 	if c.id != "" {
 		l := s.peers[c.id]
 		for i, x := range l {
@@ -312,7 +396,7 @@ func (s *Server) syncBus(id keys.PeerID) {
 // Deliver hands m, routed by another instance through the bus, to the peer
 // it is for if that peer is registered here.
 func (s *Server) Deliver(m Message) {
-	if dst := s.current(m.To); dst != nil {
+	if dst := s.destination(m); dst != nil {
 		s.metrics.route(m.Type)
 		if !dst.send(m) {
 			s.metrics.refuse(RefusedSlow)
@@ -344,6 +428,9 @@ func DecodeMessage(b []byte) (Message, error) {
 		if m.Key == "" || len(m.Sig) == 0 {
 			return m, errors.New("register needs key and sig")
 		}
+		if m.Mode != ModeListen && m.Mode != ModeDial && m.Mode != ModeTicket {
+			return m, fmt.Errorf("unknown registration mode %q", m.Mode)
+		}
 	case TypeOffer, TypeAnswer:
 		if !m.To.Valid() || m.Session == "" || m.SDP == "" {
 			return m, fmt.Errorf("%s needs to, session and sdp", m.Type)
@@ -357,6 +444,9 @@ func DecodeMessage(b []byte) (Message, error) {
 	}
 	if len(m.Session) > 64 {
 		return m, errors.New("session ID too long")
+	}
+	if len(m.Instance) > MaxInstance {
+		return m, errors.New("instance name too long")
 	}
 	return m, nil
 }
@@ -404,14 +494,14 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 		s.closeWith(ctx, c, CodeAuth, err.Error())
 		return
 	}
-	c.id = id
+	c.id, c.mode, c.instance = id, m.Mode, m.Instance
 	s.mu.Lock()
 	s.peers[id] = append(s.peers[id], c)
 	n := len(s.peers[id])
 	s.mu.Unlock()
 	s.syncBus(id)
 	if n > 1 {
-		log(slog.LevelDebug, "another registration of this peer; the newest gets new offers", "registrations", n)
+		log(slog.LevelDebug, "another registration of this peer", "registrations", n, "mode", m.Mode, "instance", m.Instance)
 	}
 	var ice []ICEServer
 	if s.cfg.ICEServers != nil {
@@ -465,11 +555,16 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 // tells c the peer is offline.
 func (s *Server) route(ctx context.Context, c *conn, m Message) {
 	m.From = c.id
-	dst := s.current(m.To)
+	if m.Type == TypeOffer {
+		// The answer and candidates come back to this registration.
+		s.mu.Lock()
+		s.remember(routeKey{c.id, m.Session}, c)
+		s.mu.Unlock()
+	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if m.Type == TypePresence {
-		online := dst != nil
+		online := s.listening(m.To)
 		if !online && s.cfg.Bus != nil {
 			var err error
 			if online, err = s.cfg.Bus.Online(bctx, m.To); err != nil {
@@ -483,6 +578,7 @@ func (s *Server) route(ctx context.Context, c *conn, m Message) {
 		}
 		return
 	}
+	dst := s.destination(m)
 	if dst == nil && s.cfg.Bus != nil {
 		ok, err := s.cfg.Bus.Publish(bctx, m)
 		if err != nil {

@@ -163,6 +163,12 @@ func (n *Node) Accept(ctx context.Context) (*Conn, error) {
 
 // Dial connects to peer.
 func (n *Node) Dial(ctx context.Context, peer keys.PeerID) (*Conn, error) {
+	return n.DialInstance(ctx, peer, "")
+}
+
+// DialInstance connects to one registration of peer: the instance named
+// in a ticket ("" = whichever takes offers; see signal.ModeListen).
+func (n *Node) DialInstance(ctx context.Context, peer keys.PeerID, instance string) (*Conn, error) {
 	select {
 	case <-n.started:
 	case <-ctx.Done():
@@ -174,6 +180,7 @@ func (n *Node) Dial(ctx context.Context, peer keys.PeerID) (*Conn, error) {
 	if h == nil {
 		return nil, errors.New("transport node is not running")
 	}
+	h.instance = instance
 	return h.offer(ctx)
 }
 
@@ -198,13 +205,14 @@ func (n *Node) forget(session string) {
 
 // handshake is one connection being set up, and then its signaling side.
 type handshake struct {
-	node    *Node
-	session string
-	peer    keys.PeerID
-	dialer  bool
-	inbox   chan signal.Message
-	start   time.Time
-	log     *slog.Logger
+	node     *Node
+	session  string
+	peer     keys.PeerID
+	instance string // the peer's registration an offer is for
+	dialer   bool
+	inbox    chan signal.Message
+	start    time.Time
+	log      *slog.Logger
 
 	mu         sync.Mutex
 	timings    Timings
@@ -329,7 +337,7 @@ func (h *handshake) offer(ctx context.Context) (_ *Conn, err error) {
 		err = pc.SetLocalDescription(offer)
 	}
 	if err == nil {
-		err = h.send(ctx, signal.Message{Type: signal.TypeOffer, SDP: offer.SDP})
+		err = h.send(ctx, signal.Message{Type: signal.TypeOffer, SDP: offer.SDP, Instance: h.instance})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("send offer: %w", err)
