@@ -16,7 +16,7 @@ import (
 	"kin/internal/pionlog"
 )
 
-// Tuning, measured on loopback (see README, Performance): the kernel's
+// Tuning, measured on loopback (see docs/performance.md): the kernel's
 // default UDP buffers overflow at data-channel speeds and every drop makes
 // SCTP back off; a large SCTP receive window lets the sender keep going.
 const (
