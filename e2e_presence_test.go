@@ -27,7 +27,7 @@ func TestAgentAndShareOfOneIdentity(t *testing.T) {
 		"--allow", "shell", "--allow", "files", "--allow", fmt.Sprintf("port=%d", webPort))
 	bob.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
 	inbox := filepath.Join(t.TempDir(), "inbox")
-	agent := dad.start("up", "--dir", inbox)
+	agent := dad.start("up", "--dir", inbox, "--allow-root-shell")
 	agent.waitFor(`kin is up`)
 
 	share := dad.start("share", fmt.Sprint(webPort))
