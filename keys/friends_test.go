@@ -261,6 +261,34 @@ func TestUDPPermissions(t *testing.T) {
 	}
 }
 
+func TestReadFriendsMissingIsEmpty(t *testing.T) {
+	f, skipped, err := ReadFriends(filepath.Join(t.TempDir(), "none"))
+	if err != nil || len(f.List()) != 0 || skipped != nil {
+		t.Fatalf("%v %v %v", f, skipped, err)
+	}
+}
+
+func TestLooksLikePrivateKey(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", filepath.Join(dir, "k")).CombinedOutput(); err != nil {
+		t.Skipf("ssh-keygen: %v %s", err, out)
+	}
+	priv, _ := os.ReadFile(filepath.Join(dir, "k"))
+	pub, _ := os.ReadFile(filepath.Join(dir, "k.pub"))
+	lines := strings.Split(strings.TrimSpace(string(priv)), "\n")
+	for _, s := range []string{string(priv), strings.Join(lines[1:len(lines)-1], ""), lines[1], lines[0],
+		"-----BEGIN RSA PRIVATE KEY-----\nMIIE...", "PuTTY-User-Key-File-3: ssh-ed25519"} {
+		if !LooksLikePrivateKey(s) {
+			t.Errorf("missed %q", s)
+		}
+	}
+	for _, s := range []string{string(pub), mustIdentity(t).AuthorizedKey(), "bob", "port=22"} {
+		if LooksLikePrivateKey(s) {
+			t.Errorf("public text %q taken for a private key", s)
+		}
+	}
+}
+
 // FuzzParseFriends checks the line parser: it never fails as a whole,
 // rewrites every line as it was, names each skipped line by its number,
 // and edits (set permissions, remove) change only the lines they mean to.
