@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -19,14 +18,18 @@ import (
 func shareCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "share",
-		Usage:     "share a local TCP port: prints a ticket anyone can connect with",
-		ArgsUsage: "PORT",
+		Usage:     "share a local port (TCP, or UDP with /udp): prints a ticket anyone can connect with",
+		ArgsUsage: "PORT | PORT/udp",
 		Description: `Shares localhost:PORT on this machine until you press Ctrl-C. It prints one
 line, a ticket; whoever runs it gets your port on their own localhost:
     kin share 3000        ->  kin connect kin1...
 The ticket grants that one port and nothing else, and stops working when
 kin share exits. Friends allowed the port (kin friends add ... --allow
 port=3000) can connect without a ticket: kin connect YOURNAME:3000.
+
+PORT/udp shares a UDP port (game servers, DNS, WireGuard):
+    kin share 30000/udp   ->  kin connect kin1...  (listens on UDP)
+Friends need --allow port=30000/udp. UDP goes to 127.0.0.1:PORT.
 
 With no signaling server configured (--signal / KIN_SIGNAL), kin share runs
 one itself on this machine and puts its address in the ticket, which is all
@@ -39,10 +42,11 @@ func share(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("share needs one port"), "kin share 3000")
 	}
-	port, err := keys.ParsePort(c.Args().First())
+	num, udp, err := keys.ParsePortProto(c.Args().First())
 	if err != nil {
 		return err
 	}
+	port := sharedPort{num, udp}
 	e, err := getEnv(c)
 	if err != nil {
 		return err
@@ -71,34 +75,37 @@ func share(c *cli.Context) error {
 	}
 	defer p.close()
 
-	target := net.JoinHostPort("localhost", strconv.Itoa(port))
+	target := port.target()
 	secret := keys.NewSecret()
-	srv, err := session.NewServer(session.ServerConfig{
+	cfg := session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
 		Tickets: func(s []byte) (keys.Permissions, bool) {
 			if keys.SecretEqual(s, secret) {
-				return keys.Permissions{Ports: []int{port}}, true
+				return port.perms(), true
 			}
 			return keys.Permissions{}, false
 		},
-		Ports:  map[int]string{port: target},
 		Logger: e.log.With("part", "session"),
-	})
+	}
+	port.serve(&cfg)
+	srv, err := session.NewServer(cfg)
 	if err != nil {
 		return err
 	}
 
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
-	if probe, err := net.DialTimeout("tcp", target, time.Second); err != nil {
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
+	if port.udp {
+		target += "/udp" // nothing to probe: UDP services answer only what they understand
+	} else if probe, err := net.DialTimeout("tcp", target, time.Second); err != nil {
 		fmt.Fprintf(e.stderr, "note: nothing answers on %s yet; connections will fail until something listens there\n", target)
 	} else {
 		probe.Close()
 	}
 	fmt.Fprintf(e.stderr, "sharing %s until you press Ctrl-C; give this line to the person who should get it:\n", target)
 	fmt.Fprintf(e.stdout, "kin connect %s\n", ticket)
-	if allowed := friendsAllowedPort(friends, port); len(allowed) > 0 {
-		fmt.Fprintf(e.stderr, "friends allowed port %d (%s) can also run: kin connect %s:%d\n", port, joinNames(allowed), displayName(), port)
+	if allowed := friendsAllowed(friends, port); len(allowed) > 0 {
+		fmt.Fprintf(e.stderr, "friends allowed port %s (%s) can also run: kin connect %s:%s\n", port, joinNames(allowed), displayName(), port)
 	}
 
 	acceptLoop(ctx, e, p, srv, &wg)
@@ -107,16 +114,6 @@ func share(c *cli.Context) error {
 		return nil
 	}
 	return errSignalFailed
-}
-
-func friendsAllowedPort(f *keys.Friends, port int) []string {
-	var names []string
-	for _, fr := range f.List() {
-		if fr.Perms.AllowsPort(port) {
-			names = append(names, fr.Name)
-		}
-	}
-	return names
 }
 
 func joinNames(n []string) string {
