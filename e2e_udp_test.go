@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kin/internal/netlab"
 )
 
 // daemon starts a program (not kin) and returns it as a proc, so that
@@ -233,4 +235,29 @@ func TestShareUDPMinetest(t *testing.T) {
 		t.Fatalf("the server answered % x, not a peer id", reply)
 	}
 	t.Logf("the Minetest server set peer id %d through kin", binary.BigEndian.Uint16(reply[12:]))
+}
+
+// TestNATUDP: a DNS server behind one home router (NAT), dig behind
+// another, through kin share 5353/udp and kin connect, in the NAT lab.
+func TestNATUDP(t *testing.T) {
+	lab := netlab.New(t)
+	requireTool(t, "dnsmasq")
+	requireTool(t, "dig")
+	inet := lab.Internet()
+	url := "ws://203.0.113.1:7000"
+	server := labUser(t, "server", inet, url)
+	server.start("signal", "--listen", "203.0.113.1:7000", "--turn", "203.0.113.1:3478").waitFor(`signaling server on`)
+	ha, hb := lab.AddPeer(netlab.Restricted), lab.AddPeer(netlab.Restricted)
+	daemon(t, ha.Command(context.Background(), "dnsmasq", dnsmasqArgs(t, 5353)...)).waitFor(`started, version`)
+
+	alice := labUser(t, "alice", ha, url)
+	bob := labUser(t, "bob", hb, url)
+	share := alice.start("share", "5353/udp")
+	ticket := share.waitFor(`^kin connect (kin1[a-z2-7]+)$`)[1]
+	conn := bob.start("connect", ticket, "--listen", "127.0.0.1:5300")
+	m := conn.waitFor(forwardingUDPRE + ` \((.*), connected in`)
+	t.Logf("path: %s", m[5])
+	if got := dig(t, hb.Command, "5300"); got != "10.1.2.3" {
+		t.Errorf("dig across the NATs answered %q", got)
+	}
 }
