@@ -113,6 +113,9 @@ func TestShareUDPDnsmasq(t *testing.T) {
 	url, _ := startSignal(t)
 	alice := newUser(t, "alice", "KIN_SIGNAL="+url)
 	bob := newUser(t, "bob", "KIN_SIGNAL="+url)
+	if _, errs, code := alice.run("share", fmt.Sprintf("%d/sctp", dnsPort)); code == 0 || !strings.Contains(errs, "tcp or udp") {
+		t.Errorf("kin share PORT/sctp: exit %d, %s", code, errs)
+	}
 	udpPort := fmt.Sprintf("%d/udp", dnsPort)
 	share := alice.start("share", udpPort)
 	ticket := share.waitFor(`^kin connect (kin1[a-z2-7]+)$`)[1]

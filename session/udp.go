@@ -139,6 +139,14 @@ func transientUDPError(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
+// logOversized reports the nth datagram dropped for its size: the first,
+// second, fourth, eighth..., so that a flood does not flood the log.
+func logOversized(log *slog.Logger, n int64, args ...any) {
+	if n&(n-1) == 0 {
+		log.Warn("dropped a UDP datagram too large to carry", append(args, "max_bytes", MaxDatagram, "dropped_so_far", n)...)
+	}
+}
+
 // idleTimer tells when a mapping has carried nothing for a while.
 type idleTimer struct {
 	start time.Time
@@ -268,7 +276,6 @@ func relayUDP(ctx context.Context, ch ssh.Channel, up *net.UDPConn, o UDPOptions
 		defer stop()
 		buf := make([]byte, MaxDatagram+1)
 		out := make([]byte, 2+MaxDatagram)
-		warned := false
 		for {
 			n, err := up.Read(buf)
 			if err != nil {
@@ -278,11 +285,7 @@ func relayUDP(ctx context.Context, ch ssh.Channel, up *net.UDPConn, o UDPOptions
 				return
 			}
 			if n > MaxDatagram {
-				st.Oversized.Add(1)
-				if !warned {
-					log.Warn("dropped a datagram too large to carry", "max", MaxDatagram)
-					warned = true
-				}
+				logOversized(log, st.Oversized.Add(1), "from", "the service")
 				continue
 			}
 			idle.touch()
@@ -406,8 +409,7 @@ func (c *Client) ForwardUDP(ctx context.Context, pc *net.UDPConn, port int, o UD
 			return fmt.Errorf("read UDP: %w", err)
 		}
 		if n > MaxDatagram {
-			st.Oversized.Add(1)
-			c.log.Warn("dropped a datagram too large to carry", "from", from, "size", n, "max", MaxDatagram)
+			logOversized(c.log, st.Oversized.Add(1), "from", from)
 			continue
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())

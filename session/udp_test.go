@@ -361,9 +361,9 @@ func FuzzReadDatagram(f *testing.F) {
 	f.Add([]byte{0})
 	f.Add([]byte{0, 5, 'a'})
 	f.Add([]byte{0xff, 0xff})
+	buf := make([]byte, maxFrame)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))
-		buf := make([]byte, maxFrame)
 		pos := 0
 		for {
 			d, err := readDatagram(r, buf)
