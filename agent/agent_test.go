@@ -45,7 +45,7 @@ func (f *fakeAgent) Dial(ctx context.Context, peer keys.PeerID, instance string)
 	return a, transport.Info{Path: "direct (loopback)"}, nil
 }
 
-func (f *fakeAgent) Share(port int, secret []byte) (func(), error) {
+func (f *fakeAgent) Share(port int, udp bool, secret []byte) (func(), error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.shares[port] = true
@@ -113,7 +113,7 @@ func TestControlSocket(t *testing.T) {
 	}
 
 	// Share: served while the command stays connected.
-	sc, _, err := Share(ctx, home, 3001, keys.NewSecret())
+	sc, _, err := Share(ctx, home, 3001, false, keys.NewSecret())
 	if err != nil || !f.sharing(3001) {
 		t.Fatalf("share: %v", err)
 	}

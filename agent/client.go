@@ -38,11 +38,11 @@ func Dial(ctx context.Context, home string, peer keys.PeerID, instance string) (
 	return call(ctx, home, Request{Op: OpDial, Peer: peer, Instance: instance})
 }
 
-// Share asks the agent of home to serve port to holders of secret. The
+// Share asks the agent of home to serve port (UDP if udp) to holders of secret. The
 // share lasts until the returned connection is closed; a read from it
 // returns when the agent goes away (and the ticket with it).
-func Share(ctx context.Context, home string, port int, secret []byte) (net.Conn, Reply, error) {
-	return call(ctx, home, Request{Op: OpShare, Port: port, Secret: secret})
+func Share(ctx context.Context, home string, port int, udp bool, secret []byte) (net.Conn, Reply, error) {
+	return call(ctx, home, Request{Op: OpShare, Port: port, UDP: udp, Secret: secret})
 }
 
 // call sends req and reads the reply; on success the connection stays open

@@ -52,6 +52,7 @@ type Request struct {
 	Peer     keys.PeerID `json:"peer,omitempty"`     // OpDial
 	Instance string      `json:"instance,omitempty"` // OpDial: the peer's registration, from a ticket
 	Port     int         `json:"port,omitempty"`     // OpShare
+	UDP      bool        `json:"udp,omitempty"`      // OpShare: Port is a UDP port
 	Secret   []byte      `json:"secret,omitempty"`   // OpShare: the ticket's secret
 }
 

@@ -34,7 +34,7 @@ type Handler interface {
 	// Dial connects to a peer's registration ("" = its listener).
 	Dial(ctx context.Context, peer keys.PeerID, instance string) (net.Conn, transport.Info, error)
 	// Share serves port to holders of secret until stop is called.
-	Share(port int, secret []byte) (stop func(), err error)
+	Share(port int, udp bool, secret []byte) (stop func(), err error)
 }
 
 // Server is the agent's end of the control socket.
@@ -144,7 +144,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 		reply.OK = true
 		return writeReply(c, reply)
 	case OpShare:
-		stopShare, err := s.h.Share(req.Port, req.Secret)
+		stopShare, err := s.h.Share(req.Port, req.UDP, req.Secret)
 		if err != nil {
 			reply.Error = err.Error()
 			return writeReply(c, reply)
@@ -154,9 +154,9 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 		if err := writeReply(c, reply); err != nil {
 			return err
 		}
-		s.log.Info("sharing a port for kin share", "port", req.Port)
+		s.log.Info("sharing a port for kin share", "port", keys.FormatPort(req.Port, req.UDP))
 		io.Copy(io.Discard, r) // until the command closes it (or ctx ends)
-		s.log.Info("stopped sharing a port for kin share", "port", req.Port)
+		s.log.Info("stopped sharing a port for kin share", "port", keys.FormatPort(req.Port, req.UDP))
 		return nil
 	case OpDial:
 		if r.Buffered() > 0 {

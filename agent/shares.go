@@ -7,7 +7,7 @@ import (
 )
 
 // Shares are the tickets the agent serves for kin share commands: each
-// secret grants one port, for as long as its command stays connected.
+// secret grants one port (TCP or UDP), for as long as its command stays connected.
 type Shares struct {
 	mu   sync.Mutex
 	list []share
@@ -16,11 +16,12 @@ type Shares struct {
 type share struct {
 	secret []byte
 	port   int
+	udp    bool
 }
 
 // Add serves port to holders of secret until remove is called.
-func (s *Shares) Add(port int, secret []byte) (remove func()) {
-	sh := &share{secret: append([]byte(nil), secret...), port: port}
+func (s *Shares) Add(port int, udp bool, secret []byte) (remove func()) {
+	sh := &share{secret: append([]byte(nil), secret...), port: port, udp: udp}
 	s.mu.Lock()
 	s.list = append(s.list, *sh)
 	s.mu.Unlock()
@@ -28,7 +29,7 @@ func (s *Shares) Add(port int, secret []byte) (remove func()) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for i, x := range s.list {
-			if keys.SecretEqual(x.secret, sh.secret) && x.port == sh.port {
+			if keys.SecretEqual(x.secret, sh.secret) && x.port == sh.port && x.udp == sh.udp {
 				s.list = append(s.list[:i:i], s.list[i+1:]...)
 				return
 			}
@@ -42,6 +43,9 @@ func (s *Shares) Tickets(secret []byte) (keys.Permissions, bool) {
 	defer s.mu.Unlock()
 	for _, x := range s.list {
 		if keys.SecretEqual(secret, x.secret) {
+			if x.udp {
+				return keys.Permissions{UDPPorts: []int{x.port}}, true
+			}
 			return keys.Permissions{Ports: []int{x.port}}, true
 		}
 	}

@@ -36,7 +36,7 @@ invite is used or expires, or you press Ctrl-C.
     kin invite --list            your invites and what became of them
     kin invite --revoke NAME     (or its ID) make a pending invite useless`,
 		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "allow", Usage: "what they may do on your computer: shell, files, port=N, port=* (comma-separated or repeated)"},
+			&cli.StringSliceFlag{Name: "allow", Usage: "what they may do on your computer: shell, files, port=N, port=N/udp, port=* (comma-separated or repeated)"},
 			&cli.DurationFlag{Name: "for", Value: time.Hour, Usage: "how long the invite works, e.g. 30m, 24h"},
 			&cli.BoolFlag{Name: "list", Usage: "list your invites"},
 			&cli.StringFlag{Name: "revoke", Usage: "revoke the pending invite with this name or ID"},

@@ -123,6 +123,6 @@ func (a *upAgent) Dial(ctx context.Context, peer keys.PeerID, instance string) (
 	return c, c.Info(), nil
 }
 
-func (a *upAgent) Share(port int, secret []byte) (func(), error) {
-	return a.shares.Add(port, secret), nil
+func (a *upAgent) Share(port int, udp bool, secret []byte) (func(), error) {
+	return a.shares.Add(port, udp, secret), nil
 }

@@ -31,6 +31,7 @@ it lets each friend do what their line in the friends file allows:
                       and sftp (restic backups) in a folder of their own,
                       --backups/NAME (default ~/kin-backups/NAME), nothing else
     permit-port=N     kin connect YOU:N (or port=*)
+    permit-port=N/udp kin connect YOU:N/udp (UDP to 127.0.0.1:N)
 Edits to the friends file apply at once; removing a friend cuts their
 sessions. Everything friends do is logged.
 

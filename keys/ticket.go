@@ -27,7 +27,8 @@ const SecretSize = 16
 type TicketKind byte
 
 const (
-	// TicketPort grants TCP port Ticket.Port on the sharer's machine.
+	// TicketPort grants port Ticket.Port on the sharer's machine: TCP,
+	// or UDP when Ticket.UDP is set.
 	TicketPort TicketKind = 1
 	// TicketFiles lets the holder exchange files with the issuer.
 	TicketFiles TicketKind = 2
@@ -35,6 +36,11 @@ const (
 	// each other as friends (kin invite / kin join).
 	TicketInvite TicketKind = 3
 )
+
+// ticketUDPPort is how a TicketPort with UDP set is written: a kind byte
+// of its own, so that tickets for TCP ports stay exactly as they were (and
+// an older kin refuses a UDP ticket rather than taking it for TCP).
+const ticketUDPPort byte = 4
 
 // MaxInviteLifetime bounds how long an invite may stay valid.
 const MaxInviteLifetime = 30 * 24 * time.Hour
@@ -44,6 +50,7 @@ const MaxInviteLifetime = 30 * 24 * time.Hour
 type Ticket struct {
 	Kind   TicketKind
 	Port   int           // for TicketPort
+	UDP    bool          // for TicketPort: the port is a UDP port
 	Peer   ssh.PublicKey // the issuer's identity = its SSH host key
 	Signal string        // signaling server URL (ws:// or wss://)
 	Name   string        // issuer's display name; a hint, not authenticated
@@ -99,11 +106,11 @@ func (t Ticket) validate() error {
 			return fmt.Errorf("port %d out of range", t.Port)
 		}
 	case TicketFiles:
-		if t.Port != 0 {
+		if t.Port != 0 || t.UDP {
 			return errors.New("files ticket with a port")
 		}
 	case TicketInvite:
-		if t.Port != 0 {
+		if t.Port != 0 || t.UDP {
 			return errors.New("invite with a port")
 		}
 		if t.Expires.Unix() <= 0 || t.Expires.Nanosecond() != 0 {
@@ -145,7 +152,11 @@ func (t Ticket) marshal() ([]byte, error) {
 		return nil, err
 	}
 	var b bytes.Buffer
-	b.WriteByte(byte(t.Kind))
+	if t.UDP {
+		b.WriteByte(ticketUDPPort)
+	} else {
+		b.WriteByte(byte(t.Kind))
+	}
 	binary.Write(&b, binary.BigEndian, uint16(t.Port))
 	key := t.Peer.Marshal()
 	if len(key) > 255 {
@@ -223,6 +234,9 @@ func unmarshalTicket(body []byte) (Ticket, error) {
 		return t, err
 	}
 	t.Kind = TicketKind(kind)
+	if kind == ticketUDPPort {
+		t.Kind, t.UDP = TicketPort, true
+	}
 	var port uint16
 	if err := binary.Read(r, binary.BigEndian, &port); err != nil {
 		return t, err
