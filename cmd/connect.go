@@ -121,7 +121,7 @@ func connect(c *cli.Context) error {
 	}
 	info := conn.Info()
 	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
-	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%d (%s, connected in %s)\n", ln.Addr(), t.name, t.port, info.Path, info.Timings.DataChannel.Round(1e6))
+	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%d (%s, connected in %s)\n", ln.Addr(), t.name, t.port, info.Path, info.Timings.Connected.Round(1e6))
 	err = client.Forward(ctx, ln, t.port)
 	if ctx.Err() != nil {
 		return nil // Ctrl-C

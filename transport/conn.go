@@ -270,6 +270,10 @@ func (c *Conn) quicErr(op string, err error) error {
 	if errors.Is(err, io.EOF) {
 		return io.EOF
 	}
+	var idle *quic.IdleTimeoutError
+	if errors.As(err, &idle) {
+		return fmt.Errorf("%s: the peer stopped answering: %w", op, err)
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
 		return os.ErrDeadlineExceeded
 	}

@@ -129,7 +129,7 @@ func (q *quicIdentity) serverTLS(peerFP []byte) *tls.Config {
 func (q *quicIdentity) clientTLS(peerFP []byte) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{q.cert}, NextProtos: []string{quicALPN},
 		MinVersion: tls.VersionTLS13, ServerName: "kin",
-		InsecureSkipVerify: true, // the certificate is self-signed: pin checks it instead
+		InsecureSkipVerify:    true, // the certificate is self-signed: pin checks it instead
 		VerifyPeerCertificate: pin(peerFP)}
 }
 
@@ -137,7 +137,7 @@ func (q *quicIdentity) clientTLS(peerFP []byte) *tls.Config {
 // keep-alives in step with ICE's (failed after 10 s, keep-alive 2 s).
 func quicConfig() *quic.Config {
 	return &quic.Config{MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 2 * time.Second,
-		HandshakeIdleTimeout: quicHandshakeTimeout,
+		HandshakeIdleTimeout:   quicHandshakeTimeout,
 		MaxStreamReceiveWindow: 16 << 20, MaxConnectionReceiveWindow: 24 << 20}
 }
 
@@ -185,7 +185,7 @@ func parseQUICOffer(sdp string) []byte {
 // only the non-QUIC packets on it.
 type quicNet struct {
 	*bufferedNet
-	serverTLS *tls.Config    // acceptor: listen for the dialer's QUIC on every socket
+	serverTLS *tls.Config     // acceptor: listen for the dialer's QUIC on every socket
 	accepted  chan *quic.Conn // acceptor: QUIC connections that finished their handshake
 
 	mu     sync.Mutex
@@ -360,7 +360,7 @@ func (p *pionUDP) SetReadDeadline(t time.Time) error {
 	p.dmu.Unlock()
 	return nil
 }
-func (p *pionUDP) SetDeadline(t time.Time) error   { return p.SetReadDeadline(t) }
+func (p *pionUDP) SetDeadline(t time.Time) error    { return p.SetReadDeadline(t) }
 func (p *pionUDP) SetWriteDeadline(time.Time) error { return nil }
 func (p *pionUDP) LocalAddr() net.Addr              { return p.uc.LocalAddr() }
 func (p *pionUDP) RemoteAddr() net.Addr             { return nil }
