@@ -47,7 +47,7 @@ func (p *kinProc) output() string {
 }
 
 // laneRE finds the lane in the transport's log line (KIN_VERBOSE).
-var laneRE = regexp.MustCompile(`msg="peer connection" lane="([^"]+)"`)
+var laneRE = regexp.MustCompile(`msg="peer connection" .*lane="([^"]+)"`)
 
 // checkLane says whether kin's verbose output shows the lane the row is
 // named for.

@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -308,4 +310,52 @@ func FuzzParseQUICOffer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Server-reflexive candidates live on sockets of their own (pion v3 opens
+// one per STUN server): QUIC must dial from the socket behind the selected
+// local candidate, the srflx candidate's base (its related port), not the
+// host candidate's. A relayed local candidate has no socket of ours.
+func TestQUICSocketBehindCandidate(t *testing.T) {
+	qn := newQUICNet(newBufferedNet(slog.New(slog.DiscardHandler)), nil)
+	defer qn.close()
+	lo := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	hostSock, err := qn.ListenUDP("udp4", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srflxSock, err := qn.ListenUDP("udp4", lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostPort := hostSock.LocalAddr().(*net.UDPAddr).Port
+	srflxBase := srflxSock.LocalAddr().(*net.UDPAddr).Port
+	remote := &webrtc.ICECandidate{Typ: webrtc.ICECandidateTypeSrflx, Address: "203.0.113.7", Port: 4000}
+	pair := func(local webrtc.ICECandidate) *webrtc.ICECandidatePair {
+		return &webrtc.ICECandidatePair{Local: &local, Remote: remote}
+	}
+	host := webrtc.ICECandidate{Typ: webrtc.ICECandidateTypeHost, Address: "127.0.0.1", Port: uint16(hostPort)}
+	srflx := webrtc.ICECandidate{Typ: webrtc.ICECandidateTypeSrflx, Address: "198.51.100.1", Port: 61000,
+		RelatedAddress: "127.0.0.1", RelatedPort: uint16(srflxBase)}
+	relay := webrtc.ICECandidate{Typ: webrtc.ICECandidateTypeRelay, Address: "203.0.113.1", Port: 50000,
+		RelatedAddress: "127.0.0.1", RelatedPort: uint16(hostPort)}
+
+	for _, c := range []struct {
+		local webrtc.ICECandidate
+		sock  any
+	}{{host, hostSock}, {srflx, srflxSock}} {
+		tr, to, err := qn.transportFor(pair(c.local))
+		if err != nil {
+			t.Fatalf("%s: %v", c.local.Typ, err)
+		}
+		if tr != c.sock.(*pionUDP).tr {
+			t.Errorf("%s candidate: QUIC would dial from the wrong socket", c.local.Typ)
+		}
+		if to.String() != "203.0.113.7:4000" {
+			t.Errorf("%s candidate: QUIC would dial %s", c.local.Typ, to)
+		}
+	}
+	if _, _, err := qn.transportFor(pair(relay)); !errors.Is(err, errRelayedPair) {
+		t.Errorf("relayed local candidate: %v", err)
+	}
 }
