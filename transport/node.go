@@ -77,6 +77,7 @@ type Node struct {
 	// skipQUICDial (tests) makes the dialer settle for the data channel
 	// although both ends offer QUIC, as when the QUIC handshake fails.
 	skipQUICDial bool
+	run          *running // set by Start
 
 	mu       sync.Mutex
 	sessions map[string]*handshake
