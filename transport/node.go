@@ -534,7 +534,7 @@ func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, op
 	haveRemote := !h.dialer
 	for {
 		var pairUp <-chan struct{}
-		if h.dialer && h.useQUIC() && !quicStarted {
+		if h.dialer && h.useQUIC() && !quicStarted && !quicFailed {
 			pairUp = h.pairUp
 		}
 		select {
@@ -546,7 +546,7 @@ func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, op
 				chosen = newQUICConn(h, pc, r.qc, r.st)
 				return h.established(chosen, pc), nil
 			}
-			quicStarted, quicFailed = false, true
+			quicStarted, quicFailed = false, true // delivered: nothing left to close
 			h.log.Debug("QUIC lane not available; using the data channel", "err", r.err)
 			if h.dialer && raw != nil {
 				return h.chooseDC(useDC, raw)

@@ -40,6 +40,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +49,8 @@ import (
 	"github.com/pion/webrtc/v3"
 	"github.com/quic-go/quic-go"
 )
+
+const quicBufferWarning = "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING"
 
 // Lanes a Conn can carry its bytes on.
 const (
@@ -194,6 +197,11 @@ type quicNet struct {
 }
 
 func newQUICNet(base *bufferedNet, serverTLS *tls.Config) *quicNet {
+	// bufferedNet sizes the sockets and warns through kin's log when the OS
+	// keeps them small; quic-go would print its own warning to stderr.
+	if os.Getenv(quicBufferWarning) == "" {
+		os.Setenv(quicBufferWarning, "true")
+	}
 	return &quicNet{bufferedNet: base, serverTLS: serverTLS, accepted: make(chan *quic.Conn, 1), byPort: map[int]*pionUDP{}}
 }
 
