@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -77,6 +78,10 @@ type Node struct {
 	// skipQUICDial (tests) makes the dialer settle for the data channel
 	// although both ends offer QUIC, as when the QUIC handshake fails.
 	skipQUICDial bool
+	// Tests: advertise this fingerprint instead of our certificate's; do
+	// not listen for QUIC although we offer it.
+	testFP       []byte
+	testNoListen bool
 	run          *running // set by Start
 
 	mu       sync.Mutex
@@ -219,6 +224,13 @@ func (n *Node) Dial(ctx context.Context, peer keys.PeerID) (*Conn, error) {
 		return nil, errors.New("transport node is not running")
 	}
 	return h.offer(ctx)
+}
+
+func (n *Node) advertisedFP() []byte {
+	if n.testFP != nil {
+		return n.testFP
+	}
+	return n.quic.fp
 }
 
 func (n *Node) newHandshake(session string, peer keys.PeerID, dialer bool) *handshake {
@@ -410,7 +422,7 @@ func (h *handshake) offer(ctx context.Context) (_ *Conn, err error) {
 	if err == nil {
 		sdp := offer.SDP
 		if h.qn != nil {
-			sdp = withQUICOffer(sdp, h.node.quic.fp)
+			sdp = withQUICOffer(sdp, h.node.advertisedFP())
 		}
 		err = h.send(ctx, signal.Message{Type: signal.TypeOffer, SDP: sdp})
 	}
@@ -437,7 +449,11 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (_ *Conn, 
 	}()
 	if fp := parseQUICOffer(offer.SDP); fp != nil && h.node.quic != nil {
 		h.peerFP = fp
-		h.qn = newQUICNet(h.node.base, h.node.quic.serverTLS(fp))
+		var stls *tls.Config
+		if !h.node.testNoListen {
+			stls = h.node.quic.serverTLS(fp)
+		}
+		h.qn = newQUICNet(h.node.base, stls)
 	}
 	if pc, err = h.newPeerConnection(ctx); err != nil {
 		return nil, err
@@ -462,7 +478,7 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (_ *Conn, 
 	if err == nil {
 		sdp := answer.SDP
 		if h.qn != nil {
-			sdp = withQUICOffer(sdp, h.node.quic.fp)
+			sdp = withQUICOffer(sdp, h.node.advertisedFP())
 		}
 		err = h.send(ctx, signal.Message{Type: signal.TypeAnswer, SDP: sdp})
 	}
@@ -486,10 +502,10 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (_ *Conn, 
 //
 // When both ends offered QUIC, the dialer starts the QUIC handshake as soon
 // as ICE has selected a pair (not after the data channel opens) and
-// commits to a lane by sending the first bytes on it: quicHello on a QUIC
-// stream, or dcLaneShift on the data channel when the pair is relayed or
-// QUIC did not connect within quicHandshakeTimeout. The acceptor takes
-// whichever arrives.
+// commits to a lane with the first bytes on it (see quicHello in quic.go):
+// the QUIC stream, or the data channel when the pair is relayed or QUIC
+// did not connect within quicHandshakeTimeout. The acceptor takes
+// whichever commitment arrives.
 func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, open func(context.Context) (*webrtc.DataChannel, error)) (_ *Conn, err error) {
 	type result struct {
 		dc  *webrtc.DataChannel
@@ -640,6 +656,30 @@ func (h *handshake) established(c *Conn, pc *webrtc.PeerConnection) *Conn {
 	return c
 }
 
+// quicExchange writes send on st and reads want back, by ctx's deadline.
+func quicExchange(ctx context.Context, st *quic.Stream, send, want []byte) error {
+	if d, ok := ctx.Deadline(); ok {
+		st.SetReadDeadline(d)
+		defer st.SetReadDeadline(time.Time{})
+	}
+	if _, err := st.Write(send); err != nil {
+		return err
+	}
+	return expect(st, want)
+}
+
+// expect reads len(want) bytes from r: they must be want.
+func expect(r io.Reader, want []byte) error {
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(r, got); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return errors.New("the peer broke the lane protocol: unexpected bytes on the QUIC stream")
+	}
+	return nil
+}
+
 type quicResult struct {
 	qc  *quic.Conn
 	st  *quic.Stream
@@ -674,7 +714,10 @@ func (h *handshake) dialQUIC(ctx context.Context, pc *webrtc.PeerConnection) qui
 	}
 	st, err := qc.OpenStreamSync(ctx)
 	if err == nil {
-		_, err = st.Write(quicHello)
+		err = quicExchange(ctx, st, quicHello, quicAck)
+	}
+	if err == nil { // the acceptor has checked our certificate and answered: commit
+		_, err = st.Write(quicCommit)
 	}
 	if err != nil {
 		qc.CloseWithError(quicCodeRefused, "")
@@ -693,10 +736,10 @@ func (h *handshake) acceptQUIC(ctx context.Context) quicResult {
 	}
 	st, err := qc.AcceptStream(ctx)
 	if err == nil {
-		hello := make([]byte, len(quicHello))
-		if _, err = io.ReadFull(st, hello); err == nil && !bytes.Equal(hello, quicHello) {
-			err = errors.New("the peer broke the lane protocol: unexpected first bytes on the QUIC stream")
-		}
+		err = expect(st, quicHello)
+	}
+	if err == nil { // then wait for the dialer's commitment (it may give up and take the data channel)
+		err = quicExchange(ctx, st, quicAck, quicCommit)
 	}
 	if err != nil {
 		qc.CloseWithError(quicCodeRefused, "")

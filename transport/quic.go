@@ -73,13 +73,20 @@ const (
 	quicCloseWait = 3 * time.Second
 )
 
-// The first bytes each lane carries when both peers offer QUIC: the
-// dialer commits to a lane by sending one of them, and the acceptor takes
-// whichever arrives. Without this the two ends could pick different lanes
-// (the dialer gave up on QUIC just as the acceptor's side of the handshake
-// finished).
+// The first bytes each lane carries when both peers offer QUIC, so that
+// both ends pick the same lane. On the QUIC stream the dialer sends
+// quicHello, the acceptor answers quicAck, and the dialer commits with
+// quicCommit: in TLS 1.3 the client's handshake is complete before the
+// server has checked the client's certificate, so only the answer tells
+// the dialer the acceptor took the connection, and only the commitment
+// tells the acceptor the dialer did not give up meanwhile. When the dialer
+// settles for the data channel (relayed pair, QUIC failed or too slow) it
+// sends dcLaneShift as the channel's first message instead. The acceptor
+// takes whichever commitment arrives.
 var (
-	quicHello   = []byte{'k'}
+	quicHello   = []byte{'h'}
+	quicAck     = []byte{'a'}
+	quicCommit  = []byte{'c'}
 	dcLaneShift = []byte("kin-lane:datachannel")
 )
 

@@ -359,3 +359,29 @@ func TestQUICSocketBehindCandidate(t *testing.T) {
 		t.Errorf("relayed local candidate: %v", err)
 	}
 }
+
+// The QUIC certificates are pinned by the fingerprints in the SDP, both
+// ways: a peer whose certificate does not match gets no QUIC connection,
+// and the connection falls back to the data channel. So does one whose
+// QUIC handshake never answers (after quicHandshakeTimeout).
+func TestQUICPinsCertificatesAndFallsBack(t *testing.T) {
+	wrong := bytes.Repeat([]byte{7}, 32)
+	for _, c := range []struct {
+		name  string
+		setup func(p *pairEnv)
+	}{
+		{"acceptor's certificate not the signalled one", func(p *pairEnv) { p.b.testFP = wrong }},
+		{"dialer's certificate not the signalled one", func(p *pairEnv) { p.a.testFP = wrong }},
+		{"acceptor offers QUIC but never answers it", func(p *pairEnv) { p.b.testNoListen = true }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPair(t)
+			c.setup(p)
+			d, a := p.connect(t)
+			defer d.Close()
+			defer a.Close()
+			wantLane(t, "direct, data channel", d, a)
+			transfer(t, d, a, 1<<20)
+		})
+	}
+}
