@@ -130,7 +130,7 @@ func connect(c *cli.Context) error {
 		return withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port)
 	}
 	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
-	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.DataChannel.Round(1e6))
+	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.Connected.Round(1e6))
 	err = ln.forward(ctx, client)
 	if ctx.Err() != nil {
 		return nil // Ctrl-C
