@@ -373,16 +373,23 @@ func (c *Conn) closeFromPeer() { c.shutdown(false) }
 
 func (c *Conn) shutdown(sayBye bool) {
 	c.closeOnce.Do(func() {
+		// A node that is stopping (Ctrl-C, the program ending) gives
+		// the tail and the bye a short time: a peer that is gone would
+		// otherwise hold every command's exit for seconds.
+		wait, byeWait := 2*time.Second, 2*time.Second
+		if c.h.node.stopping() {
+			wait, byeWait = stoppingCloseWait, stoppingCloseWait
+		}
 		if sayBye {
 			if c.st != nil {
-				c.finishQUIC()
+				c.finishQUIC(min(wait, quicCloseWait))
 			} else {
-				c.drain(2 * time.Second)
+				c.drain(wait)
 			}
 		}
 		close(c.closed)
 		if sayBye {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), byeWait)
 			c.h.send(ctx, signal.Message{Type: signal.TypeBye})
 			cancel()
 		}
@@ -400,7 +407,11 @@ func (c *Conn) shutdown(sayBye bool) {
 	})
 }
 
-func (c *Conn) finishQUIC() {
+// stoppingCloseWait bounds Close while the node stops: commands exit
+// within 2 s of Ctrl-C (cmd's backstop), so closing must take well under.
+const stoppingCloseWait = 300 * time.Millisecond
+
+func (c *Conn) finishQUIC(wait time.Duration) {
 	peerDone := false
 	select {
 	case <-c.eof:
@@ -408,7 +419,7 @@ func (c *Conn) finishQUIC() {
 	default:
 	}
 	c.st.Close()
-	t := time.NewTimer(quicCloseWait)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	var eof <-chan struct{}
 	if !peerDone {

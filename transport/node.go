@@ -136,6 +136,14 @@ func NewNode(sig Signaler, cfg Config) *Node {
 	}
 }
 
+// stopping reports whether the context Run was given has ended.
+func (n *Node) stopping() bool {
+	n.mu.Lock()
+	ctx := n.ctx
+	n.mu.Unlock()
+	return ctx != nil && ctx.Err() != nil
+}
+
 // Run dispatches signaling messages until ctx is done or Recv fails; then
 // it closes every connection the node made.
 func (n *Node) Run(ctx context.Context) error {
