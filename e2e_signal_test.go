@@ -138,3 +138,22 @@ func TestSignalOverTLS(t *testing.T) {
 		t.Errorf("untrusted certificate: exit %d, %q", code, errs)
 	}
 }
+
+// TestSignalRelayAllowNeedsARangeAndTheRelay: --relay-allow takes CIDR
+// ranges, and only with the built-in relay; anything else is refused at
+// start with what to do.
+func TestSignalRelayAllowNeedsARangeAndTheRelay(t *testing.T) {
+	u := newUser(t, "operator")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"signal", "--listen", "127.0.0.1:0", "--turn", "127.0.0.1:0", "--relay-allow", "10.0.0.1"}, "CIDR form"},
+		{[]string{"signal", "--listen", "127.0.0.1:0", "--relay-allow", "10.0.0.0/8"}, "add --turn"},
+	} {
+		_, errs, code := u.run(c.args...)
+		if code == 0 || !strings.Contains(errs, c.want) {
+			t.Errorf("kin %v: exit %d, stderr %q; want a refusal saying %q", c.args, code, errs, c.want)
+		}
+	}
+}

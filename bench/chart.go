@@ -8,6 +8,7 @@ import (
 	"image/png"
 	"math"
 	"os"
+	"strings"
 
 	"golang.org/x/image/font"
 	"golang.org/x/image/font/basicfont"
@@ -60,11 +61,11 @@ func writeChart(path, title string, rows []*Row) error {
 		}
 		y += gap
 		c := color.RGBA{70, 110, 180, 255}
-		switch r.Name {
-		case "kin connect", "kin send":
-			c = color.RGBA{220, 120, 40, 255}
-		case "raw TCP", "pion data channel (no SSH)":
+		switch {
+		case strings.HasSuffix(r.Name, "(no SSH)") || r.Name == "raw TCP":
 			c = color.RGBA{160, 160, 160, 255}
+		case strings.HasPrefix(r.Name, "kin "):
+			c = color.RGBA{220, 120, 40, 255}
 		}
 		draw.Draw(img, image.Rect(left, y, left+max(scale(r.MBps), 2), y+barH), image.NewUniform(c), image.Point{}, draw.Src)
 		text(10, y+barH-6, r.Name, color.Black)

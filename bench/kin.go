@@ -27,11 +27,43 @@ type kinLab struct {
 	url            string
 	inbox          string
 	procs          []*kinProc
+	// lane is KIN_LANE for the client's processes (bob's connect and
+	// send): "datachannel" keeps them off QUIC, whatever the agent offers.
+	lane string
 }
 
 type kinProc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
+
+	mu    sync.Mutex
+	lines []string
+}
+
+func (p *kinProc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.lines, "\n")
+}
+
+// laneRE finds the lane in the transport's log line (KIN_VERBOSE).
+var laneRE = regexp.MustCompile(`msg="peer connection" .*lane="([^"]+)"`)
+
+// checkLane says whether kin's verbose output shows the lane the row is
+// named for.
+func (l *kinLab) checkLane(out string) error {
+	m := laneRE.FindStringSubmatch(out)
+	if m == nil {
+		return fmt.Errorf("no lane in kin's log:\n%s", out)
+	}
+	want := "QUIC"
+	if l.lane == "datachannel" {
+		want = "data channel"
+	}
+	if !strings.HasSuffix(m[1], want) {
+		return fmt.Errorf("kin used %q, the row measures %s", m[1], want)
+	}
+	return nil
 }
 
 // on returns the host kin runs on with home.
@@ -46,6 +78,10 @@ func (l *kinLab) env(home string) []string {
 	env := append(os.Environ(), "KIN_HOME="+filepath.Join(l.dir, home), "KIN_ICE_INTERFACES="+l.on(home).iface(), "KIN_SIGNAL="+l.url)
 	if l.profile != "" {
 		env = append(env, "KIN_PROFILE="+l.profile)
+	}
+	env = append(env, "KIN_LANE=") // the agent offers QUIC: a lane setting of the caller's does not leak in
+	if home == "b" && l.lane != "" {
+		env = append(env, "KIN_LANE="+l.lane)
 	}
 	return env
 }
@@ -73,14 +109,12 @@ func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
 	l.procs = append(l.procs, p)
 	rx := regexp.MustCompile(wantRE)
 	found := make(chan []string, 1)
-	var mu sync.Mutex
-	var lines []string
 	go func() {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
-			mu.Lock()
-			lines = append(lines, sc.Text())
-			mu.Unlock()
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
 			if m := rx.FindStringSubmatch(sc.Text()); m != nil {
 				select {
 				case found <- m:
@@ -94,9 +128,7 @@ func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
 	case m := <-found:
 		return m, nil
 	case <-p.exited:
-		mu.Lock()
-		defer mu.Unlock()
-		return nil, fmt.Errorf("kin %s exited: %s", strings.Join(args, " "), strings.Join(lines, "\n"))
+		return nil, fmt.Errorf("kin %s exited: %s", strings.Join(args, " "), p.output())
 	case <-time.After(60 * time.Second):
 		return nil, fmt.Errorf("kin %s: no line matching %q", strings.Join(args, " "), wantRE)
 	}
@@ -136,10 +168,14 @@ func (l *kinLab) share(port int) (string, error) {
 	return m[1], nil
 }
 
-// connect runs kin connect with the ticket and returns the forward's address.
+// connect runs kin connect with the ticket and returns the forward's
+// address, having checked the lane it uses.
 func (l *kinLab) connect(ticket string) (string, error) {
-	m, err := l.spawn("b", `forwarding (\S+) ->`, "connect", ticket, "--listen", l.client.ip()+":0")
+	m, err := l.spawn("b", `forwarding (\S+) ->`, "--verbose", "connect", ticket, "--listen", l.client.ip()+":0")
 	if err != nil {
+		return "", err
+	}
+	if err := l.checkLane(l.procs[len(l.procs)-1].output()); err != nil {
 		return "", err
 	}
 	return m[1], nil
@@ -173,10 +209,14 @@ func (l *kinLab) connectFirstByte(ticket string) (time.Duration, error) {
 func (l *kinLab) send(file string, size int64) (float64, error) {
 	os.RemoveAll(l.inbox) // or the file would already be there
 	start := time.Now()
-	if _, err := l.run("b", "send", file, "a", "--quiet"); err != nil {
+	out, err := l.run("b", "--verbose", "send", file, "a", "--quiet")
+	if err != nil {
 		return 0, err
 	}
 	el := time.Since(start)
+	if err := l.checkLane(out); err != nil {
+		return 0, err
+	}
 	if st, err := os.Stat(filepath.Join(l.inbox, filepath.Base(file))); err != nil || st.Size() != size {
 		return 0, fmt.Errorf("the file did not arrive whole: %v", err)
 	}

@@ -1,7 +1,10 @@
 // Command bench measures how fast bytes move through one kin peer
-// connection, side by side in one run with the same bytes over raw TCP, a
-// raw pion data channel, `ssh -L` and scp to a throw-away sshd: a forwarded
-// TCP stream (kin connect) and a file (kin send). It measures on loopback,
+// connection, side by side in one run with the same bytes over raw TCP,
+// kin's transport alone, `ssh -L` and scp to a throw-away sshd: a
+// forwarded TCP stream (kin connect) and a file (kin send), each over both
+// of kin's lanes: QUIC on the ICE 5-tuple (what kin uses when it can) and
+// the data channel (forced with KIN_LANE=datachannel, what relayed paths
+// and older peers get). It measures on loopback,
 // then across two emulated WAN links (internal/netem, as root): 100 Mbit/s
 // with a 40 ms round trip and 0.5% loss, and 1 Gbit/s with 10 ms.
 // It prints a Markdown table and writes it as JSON and as a PNG chart.
@@ -184,10 +187,13 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	loopback := server.side == nil
 	tcp := &Row{Name: "raw TCP", Link: name}
 	sshL := &Row{Name: "ssh -L (OpenSSH)", Link: name}
-	dc := &Row{Name: "pion data channel (no SSH)", Link: name}
-	kinC := &Row{Name: "kin connect", Link: name}
+	trQ := &Row{Name: "kin transport, QUIC (no SSH)", Link: name}
+	trDC := &Row{Name: "kin transport, data channel (no SSH)", Link: name}
+	kinC := &Row{Name: "kin connect (QUIC)", Link: name}
+	kinCDC := &Row{Name: "kin connect (data channel)", Link: name}
 	scp := &Row{Name: "scp (OpenSSH)", Link: name}
-	send := &Row{Name: "kin send", Link: name}
+	send := &Row{Name: "kin send (QUIC)", Link: name}
+	sendDC := &Row{Name: "kin send (data channel)", Link: name}
 	// each measures f b.runs times into r.
 	each := func(r *Row, f func() (float64, error)) error {
 		for range b.runs {
@@ -236,32 +242,40 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	if err != nil {
 		return nil, fmt.Errorf("kin share: %w", err)
 	}
-	addr, err := lab.connect(ticket)
-	if err != nil {
-		return nil, fmt.Errorf("kin connect: %w", err)
-	}
-	if err := stream(kinC, addr); err != nil {
-		return nil, err
-	}
-	for range connectRuns(b.runs) {
-		d, err := lab.connectFirstByte(ticket)
+	for _, r := range []*Row{kinC, kinCDC} {
+		lab.lane = laneOf(r)
+		connBefore := len(lab.procs)
+		addr, err := lab.connect(ticket)
 		if err != nil {
-			return nil, fmt.Errorf("kin connect first byte: %w", err)
+			return nil, fmt.Errorf("%s: %w", r.Name, err)
 		}
-		kinC.firstBytes = append(kinC.firstBytes, d)
+		if err := stream(r, addr); err != nil {
+			return nil, err
+		}
+		lab.stopFrom(connBefore)
+		for range connectRuns(b.runs) {
+			d, err := lab.connectFirstByte(ticket)
+			if err != nil {
+				return nil, fmt.Errorf("%s first byte: %w", r.Name, err)
+			}
+			r.firstBytes = append(r.firstBytes, d)
+		}
 	}
+	lab.lane = ""
 	lab.stopFrom(before) // kin share would take the agent's offers
 
-	rows := []*Row{tcp, sshL, kinC, scp, send}
+	rows := []*Row{tcp, sshL, kinC, kinCDC, scp, send, sendDC}
 	if loopback {
 		// The ceiling: kin's transport alone, in this process, with kin's GC setting.
 		old := debug.SetGCPercent(400)
-		err := each(dc, func() (float64, error) { return dataChannel(ctx, size) })
-		debug.SetGCPercent(old)
-		if err != nil {
-			return nil, err
+		for _, r := range []*Row{trQ, trDC} {
+			if err := each(r, func() (float64, error) { return transportAlone(ctx, size, laneOf(r)) }); err != nil {
+				debug.SetGCPercent(old)
+				return nil, err
+			}
 		}
-		rows = []*Row{tcp, sshL, dc, kinC, scp, send}
+		debug.SetGCPercent(old)
+		rows = []*Row{tcp, sshL, trQ, trDC, kinC, kinCDC, scp, send, sendDC}
 	}
 
 	// Files: the same file with scp and with kin send.
@@ -277,17 +291,29 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 			return nil, err
 		}
 	}
-	if err := each(send, func() (float64, error) { return lab.send(file, size) }); err != nil {
-		return nil, err
+	for _, r := range []*Row{send, sendDC} {
+		lab.lane = laneOf(r)
+		if err := each(r, func() (float64, error) { return lab.send(file, size) }); err != nil {
+			return nil, err
+		}
 	}
+	lab.lane = ""
 	for _, r := range rows {
 		base := sshL
-		if r == scp || r == send {
+		if r == scp || r == send || r == sendDC {
 			base = scp
 		}
 		r.finish(base.median(), tcp.median())
 	}
 	return rows, nil
+}
+
+// laneOf is the KIN_LANE a row is measured with.
+func laneOf(r *Row) string {
+	if strings.Contains(r.Name, "data channel") {
+		return "datachannel"
+	}
+	return ""
 }
 
 // connectRuns is how many times connect-to-first-byte is measured.

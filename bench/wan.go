@@ -14,7 +14,7 @@ var wanLinks = []netem.Link{
 }
 
 // wanPaths are the rows measured on each WAN link.
-var wanPaths = []string{"raw TCP", "ssh -L (OpenSSH)", "kin connect", "scp (OpenSSH)", "kin send"}
+var wanPaths = []string{"raw TCP", "ssh -L (OpenSSH)", "kin connect (QUIC)", "kin connect (data channel)", "scp (OpenSSH)", "kin send (QUIC)", "kin send (data channel)"}
 
 // wanSeconds is how long one run on a WAN link takes at the link's full
 // rate; the size moved follows from it. One second: kin moves 0.5 MB/s

@@ -24,7 +24,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Version: versionString(),
 		Description: `kin connects two computers directly, through home routers and NATs, with
 no accounts and no port forwarding. A peer is its SSH key: friends know each
-other's public keys, and everything runs over SSH on a WebRTC data channel.
+other's public keys, and everything runs over SSH on the path WebRTC opens.
 
 Share a port with anyone, using a ticket:
     kin share 3000                  prints: kin connect kin1...

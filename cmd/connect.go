@@ -17,12 +17,16 @@ func connectCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "connect",
 		Usage:     "get a port someone shares on your localhost",
-		ArgsUsage: "TICKET | FRIEND:PORT",
+		ArgsUsage: "TICKET | FRIEND:PORT | FRIEND:PORT/udp",
 		Description: `With a ticket from "kin share", or a friend's name and port:
     kin connect kin1...
     kin connect alice:3000
 then use the port on this machine (localhost:3000 by default, --listen to
-choose another) until you press Ctrl-C.`,
+choose another) until you press Ctrl-C.
+
+A UDP port (game servers, DNS) is FRIEND:PORT/udp, or a ticket from
+"kin share PORT/udp"; kin connect then listens on UDP:
+    kin connect alice:30000/udp       (UDP 127.0.0.1:30000)`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "local address to listen on (default 127.0.0.1:PORT)"},
 		},
@@ -32,11 +36,13 @@ choose another) until you press Ctrl-C.`,
 
 // target is what a connect argument names.
 type target struct {
-	name    string
-	hostKey ssh.PublicKey
-	port    int
-	secret  []byte
-	signal  string
+	name     string
+	hostKey  ssh.PublicKey
+	port     int
+	udp      bool
+	secret   []byte
+	signal   string
+	instance string // the sharer's registration, from the ticket
 }
 
 func parseTarget(arg string, e *env) (*target, error) {
@@ -62,13 +68,13 @@ func parseTarget(arg string, e *env) (*target, error) {
 		if name == "" {
 			name = string(keys.IDOf(t.Peer))
 		}
-		return &target{name: name, hostKey: t.Peer, port: t.Port, secret: t.Secret, signal: t.Signal}, nil
+		return &target{name: name, hostKey: t.Peer, port: t.Port, udp: t.UDP, secret: t.Secret, signal: t.Signal, instance: t.Instance}, nil
 	}
 	name, portText, ok := strings.Cut(arg, ":")
 	if !ok {
 		return nil, withHint(fmt.Errorf("%q is neither a ticket nor FRIEND:PORT", arg), "kin connect alice:3000, or paste the ticket from kin share")
 	}
-	port, err := keys.ParsePort(portText)
+	port, udp, err := keys.ParsePortProto(portText)
 	if err != nil {
 		return nil, err
 	}
@@ -79,12 +85,12 @@ func parseTarget(arg string, e *env) (*target, error) {
 	if e.signal == "" {
 		return nil, withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or ask them for a ticket", fr.Name)
 	}
-	return &target{name: fr.Name, hostKey: fr.Key, port: port, signal: e.signal}, nil
+	return &target{name: fr.Name, hostKey: fr.Key, port: port, udp: udp, signal: e.signal}, nil
 }
 
 func connect(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return withHint(errors.New("connect needs a ticket or FRIEND:PORT"), "kin connect kin1...   or   kin connect alice:3000")
+		return withHint(errors.New("connect needs a ticket or FRIEND:PORT"), "kin connect kin1...   or   kin connect alice:3000   or   kin connect alice:30000/udp")
 	}
 	e, err := getEnv(c)
 	if err != nil {
@@ -102,30 +108,30 @@ func connect(c *cli.Context) error {
 	if listen == "" {
 		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port))
 	}
-	ln, err := net.Listen("tcp", listen)
+	port := sharedPort{t.port, t.udp}
+	ln, err := listenLocal(listen, port)
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", listen, err), "choose a free local address with --listen 127.0.0.1:PORT")
 	}
 	defer ln.Close()
 
 	ctx := c.Context
-	p, err := startPeer(ctx, e, id, t.signal)
+	l, err := reach(ctx, e, id, t.signal)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	client, conn, err := p.dial(ctx, e, t.hostKey, t.secret, t.name)
+	defer l.close()
+	client, info, err := l.dial(ctx, e, t.hostKey, t.secret, t.instance, t.name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	if err := client.CheckPort(ctx, t.port); err != nil {
-		return withHint(err, "ask %s to share port %d with you (kin friends add ... --allow port=%d, then kin share %d)", t.name, t.port, t.port, t.port)
+	if err := ln.check(ctx, client); err != nil {
+		return withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port)
 	}
-	info := conn.Info()
 	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
-	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%d (%s, connected in %s)\n", ln.Addr(), t.name, t.port, info.Path, info.Timings.DataChannel.Round(1e6))
-	err = client.Forward(ctx, ln, t.port)
+	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.Connected.Round(1e6))
+	err = ln.forward(ctx, client)
 	if ctx.Err() != nil {
 		return nil // Ctrl-C
 	}

@@ -139,8 +139,8 @@ func demo(c *cli.Context) error {
 	info := conn.Info()
 	step("offer/answer", "through the signaling server", info.Timings.Signaling)
 	step("ICE connected", info.Path+" "+info.Local+" <-> "+info.Remote, info.Timings.ICE)
-	step("DTLS/SCTP up", "encrypted, reliable", info.Timings.DTLS)
-	step("data channel open", "one channel carries everything", info.Timings.DataChannel)
+	step("DTLS up", "encrypted, keys pinned from the offer/answer", info.Timings.DTLS)
+	step("lane ready", conn.Lane()+": one connection carries everything", info.Timings.Connected)
 	step("SSH handshake", "alice's host key verified, ticket accepted", sshDone)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -10,6 +10,7 @@ import (
 
 	"kin/keys"
 	"kin/session"
+	"kin/signal"
 	"kin/transport/netcheck"
 )
 
@@ -52,7 +53,7 @@ func doctorAction(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	p, err := startPeer(c.Context, e, id, e.signal)
+	p, err := startPeerMode(c.Context, e, id, e.signal, signal.ModeDial) // never takes kin up's connections
 	if err != nil {
 		fmt.Fprintf(out, "signaling: %s: NOT reachable\n", e.signal)
 		return err
@@ -111,7 +112,7 @@ func doctorPeer(ctx context.Context, e *env, p *peer, friend keys.Friend) error 
 	}
 	defer conn.Close()
 	info := conn.Info()
-	fmt.Fprintf(out, "peer: %s: %s, connected in %s\n", friend.Name, info.Path, info.Timings.DataChannel.Round(time.Millisecond))
+	fmt.Fprintf(out, "peer: %s: %s, connected in %s\n", friend.Name, info.Path, info.Timings.Connected.Round(time.Millisecond))
 	for _, pr := range conn.Pairs() {
 		mark := " "
 		if pr.Selected {

@@ -18,7 +18,7 @@ func friendsCommand() *cli.Command {
 		Usage: "add, list and remove the people who may connect to you",
 		Description: `Friends live in KIN_HOME/friends, an authorized_keys file you can also edit
 by hand. Each line names a friend and says what they may do:
-    name="bob",permit-port=3000 ssh-ed25519 AAAA... bob@laptop
+    name="bob",permit-port=3000,permit-port=30000/udp ssh-ed25519 AAAA... bob@laptop
 A line kin cannot read is skipped with a warning that names it; the other
 lines apply.`,
 		Subcommands: []*cli.Command{
@@ -29,13 +29,14 @@ lines apply.`,
 				Description: `NAME is how you will call them (kin connect NAME:PORT). The key is the line
 their "kin id" prints. --allow says what they may reach on your machine:
     --allow port=3000     that TCP port, when you share it (repeatable)
-    --allow port=*        any port you share
+    --allow port=30000/udp  that UDP port (game servers, DNS)
+    --allow port=*        any port you share, TCP and UDP
     --allow shell         a shell (kin up / kin shell)
     --allow files         sending you files, and backups (sftp, restic) into a
                           folder of their own when you run kin up
 A friend added with no --allow can still be connected TO by you.`,
 				Flags: []cli.Flag{
-					&cli.StringSliceFlag{Name: "allow", Usage: "what the friend may do: port=N, port=*, shell, files (repeatable)"},
+					&cli.StringSliceFlag{Name: "allow", Usage: "what the friend may do: port=N, port=N/udp, port=*, shell, files (repeatable)"},
 				},
 				Action: friendsAdd,
 			},
@@ -54,16 +55,18 @@ A friend added with no --allow can still be connected TO by you.`,
 			},
 			{
 				Name:      "allow",
-				Usage:     "let a friend do more: shell, files, port=N, port=*",
-				ArgsUsage: "NAME shell|files|port=N|port=* ...",
+				Usage:     "let a friend do more: shell, files, port=N, port=N/udp, port=*",
+				ArgsUsage: "NAME shell|files|port=N|port=N/udp|port=* ...",
 				Description: `Adds to what a friend may do, changing only their line of the friends file:
-    kin friends allow bob shell port=3000`,
+    kin friends allow bob shell port=3000
+    kin friends allow bob port=30000/udp     (a UDP port: permit-port=30000/udp)
+port=* is every port, TCP and UDP.`,
 				Action: func(c *cli.Context) error { return friendsChange(c, true) },
 			},
 			{
 				Name:      "deny",
-				Usage:     "let a friend do less: shell, files, port=N, port=* (every port)",
-				ArgsUsage: "NAME shell|files|port=N|port=* ...",
+				Usage:     "let a friend do less: shell, files, port=N, port=N/udp, port=* (every port)",
+				ArgsUsage: "NAME shell|files|port=N|port=N/udp|port=* ...",
 				Description: `Takes away what a friend may do, changing only their line of the friends
 file. Their open connections close, and reconnect with what is left:
     kin friends deny bob shell port=*`,

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -38,7 +36,7 @@ invite is used or expires, or you press Ctrl-C.
     kin invite --list            your invites and what became of them
     kin invite --revoke NAME     (or its ID) make a pending invite useless`,
 		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "allow", Usage: "what they may do on your computer: shell, files, port=N, port=* (comma-separated or repeated)"},
+			&cli.StringSliceFlag{Name: "allow", Usage: "what they may do on your computer: shell, files, port=N, port=N/udp, port=* (comma-separated or repeated)"},
 			&cli.DurationFlag{Name: "for", Value: time.Hour, Usage: "how long the invite works, e.g. 30m, 24h"},
 			&cli.BoolFlag{Name: "list", Usage: "list your invites"},
 			&cli.StringFlag{Name: "revoke", Usage: "revoke the pending invite with this name or ID"},
@@ -66,43 +64,6 @@ the name in the invite, or --name.`,
 }
 
 func (e *env) invites() keys.Invites { return keys.Invites{Path: filepath.Join(e.home, "invites")} }
-
-func (e *env) agentLockPath() string { return filepath.Join(e.home, "agent.lock") }
-
-// runningAgent reports whether kin up runs for this KIN_HOME, and the
-// signaling server it uses.
-func runningAgent(e *env) (string, bool) {
-	l, err := keys.LockFile(e.agentLockPath(), false)
-	if err == nil {
-		l.Unlock()
-		return "", false
-	}
-	if !errors.Is(err, keys.ErrLocked) {
-		return "", false
-	}
-	b, _ := os.ReadFile(e.agentLockPath())
-	return strings.TrimSpace(string(b)), true
-}
-
-// lockAgent marks this process as the agent of KIN_HOME (see
-// runningAgent) until the returned lock is released.
-func lockAgent(e *env) (*keys.Lock, error) {
-	if err := os.MkdirAll(e.home, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", e.home, err)
-	}
-	l, err := keys.LockFile(e.agentLockPath(), false)
-	if errors.Is(err, keys.ErrLocked) {
-		return nil, withHint(fmt.Errorf("kin up is already running for %s", e.home), "stop the other one first; kin status shows whether your agent is up")
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := l.SetContent(e.signal + "\n"); err != nil {
-		l.Unlock()
-		return nil, fmt.Errorf("write %s: %w", e.agentLockPath(), err)
-	}
-	return l, nil
-}
 
 // inviteHook lets joiners redeem the invites in KIN_HOME/invites: the
 // joiner becomes a friend with the invite's permissions. joined hears of
@@ -206,10 +167,8 @@ func invite(c *cli.Context) error {
 		return withHint(fmt.Errorf("you already have a friend named %q", name), "choose another name, or remove them first: kin friends rm %s", name)
 	}
 
-	if url, up := runningAgent(e); up {
-		if url == "" {
-			url = e.signal
-		}
+	if r, up := runningAgent(c.Context, e, id, ""); up {
+		url := r.Signal
 		tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
 		if err != nil {
 			return err

@@ -2,11 +2,9 @@ package cmd
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -14,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 	"kin/signal"
@@ -29,22 +28,29 @@ const (
 // peer is this machine on the kin network: registered with a signaling
 // server, ready to dial or accept peer connections. close stops it.
 type peer struct {
-	id   *keys.Identity
-	url  string
-	reg  signal.Registration
-	node *transport.Node
+	id       *keys.Identity
+	url      string
+	reg      signal.Registration
+	node     *transport.Node
+	instance string // this registration's name; tickets it serves carry it
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-// startPeer registers id with the signaling server at url and runs the
-// transport node until close is called or ctx ends.
+// startPeer registers id with the signaling server at url, taking offers,
+// and runs the transport node until close is called or ctx ends.
 func startPeer(ctx context.Context, e *env, id *keys.Identity, url string) (*peer, error) {
+	return startPeerMode(ctx, e, id, url, signal.ModeListen)
+}
+
+// startPeerMode is startPeer with a registration mode: which offers this
+// process takes (see signal.ModeListen).
+func startPeerMode(ctx context.Context, e *env, id *keys.Identity, url, mode string) (*peer, error) {
 	tuneGC()
 	ctx, cancel := context.WithCancel(ctx)
-	p := &peer{id: id, url: url, cancel: cancel}
-	client := signal.NewClient(signal.ClientConfig{URL: url, Signer: id.Signer, Logger: e.log.With("part", "signal")})
+	p := &peer{id: id, url: url, cancel: cancel, instance: newInstance()}
+	client := signal.NewClient(signal.ClientConfig{URL: url, Signer: id.Signer, Mode: mode, Instance: p.instance, Logger: e.log.With("part", "signal")})
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -88,68 +94,48 @@ func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret [
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	conn, err := p.node.Dial(ctx, keys.IDOf(hostKey))
-	if errors.Is(err, transport.ErrPeerOffline) {
-		return nil, nil, withHint(fmt.Errorf("%s is not online", name),
-			"ask %s to run kin (kin share / kin up) with the same signaling server (%s)", name, p.url)
-	}
 	if err != nil {
-		return nil, nil, withHint(fmt.Errorf("connect to %s: %w", name, err), "run with --verbose to see what was tried")
+		return nil, nil, dialError(err, name, p.url)
 	}
-	client, err := session.NewClient(ctx, conn, session.ClientConfig{
-		Identity: p.id, HostKey: hostKey, Secret: secret, Logger: e.log.With("part", "session"),
-	})
+	client, err := sshHandshake(ctx, e, p.id, conn, hostKey, secret, name)
 	if err != nil {
 		conn.Close()
-		switch {
-		case errors.Is(err, session.ErrHostKeyMismatch):
-			return nil, nil, withHint(err, "do not trust this connection; check %s's key with them", name)
-		case errors.Is(err, session.ErrAuthRefused):
-			return nil, nil, withHint(err, `ask %s for a fresh ticket, or to add you as a friend with: kin friends add NAME "%s"`, name, p.id.AuthorizedKey())
-		}
-		return nil, nil, fmt.Errorf("ssh handshake with %s: %w", name, err)
+		return nil, nil, err
 	}
 	return client, conn, nil
+}
+
+// dialError explains a failed peer connection to name through url.
+func dialError(err error, name, url string) error {
+	if errors.Is(err, transport.ErrPeerOffline) || errors.Is(err, agent.ErrOffline) {
+		return withHint(fmt.Errorf("%s is not online", name),
+			"ask %s to run kin (kin share / kin up) with the same signaling server (%s)", name, url)
+	}
+	return withHint(fmt.Errorf("connect to %s: %w", name, err), "run with --verbose to see what was tried")
+}
+
+// sshHandshake runs the SSH client handshake as id over conn, which must
+// lead to the owner of hostKey.
+func sshHandshake(ctx context.Context, e *env, id *keys.Identity, conn net.Conn, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, error) {
+	client, err := session.NewClient(ctx, conn, session.ClientConfig{
+		Identity: id, HostKey: hostKey, Secret: secret, Logger: e.log.With("part", "session"),
+	})
+	if err != nil {
+		switch {
+		case errors.Is(err, session.ErrHostKeyMismatch):
+			return nil, withHint(err, "do not trust this connection; check %s's key with them", name)
+		case errors.Is(err, session.ErrAuthRefused):
+			return nil, withHint(err, `ask %s for a fresh ticket, or to add you as a friend with: kin friends add NAME "%s"`, name, id.AuthorizedKey())
+		}
+		return nil, fmt.Errorf("ssh handshake with %s: %w", name, err)
+	}
+	return client, nil
 }
 
 // serveSignal runs a signaling server with cfg on ln until ctx ends.
 func serveSignal(ctx context.Context, e *env, ln net.Listener, cfg signal.ServerConfig) error {
 	cfg.Logger = e.log.With("part", "signal-server")
-	return runSignalServer(ctx, ln, signal.NewServer(cfg), nil)
-}
-
-// runSignalServer serves srv on ln until ctx ends: the WebSocket endpoint
-// at /, Prometheus metrics at /metrics, /healthz for load balancers.
-// tlsConfig, if set, makes it wss://. On the way out it tells every client
-// to reconnect (elsewhere), then drains.
-func runSignalServer(ctx context.Context, ln net.Listener, srv *signal.Server, tlsConfig *tls.Config) error {
-	mux := http.NewServeMux()
-	mux.Handle("/", srv)
-	mux.Handle("/metrics", srv.MetricsHandler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !srv.Healthy() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if tlsConfig != nil {
-		ln = tls.NewListener(ln, tlsConfig)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		srv.Close()
-		return fmt.Errorf("signaling server: %w", err)
-	case <-ctx.Done():
-	}
-	srv.Close()
-	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	hs.Shutdown(shutCtx)
-	<-errc
-	return nil
+	return signal.NewServer(cfg).Serve(ctx, ln)
 }
 
 // tuneGC trades memory for speed in a process about to move bytes: pion

@@ -47,7 +47,7 @@ func pipeAction(c *cli.Context) error {
 	defer p.close()
 	// The SSH handshake pins the friend's key: an impostor the signaling
 	// server sent us to fails here, before OpenSSH's first byte.
-	client, _, err := p.dial(c.Context, e, fr.Key, nil, fr.Name)
+	client, _, err := p.dial(c.Context, e, fr.Key, nil, "", fr.Name)
 	if err != nil {
 		return err
 	}

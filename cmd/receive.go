@@ -76,12 +76,12 @@ func receive(c *cli.Context) error {
 		name = fr.Name
 	}
 	ask := !c.Bool("yes") && isTerminal(c.App.Reader) && isTerminal(e.stderr)
-	p, err := startPeer(c.Context, e, id, t.Signal)
+	l, err := reach(c.Context, e, id, t.Signal)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	client, _, err := p.dial(c.Context, e, t.Peer, t.Secret, name)
+	defer l.close()
+	client, _, err := l.dial(c.Context, e, t.Peer, t.Secret, t.Instance, name)
 	if err != nil {
 		return err
 	}
@@ -168,6 +168,12 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 	friendsFile, friends, err := e.watchFriends()
 	if err != nil {
 		return err
+	}
+	if r, ok := runningAgent(parent, e, id, e.signal); ok {
+		// Friends' files already land where kin up puts them; a second
+		// listener of this identity would take its connections.
+		return withHint(fmt.Errorf("kin up is running for this identity and receives friends' files into %s", r.Inbox),
+			"they land there as friends send them; to receive elsewhere, stop kin up or start it with --dir")
 	}
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()

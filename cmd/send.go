@@ -100,19 +100,19 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 	if e.signal == "" {
 		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or send with a ticket (leave out the name)", to.Name)
 	}
-	p, err := startPeer(ctx, e, id, e.signal)
+	l, err := reach(ctx, e, id, e.signal)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	client, conn, err := p.dial(ctx, e, to.Key, nil, to.Name)
+	defer l.close()
+	client, info, err := l.dial(ctx, e, to.Key, nil, "", to.Name)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	nfiles, total := plan.Offer.Files()
 	if !quiet {
-		fmt.Fprintf(e.stderr, "sending %s, %s to %s (%s)\n", plural(nfiles, "file"), humanBytes(total), to.Name, conn.Info().Path)
+		fmt.Fprintf(e.stderr, "sending %s, %s to %s (%s)\n", plural(nfiles, "file"), humanBytes(total), to.Name, info.Path)
 	}
 	pp := newProgress(e.stderr, "sent", quiet)
 	st, err := client.Push(ctx, plan, pp.update)
@@ -151,7 +151,9 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	if err != nil {
 		return err
 	}
-	p, err := startPeer(ctx, e, id, url)
+	// Only offers naming this process (from its ticket) reach it, so a
+	// running kin up (or another kin send) of this identity keeps its own.
+	p, err := startPeerMode(ctx, e, id, url, signal.ModeTicket)
 	if err != nil {
 		return err
 	}
@@ -188,7 +190,7 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	if err != nil {
 		return err
 	}
-	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
+	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
 	fmt.Fprintf(e.stderr, "ready to send %s, %s; the receiver runs:\n", plural(nfiles, "file"), humanBytes(total))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
 	wg.Add(1)

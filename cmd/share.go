@@ -4,14 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 )
@@ -19,14 +20,18 @@ import (
 func shareCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "share",
-		Usage:     "share a local TCP port: prints a ticket anyone can connect with",
-		ArgsUsage: "PORT",
+		Usage:     "share a local port (TCP, or UDP with /udp): prints a ticket anyone can connect with",
+		ArgsUsage: "PORT | PORT/udp",
 		Description: `Shares localhost:PORT on this machine until you press Ctrl-C. It prints one
 line, a ticket; whoever runs it gets your port on their own localhost:
     kin share 3000        ->  kin connect kin1...
 The ticket grants that one port and nothing else, and stops working when
 kin share exits. Friends allowed the port (kin friends add ... --allow
 port=3000) can connect without a ticket: kin connect YOURNAME:3000.
+
+PORT/udp shares a UDP port (game servers, DNS, WireGuard):
+    kin share 30000/udp   ->  kin connect kin1...  (listens on UDP)
+Friends need --allow port=30000/udp. UDP goes to 127.0.0.1:PORT.
 
 With no signaling server configured (--signal / KIN_SIGNAL), kin share runs
 one itself on this machine and puts its address in the ticket, which is all
@@ -39,10 +44,11 @@ func share(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("share needs one port"), "kin share 3000")
 	}
-	port, err := keys.ParsePort(c.Args().First())
+	num, udp, err := keys.ParsePortProto(c.Args().First())
 	if err != nil {
 		return err
 	}
+	port := sharedPort{num, udp}
 	e, err := getEnv(c)
 	if err != nil {
 		return err
@@ -61,6 +67,11 @@ func share(c *cli.Context) error {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 
+	target := port.target()
+	secret := keys.NewSecret()
+	if _, ok := runningAgent(ctx, e, id, e.signal); ok {
+		return shareThroughAgent(c, e, id, port, secret, friends)
+	}
 	url, err := signalURL(ctx, e, &wg, cancel)
 	if err != nil {
 		return err
@@ -71,36 +82,25 @@ func share(c *cli.Context) error {
 	}
 	defer p.close()
 
-	target := net.JoinHostPort("localhost", strconv.Itoa(port))
-	secret := keys.NewSecret()
-	srv, err := session.NewServer(session.ServerConfig{
+	cfg := session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
 		Tickets: func(s []byte) (keys.Permissions, bool) {
 			if keys.SecretEqual(s, secret) {
-				return keys.Permissions{Ports: []int{port}}, true
+				return port.perms(), true
 			}
 			return keys.Permissions{}, false
 		},
-		Ports:  map[int]string{port: target},
 		Logger: e.log.With("part", "session"),
-	})
+	}
+	port.serve(&cfg)
+	srv, err := session.NewServer(cfg)
 	if err != nil {
 		return err
 	}
 
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret}
-	if probe, err := net.DialTimeout("tcp", target, time.Second); err != nil {
-		fmt.Fprintf(e.stderr, "note: nothing answers on %s yet; connections will fail until something listens there\n", target)
-	} else {
-		probe.Close()
-	}
-	fmt.Fprintf(e.stderr, "sharing %s until you press Ctrl-C; give this line to the person who should get it:\n", target)
-	fmt.Fprintf(e.stdout, "kin connect %s\n", ticket)
-	if allowed := friendsAllowedPort(friends, port); len(allowed) > 0 {
-		fmt.Fprintf(e.stderr, "friends allowed port %d (%s) can also run: kin connect %s:%d\n", port, joinNames(allowed), displayName(), port)
-	}
-
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
+	printShare(e, ticket, port, target, friends)
 	acceptLoop(ctx, e, p, srv, &wg)
 	if c.Context.Err() != nil {
 		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
@@ -109,14 +109,45 @@ func share(c *cli.Context) error {
 	return errSignalFailed
 }
 
-func friendsAllowedPort(f *keys.Friends, port int) []string {
-	var names []string
-	for _, fr := range f.List() {
-		if fr.Perms.AllowsPort(port) {
-			names = append(names, fr.Name)
-		}
+// shareThroughAgent has the running agent (kin up) serve the ticket, so
+// this identity stays one presence; the share ends when this command does.
+func shareThroughAgent(c *cli.Context, e *env, id *keys.Identity, port sharedPort, secret []byte, friends *keys.Friends) error {
+	ctl, r, err := agent.Share(c.Context, e.home, port.port, port.udp, secret)
+	if err != nil {
+		return withHint(fmt.Errorf("share through kin up: %w", err), "stop kin up, or update it to this kin's version")
 	}
-	return names
+	defer ctl.Close()
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: r.Signal, Name: displayName(), Secret: secret, Instance: r.Instance}
+	printShare(e, ticket, port, port.target(), friends)
+	fmt.Fprintln(e.stderr, "(served by your kin up, which keeps serving your friends meanwhile)")
+	gone := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, ctl)
+		close(gone)
+	}()
+	select {
+	case <-c.Context.Done():
+		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
+		return nil
+	case <-gone:
+		return withHint(errors.New("kin up stopped, and the ticket with it"), "start kin up again, then kin share again for a new ticket")
+	}
+}
+
+// printShare tells the user what is shared and prints the ticket.
+func printShare(e *env, ticket keys.Ticket, port sharedPort, target string, friends *keys.Friends) {
+	if port.udp {
+		target += "/udp" // nothing to probe: UDP services answer only what they understand
+	} else if probe, err := net.DialTimeout("tcp", target, time.Second); err != nil {
+		fmt.Fprintf(e.stderr, "note: nothing answers on %s yet; connections will fail until something listens there\n", target)
+	} else {
+		probe.Close()
+	}
+	fmt.Fprintf(e.stderr, "sharing %s until you press Ctrl-C; give this line to the person who should get it:\n", target)
+	fmt.Fprintf(e.stdout, "kin connect %s\n", ticket)
+	if allowed := friendsAllowed(friends, port); len(allowed) > 0 {
+		fmt.Fprintf(e.stderr, "friends allowed port %s (%s) can also run: kin connect %s:%s\n", port, joinNames(allowed), displayName(), port)
+	}
 }
 
 func joinNames(n []string) string {

@@ -46,9 +46,9 @@ func friendByName(e *env, name string) (keys.Friend, error) {
 	return fr, nil
 }
 
-// reachFriend looks a friend up and registers us with the signaling
-// server, ready to dial them; the caller closes the peer.
-func reachFriend(ctx context.Context, e *env, name string) (keys.Friend, *peer, error) {
+// reachFriend looks a friend up and gets ready to dial them (through the
+// agent, or registered ourselves); the caller closes the link.
+func reachFriend(ctx context.Context, e *env, name string) (keys.Friend, *link, error) {
 	fr, err := friendByName(e, name)
 	if err != nil {
 		return fr, nil, err
@@ -57,8 +57,8 @@ func reachFriend(ctx context.Context, e *env, name string) (keys.Friend, *peer, 
 	if err != nil {
 		return fr, nil, err
 	}
-	p, err := startPeer(ctx, e, id, e.signal)
-	return fr, p, err
+	l, err := reach(ctx, e, id, e.signal)
+	return fr, l, err
 }
 
 func shellAction(c *cli.Context) error {
@@ -80,7 +80,7 @@ func shellAction(c *cli.Context) error {
 		return err
 	}
 	defer p.close()
-	client, _, err := p.dial(c.Context, e, fr.Key, nil, fr.Name)
+	client, _, err := p.dial(c.Context, e, fr.Key, nil, "", fr.Name)
 	if err != nil {
 		return err
 	}

@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,21 +18,17 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/acme/autocert"
 
-	"kin/keys"
 	"kin/signal"
 )
-
-// turnCredentialTTL is how long the TURN credentials handed to a peer at
-// registration stay valid.
-const turnCredentialTTL = 24 * time.Hour
 
 func signalCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "signal",
 		Usage: "run a signaling server, where peers find each other",
 		Description: `The signaling server only introduces peers: it routes WebRTC offers and
-answers by peer ID and sees public keys, never data. It cannot impersonate
-anyone, because peers check each other's SSH keys end to end.
+answers by peer ID. It sees public keys, who talks to whom and when, and
+the IP addresses in the peers' ICE candidates, never data. It cannot
+impersonate anyone, because peers check each other's SSH keys end to end.
     kin signal --listen :7000
     KIN_SIGNAL=ws://this-host:7000 kin share 3000
 
@@ -40,10 +36,16 @@ Behind NATs peers need STUN (to learn their public address) and, when no
 direct path exists, a TURN relay. --turn serves both, built in:
     kin signal --listen :7000 --turn :3478 --public-ip 198.51.100.7
 answers STUN and TURN on UDP 3478, TURN on TCP 3478 (for networks that
-block UDP) and STUN on UDP 3479 (kin doctor compares the two views). Peers
-that registered get TURN credentials valid for a day; nobody else can
-allocate a relay. To use coturn instead, give it the same secret
-(use-auth-secret, static-auth-secret=...) and hand it out:
+block UDP) and STUN on UDP 3479 (kin doctor compares the two views). Every
+key that registers gets TURN credentials valid for a day (a key made a
+second ago is enough), so anyone who can reach this server can use the
+relay. It relays only to public addresses: never to loopback, private
+(10/8, 172.16/12, 192.168/16, fc00::/7), carrier-grade NAT (100.64/10),
+link-local, multicast or reserved ranges, nor to this server's own
+addresses other than its relay ports; refusals are counted in /metrics.
+--relay-allow CIDR (repeatable) opens a range, e.g. a LAN whose peers
+should meet through the relay. To use coturn instead, give it the same
+secret (use-auth-secret, static-auth-secret=...) and hand it out:
     kin signal --turn-secret S --ice-server turn:turn.example.org:3478 \
                --ice-server stun:turn.example.org:3478
 
@@ -70,6 +72,7 @@ tells every client to reconnect (elsewhere), then exits.`,
 			&cli.StringSliceFlag{Name: "ice-server", Usage: "also hand peers this STUN/TURN URL, e.g. turn:turn.example.org:3478 (repeatable)"},
 			&cli.Float64Flag{Name: "relay-rate", Value: 4, Usage: "relay bandwidth per allocation and direction, in MB/s"},
 			&cli.DurationFlag{Name: "relay-lifetime", Value: 24 * time.Hour, Usage: "longest a relay allocation may live"},
+			&cli.StringSliceFlag{Name: "relay-allow", Usage: "let the relay also reach this range, e.g. 10.0.0.0/8 for a LAN (repeatable; default: public addresses only)"},
 		},
 		Action: runSignal,
 	}
@@ -91,6 +94,17 @@ func runSignal(c *cli.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	var allow []netip.Prefix
+	for _, a := range c.StringSlice("relay-allow") {
+		p, err := netip.ParsePrefix(a)
+		if err != nil {
+			return withHint(fmt.Errorf("--relay-allow %q is not an address range: %w", a, err), "give it in CIDR form, e.g. --relay-allow 192.168.1.0/24")
+		}
+		allow = append(allow, p.Masked())
+	}
+	if len(allow) > 0 && c.String("turn") == "" {
+		return withHint(errors.New("--relay-allow is for the built-in relay, which is off"), "add --turn :3478 (an external TURN server has its own settings, e.g. coturn's allowed-peer-ip)")
+	}
 
 	secret := []byte(c.String("turn-secret"))
 	if len(secret) == 0 {
@@ -107,14 +121,24 @@ func runSignal(c *cli.Context) error {
 	}
 	if addr := c.String("turn"); addr != "" {
 		relayStats = &signal.RelayStats{}
-		urls, err := startTURN(ctx, e, &wg, addr, c.String("public-ip"), secret, c.Float64("relay-rate"), c.Duration("relay-lifetime"), relayStats)
+		tn, err := listenTURN(e, addr, c.String("public-ip"), signal.TURNConfig{
+			Secret: secret, BytesPerSecond: int(c.Float64("relay-rate") * 1e6), MaxLifetime: c.Duration("relay-lifetime"),
+			RelayAllow: allow, Stats: relayStats, Logger: e.log.With("part", "turn"),
+		})
 		if err != nil {
 			return err
 		}
-		servers = append(servers, urls...)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := tn.Serve(ctx); err != nil {
+				e.log.Error("STUN/TURN stopped", "err", err)
+			}
+		}()
+		servers = append(servers, tn.ICEServers()...)
 	}
 	cfg := signal.ServerConfig{
-		ICEServers:      iceServersFor(servers, secret),
+		ICEServers:      signal.ICEServersFor(servers, secret),
 		MaxConns:        c.Int("max-conns"),
 		MaxMessageBytes: int64(c.Int("max-message")),
 		Rate:            c.Float64("rate"),
@@ -124,8 +148,7 @@ func runSignal(c *cli.Context) error {
 		IdleTimeout:     c.Duration("idle-timeout"),
 		RelayStats:      relayStats,
 	}
-	tlsConfig, err := signalTLS(e, c)
-	if err != nil {
+	if cfg.TLS, err = signalTLS(e, c); err != nil {
 		return err
 	}
 	cfg.Logger = e.log.With("part", "signal-server")
@@ -149,11 +172,11 @@ func runSignal(c *cli.Context) error {
 		return withHint(fmt.Errorf("listen on %s: %w", c.String("listen"), err), "choose another address with --listen HOST:PORT")
 	}
 	scheme := "ws"
-	if tlsConfig != nil {
+	if cfg.TLS != nil {
 		scheme = "wss"
 	}
 	fmt.Fprintf(e.stderr, "signaling server on %s://%s (peers use KIN_SIGNAL=%s://THIS-HOST:%d); Ctrl-C stops it\n", scheme, ln.Addr(), scheme, ln.Addr().(*net.TCPAddr).Port)
-	return runSignalServer(ctx, ln, srv, tlsConfig)
+	return srv.Serve(ctx, ln)
 }
 
 // signalTLS is the TLS set-up the flags ask for, or nil for plain ws://.
@@ -182,79 +205,25 @@ func signalTLS(e *env, c *cli.Context) (*tls.Config, error) {
 	return nil, nil
 }
 
-// iceServersFor hands each registering peer the servers, with fresh TURN
-// credentials of its own for the TURN ones.
-func iceServersFor(servers []signal.ICEServer, secret []byte) func(keys.PeerID) []signal.ICEServer {
-	if len(servers) == 0 {
-		return nil
-	}
-	return func(id keys.PeerID) []signal.ICEServer {
-		out := make([]signal.ICEServer, len(servers))
-		user, pass := signal.TURNCredentials(secret, id, time.Now(), turnCredentialTTL)
-		for i, s := range servers {
-			out[i] = s
-			if strings.HasPrefix(s.URLs[0], "turn") {
-				out[i].Username, out[i].Credential = user, pass
-			}
+// listenTURN opens the built-in STUN/TURN at addr, relaying at publicIP
+// (default: the IP in addr).
+func listenTURN(e *env, addr, publicIP string, cfg signal.TURNConfig) (*signal.TURN, error) {
+	if publicIP != "" {
+		if cfg.RelayIP = net.ParseIP(publicIP); cfg.RelayIP == nil {
+			return nil, withHint(fmt.Errorf("--public-ip %q is not an IP address", publicIP), "e.g. --public-ip 198.51.100.7")
 		}
-		return out
 	}
-}
-
-// startTURN serves STUN+TURN on UDP and TURN on TCP at addr, STUN alone on
-// the next UDP port, and returns the URLs peers should use.
-func startTURN(ctx context.Context, e *env, wg *sync.WaitGroup, addr, publicIP string, secret []byte, mbps float64, lifetime time.Duration, stats *signal.RelayStats) ([]signal.ICEServer, error) {
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, withHint(fmt.Errorf("--turn %q: %w", addr, err), "give an address like :3478 or 198.51.100.7:3478")
+	tn, err := signal.ListenTURN(addr, cfg)
+	switch {
+	case errors.Is(err, signal.ErrNoRelayIP):
+		return nil, withHint(err, "add --public-ip YOUR-PUBLIC-IP")
+	case err != nil:
+		return nil, withHint(fmt.Errorf("--turn %s: %w", addr, err), "give a free port, e.g. --turn :3478 (the next port is needed too, for STUN)")
 	}
-	port, _ := strconv.Atoi(portStr)
-	if publicIP == "" {
-		publicIP = host
+	fmt.Fprintf(e.stderr, "STUN and TURN on %s (UDP, TCP), STUN alone on %s (UDP); the relay reaches public addresses", tn.Addr(), tn.STUNAddr())
+	if len(cfg.RelayAllow) > 0 {
+		fmt.Fprintf(e.stderr, " and %v", cfg.RelayAllow)
 	}
-	ip := net.ParseIP(publicIP)
-	if ip == nil || ip.IsUnspecified() {
-		return nil, withHint(fmt.Errorf("--turn needs the address peers reach this server at"), "add --public-ip YOUR-PUBLIC-IP")
-	}
-	pc, err := net.ListenPacket("udp4", addr)
-	if err != nil {
-		return nil, withHint(fmt.Errorf("listen for STUN/TURN on UDP %s: %w", addr, err), "choose another port with --turn")
-	}
-	alt, err := net.ListenPacket("udp4", net.JoinHostPort(host, strconv.Itoa(port+1)))
-	if err != nil {
-		pc.Close()
-		return nil, withHint(fmt.Errorf("listen for STUN on UDP port %d: %w", port+1, err), "--turn needs its port and the next one free")
-	}
-	ln, err := net.Listen("tcp4", addr)
-	if err != nil {
-		pc.Close()
-		alt.Close()
-		return nil, withHint(fmt.Errorf("listen for TURN on TCP %s: %w", addr, err), "choose another port with --turn")
-	}
-	log := e.log.With("part", "turn")
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		err := signal.ServeTURN(ctx, signal.TURNConfig{
-			PacketConn: pc, Listener: ln, RelayIP: ip, Secret: secret,
-			BytesPerSecond: int(mbps * 1e6), MaxLifetime: lifetime, Stats: stats, Logger: log,
-		})
-		if err != nil && ctx.Err() == nil {
-			log.Error("STUN/TURN stopped", "err", err)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		if err := signal.ServeSTUN(ctx, alt, pc); err != nil && ctx.Err() == nil {
-			log.Error("STUN stopped", "err", err)
-		}
-	}()
-	hp := net.JoinHostPort(publicIP, portStr)
-	fmt.Fprintf(e.stderr, "STUN and TURN on %s (UDP, TCP), STUN on UDP port %d\n", hp, port+1)
-	return []signal.ICEServer{
-		{URLs: []string{"stun:" + hp}},
-		{URLs: []string{"stun:" + net.JoinHostPort(publicIP, strconv.Itoa(port+1))}},
-		{URLs: []string{"turn:" + hp + "?transport=udp"}},
-		{URLs: []string{"turn:" + hp + "?transport=tcp"}},
-	}, nil
+	fmt.Fprintln(e.stderr)
+	return tn, nil
 }

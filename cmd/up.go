@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 	"kin/session/files"
@@ -29,6 +30,7 @@ it lets each friend do what their line in the friends file allows:
                       and sftp (restic backups) in a folder of their own,
                       --backups/NAME (default ~/kin-backups/NAME), nothing else
     permit-port=N     kin connect YOU:N (or port=*)
+    permit-port=N/udp kin connect YOU:N/udp (UDP to 127.0.0.1:N)
 Edits to the friends file apply at once; removing a friend cuts their
 sessions. Everything friends do is logged.
 
@@ -66,11 +68,6 @@ func up(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	lock, err := lockAgent(e)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
 	inbox := &files.Inbox{Dir: dir}
 	if err := inbox.Check(); err != nil {
 		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
@@ -80,11 +77,36 @@ func up(c *cli.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	// The control socket first: a second kin up of this home stops here,
+	// before it registers and takes connections meant for the first.
+	ag := &upAgent{e: e, inbox: dir}
+	ctl, err := agent.Listen(e.home, ag, e.log.With("part", "agent"))
+	if errors.Is(err, agent.ErrAlreadyRunning) {
+		return withHint(errors.New("kin up is already running for this identity"), "kin share, send, receive, connect and shell use it; stop it first to run another")
+	}
+	if err != nil {
+		// Still serve friends; commands then register on their own.
+		e.log.Warn("no control socket: kin share and kin receive of this identity will compete with this agent", "err", err)
+	}
 	p, err := startPeer(ctx, e, id, e.signal)
 	if err != nil {
+		if ctl != nil {
+			ctl.Close()
+		}
 		return err
 	}
 	defer p.close()
+	ag.p = p
+	if ctl != nil {
+		defer ctl.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ctl.Serve(ctx); err != nil {
+				e.log.Error("control socket stopped; kin commands will not use this agent", "err", err)
+			}
+		}()
+	}
 	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
 	invites := inviteHook(e, e.log, func(iv keys.Invite, fr keys.Friend) {
 		e.log.Info(addedSentence(fr)+" (invite "+iv.ID+")", "who", fr.Name)
@@ -92,6 +114,7 @@ func up(c *cli.Context) error {
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
+		Tickets:  ag.shares.Tickets, // kin share through this agent
 		AnyPort:  true,
 		Invites:  invites,
 		Inbox:    inbox,

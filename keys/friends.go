@@ -19,24 +19,23 @@ import (
 type Permissions struct {
 	Shell    bool
 	Files    bool
-	AllPorts bool
-	Ports    []int // sorted, no duplicates
+	AllPorts bool  // port=*: every port, TCP and UDP
+	Ports    []int // TCP ports: sorted, no duplicates
+	UDPPorts []int // UDP ports (port=N/udp): sorted, no duplicates
 }
 
 // AllowsPort reports whether the permissions include TCP port p.
 func (p Permissions) AllowsPort(port int) bool {
-	if p.AllPorts {
-		return true
-	}
-	for _, q := range p.Ports {
-		if q == port {
-			return true
-		}
-	}
-	return false
+	return p.AllPorts || slices.Contains(p.Ports, port)
 }
 
-// String lists the permissions as --allow words: "shell,files,port=22".
+// AllowsUDPPort reports whether the permissions include UDP port p.
+func (p Permissions) AllowsUDPPort(port int) bool {
+	return p.AllPorts || slices.Contains(p.UDPPorts, port)
+}
+
+// String lists the permissions as --allow words:
+// "shell,files,port=22,port=30000/udp".
 func (p Permissions) String() string {
 	var w []string
 	if p.Shell {
@@ -50,6 +49,9 @@ func (p Permissions) String() string {
 	}
 	for _, port := range p.Ports {
 		w = append(w, "port="+strconv.Itoa(port))
+	}
+	for _, port := range p.UDPPorts {
+		w = append(w, "port="+strconv.Itoa(port)+"/udp")
 	}
 	if len(w) == 0 {
 		return "nothing"
@@ -72,11 +74,15 @@ func (p Permissions) options() []string {
 	for _, port := range p.Ports {
 		o = append(o, "permit-port="+strconv.Itoa(port))
 	}
+	for _, port := range p.UDPPorts {
+		o = append(o, "permit-port="+strconv.Itoa(port)+"/udp")
+	}
 	return o
 }
 
 // ParsePermission adds one --allow word ("shell", "files", "port=8000",
-// "port=*", or several joined by commas) to p.
+// "port=30000/udp", "port=*", or several joined by commas) to p.
+// "port=N/tcp" is the same as "port=N".
 func (p *Permissions) ParsePermission(word string) error {
 	for _, w := range strings.Split(word, ",") {
 		w = strings.TrimSpace(w)
@@ -88,13 +94,17 @@ func (p *Permissions) ParsePermission(word string) error {
 		case w == "port=*":
 			p.AllPorts = true
 		case strings.HasPrefix(w, "port="):
-			port, err := ParsePort(strings.TrimPrefix(w, "port="))
+			port, udp, err := ParsePortProto(strings.TrimPrefix(w, "port="))
 			if err != nil {
 				return err
 			}
-			p.addPort(port)
+			if udp {
+				p.UDPPorts = addPort(p.UDPPorts, port)
+			} else {
+				p.Ports = addPort(p.Ports, port)
+			}
 		default:
-			return fmt.Errorf("unknown permission %q (want shell, files, port=N or port=*)", w)
+			return fmt.Errorf("unknown permission %q (want shell, files, port=N, port=N/udp or port=*)", w)
 		}
 	}
 	return nil
@@ -106,16 +116,24 @@ func (p *Permissions) Grant(d Permissions) {
 	p.Files = p.Files || d.Files
 	p.AllPorts = p.AllPorts || d.AllPorts
 	for _, port := range d.Ports {
-		p.addPort(port)
+		p.Ports = addPort(p.Ports, port)
+	}
+	for _, port := range d.UDPPorts {
+		p.UDPPorts = addPort(p.UDPPorts, port)
 	}
 }
 
 // Revoke takes the permissions in d away from p. port=* in d takes every
-// port away. A single port cannot be taken out of port=*: that is an error
-// that leaves p as it was.
+// port away, TCP and UDP. A single port cannot be taken out of port=*:
+// that is an error that leaves p as it was.
 func (p *Permissions) Revoke(d Permissions) error {
-	if !d.AllPorts && len(d.Ports) > 0 && p.AllPorts {
-		return fmt.Errorf("port=%d cannot be taken out of port=* (every port)", d.Ports[0])
+	if !d.AllPorts && p.AllPorts {
+		if len(d.Ports) > 0 {
+			return fmt.Errorf("port=%d cannot be taken out of port=* (every port)", d.Ports[0])
+		}
+		if len(d.UDPPorts) > 0 {
+			return fmt.Errorf("port=%d/udp cannot be taken out of port=* (every port, TCP and UDP)", d.UDPPorts[0])
+		}
 	}
 	if d.Shell {
 		p.Shell = false
@@ -126,23 +144,32 @@ func (p *Permissions) Revoke(d Permissions) error {
 	if d.AllPorts {
 		p.AllPorts = false
 		p.Ports = nil
+		p.UDPPorts = nil
 	}
-	var kept []int
-	for _, q := range p.Ports {
-		if !slices.Contains(d.Ports, q) {
-			kept = append(kept, q)
-		}
-	}
-	p.Ports = kept
+	p.Ports = without(p.Ports, d.Ports)
+	p.UDPPorts = without(p.UDPPorts, d.UDPPorts)
 	return nil
 }
 
-func (p *Permissions) addPort(port int) {
-	if p.AllowsPort(port) && !p.AllPorts {
-		return
+// without returns the ports in list that are not in drop.
+func without(list, drop []int) []int {
+	var kept []int
+	for _, q := range list {
+		if !slices.Contains(drop, q) {
+			kept = append(kept, q)
+		}
 	}
-	p.Ports = append(p.Ports, port)
-	sort.Ints(p.Ports)
+	return kept
+}
+
+// addPort adds port to a sorted list without duplicates.
+func addPort(list []int, port int) []int {
+	if slices.Contains(list, port) {
+		return list
+	}
+	list = append(list, port)
+	sort.Ints(list)
+	return list
 }
 
 // ParsePort parses a TCP port number 1..65535.
@@ -152,6 +179,34 @@ func ParsePort(s string) (int, error) {
 		return 0, fmt.Errorf("invalid port %q: want a number from 1 to 65535", s)
 	}
 	return n, nil
+}
+
+// ParsePortProto parses a port with an optional protocol, as docker and
+// firewalls write it: "3000" and "3000/tcp" are TCP, "30000/udp" is UDP.
+func ParsePortProto(s string) (port int, udp bool, err error) {
+	num, proto, hasProto := strings.Cut(s, "/")
+	if hasProto {
+		switch strings.ToLower(proto) {
+		case "udp":
+			udp = true
+		case "tcp":
+		default:
+			return 0, false, fmt.Errorf("invalid port %q: the protocol after / is tcp or udp", s)
+		}
+	}
+	port, err = ParsePort(num)
+	if err != nil {
+		return 0, false, fmt.Errorf("invalid port %q: want a number from 1 to 65535, then /udp for UDP", s)
+	}
+	return port, udp, nil
+}
+
+// FormatPort writes a port as ParsePortProto reads it: "3000" or "30000/udp".
+func FormatPort(port int, udp bool) string {
+	if udp {
+		return strconv.Itoa(port) + "/udp"
+	}
+	return strconv.Itoa(port)
 }
 
 // Friend is one line of the friends file.
@@ -223,7 +278,9 @@ func (e LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.
 func (e LineError) Unwrap() error { return e.Err }
 
 // ParseFriends parses a friends file: authorized_keys lines whose options
-// carry name="..." and permit-shell, permit-files, permit-port=N|*.
+// carry name="..." and permit-shell, permit-files, permit-port=N|N/udp|*
+// (TCP lines are written as before, so older kin still reads them; a
+// permit-port=N/udp option makes older kin skip that line).
 // As OpenSSH does with authorized_keys, a line that does not parse is
 // skipped (returned in the []LineError) and every other line applies. A
 // line that repeats an earlier line's name or key is skipped too, so the

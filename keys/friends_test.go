@@ -183,6 +183,9 @@ func TestRevoke(t *testing.T) {
 		{"shell,port=*", "port=*", "shell"},
 		{"port=22,port=80", "port=*", "nothing"},
 		{"files", "port=5", "files"},
+		{"port=53,port=53/udp,port=30000/udp", "port=53/udp", "port=53,port=30000/udp"},
+		{"port=22,port=30000/udp", "port=*", "nothing"},
+		{"port=30000/udp", "port=30000", "port=30000/udp"},
 	} {
 		p := parse(c.have)
 		if err := p.Revoke(parse(c.deny)); err != nil || p.String() != c.want {
@@ -192,6 +195,69 @@ func TestRevoke(t *testing.T) {
 	p := parse("port=*,shell")
 	if err := p.Revoke(parse("shell,port=22")); err == nil || p.String() != "shell,port=*" {
 		t.Errorf("port=22 out of port=*: %v, %s", err, p)
+	}
+	if err := p.Revoke(parse("port=30000/udp")); err == nil || p.String() != "shell,port=*" {
+		t.Errorf("port=30000/udp out of port=*: %v, %s", err, p)
+	}
+}
+
+// UDP ports are permissions of their own: port=N/udp in the friends file
+// as permit-port=N/udp, apart from TCP port N; port=* is both.
+func TestUDPPermissions(t *testing.T) {
+	a, b := mustIdentity(t), mustIdentity(t)
+	tcpLine := `name="mom",permit-shell,permit-port=22 ` + a.AuthorizedKey() + " mom@pc"
+	src := tcpLine + "\n" + `name="bob",permit-port=30000/udp,permit-port="53/UDP",permit-port=53/tcp ` + b.AuthorizedKey() + "\n"
+	f, skipped := ParseFriends([]byte(src))
+	if skipped != nil {
+		t.Fatal(skipped)
+	}
+	bob, _ := f.ByName("bob")
+	p := bob.Perms
+	if !p.AllowsUDPPort(30000) || p.AllowsPort(30000) || !p.AllowsUDPPort(53) || !p.AllowsPort(53) || p.AllowsUDPPort(22) {
+		t.Fatalf("bob = %+v", p)
+	}
+	if p.String() != "port=53,port=53/udp,port=30000/udp" {
+		t.Fatalf("String() = %q", p.String())
+	}
+	// Older TCP lines are read and written as before.
+	if string(f.Marshal()) != src {
+		t.Fatalf("file changed:\n%s", f.Marshal())
+	}
+	mom, _ := f.ByName("mom")
+	if mom.Perms.AllowsUDPPort(22) {
+		t.Fatal("permit-port=22 allows UDP 22")
+	}
+	mom.Perms.Grant(Permissions{UDPPorts: []int{30000}})
+	if err := f.SetPerms("mom", mom.Perms); err != nil {
+		t.Fatal(err)
+	}
+	want := `name="mom",permit-shell,permit-port=22,permit-port=30000/udp ` + a.AuthorizedKey() + " mom@pc"
+	if got := strings.Split(string(f.Marshal()), "\n")[0]; got != want {
+		t.Fatalf("mom's line:\n%s\nwant\n%s", got, want)
+	}
+	// port=* is every port, TCP and UDP.
+	var all Permissions
+	if err := all.ParsePermission("port=*"); err != nil || !all.AllowsUDPPort(30000) || !all.AllowsPort(30000) {
+		t.Fatalf("port=* = %+v, %v", all, err)
+	}
+	for _, bad := range []string{"port=30000/sctp", "port=/udp", "port=0/udp", "port=70000/udp", "port=1/udp/udp", "port=*/udp"} {
+		var q Permissions
+		if err := q.ParsePermission(bad); err == nil {
+			t.Errorf("%s accepted: %+v", bad, q)
+		}
+	}
+	for _, c := range []struct {
+		in   string
+		port int
+		udp  bool
+	}{{"30000/udp", 30000, true}, {"30000/UDP", 30000, true}, {"80/tcp", 80, false}, {"80", 80, false}} {
+		port, udp, err := ParsePortProto(c.in)
+		if err != nil || port != c.port || udp != c.udp {
+			t.Errorf("ParsePortProto(%q) = %d %v %v", c.in, port, udp, err)
+		}
+	}
+	if FormatPort(30000, true) != "30000/udp" || FormatPort(80, false) != "80" {
+		t.Error("FormatPort")
 	}
 }
 
@@ -233,6 +299,7 @@ func FuzzParseFriends(f *testing.F) {
 	f.Add([]byte(`name="a",permit-port="*" ` + k))
 	f.Add([]byte("junk\r\n\n" + `name="a",permit-files ` + k + "\n" + `name="b" ` + k + "\n" + `name="A" ` + k2 + "\n"))
 	f.Add([]byte(`name="q\"x",permit-port=1 ` + k + "\n" + `  name="c" ` + k2 + "\t c \r"))
+	f.Add([]byte(`name="g",permit-port=30000/udp,permit-port=30000,permit-port="53/UDP" ` + k + "\n" + `name="h",permit-port=1/tcp,permit-port=2/sctp ` + k2))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fr, skipped := ParseFriends(data)
 		want := string(data)

@@ -181,6 +181,11 @@ func FuzzParseTicket(f *testing.F) {
 	f.Add(testTicket(f).String())
 	f.Add(testInvite(f).String())
 	f.Add(Ticket{Kind: TicketFiles, Peer: mustIdentity(f).Public(), Signal: "ws://h:1", Secret: NewSecret()}.String())
+	f.Add(Ticket{Kind: TicketFiles, Peer: mustIdentity(f).Public(), Signal: "ws://h:1", Secret: NewSecret(), Instance: "ab12"}.String())
+	udp := testTicket(f)
+	udp.UDP = true
+	f.Add(udp.String())
+	f.Add(oldPortTicket)
 	f.Add("kin1")
 	f.Add("kin1aaaaaaaaaaaaaaaaaaaaaa")
 	f.Fuzz(func(t *testing.T, s string) {
@@ -192,8 +197,54 @@ func FuzzParseTicket(f *testing.F) {
 		if err != nil {
 			t.Fatalf("reencode of accepted ticket fails: %v", err)
 		}
-		if again.String() != tk.String() {
+		if again.String() != tk.String() || again.UDP != tk.UDP || again.Kind != tk.Kind || again.Port != tk.Port {
 			t.Fatal("ticket does not round-trip")
 		}
+		if tk.UDP && tk.Kind != TicketPort {
+			t.Fatalf("UDP on a ticket of kind %d", tk.Kind)
+		}
 	})
+}
+
+// oldPortTicket was written by kin before tickets carried the protocol:
+// TCP port 30000 of alice (the ed25519 key of an all-zero seed).
+const oldPortTicket = "kin1af2tamyaaaaaw43tnawwkzbsgu2tcoiaaaacao3ke66m5nvefvrkhkgqfjxq243fgikxohpciotdvqciugfvtwrjgaytemzugu3doobzmfrggzdfmyjxo4z2f4xtcmrxfyyc4mboge5dombqgacwc3djmns4xsboha"
+
+func TestUDPTicket(t *testing.T) {
+	// A ticket from before UDP still parses, as TCP, and is written
+	// back to the very same text.
+	old, err := ParseTicket(oldPortTicket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Kind != TicketPort || old.UDP || old.Port != 30000 || old.Name != "alice" || old.Signal != "ws://127.0.0.1:7000" {
+		t.Fatalf("old ticket = %+v", old)
+	}
+	if old.String() != oldPortTicket {
+		t.Fatal("an old TCP ticket is written differently now")
+	}
+	// The same ticket for UDP says so, and differs from the TCP one.
+	u := old
+	u.UDP = true
+	got, err := ParseTicket(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Kind != TicketPort || !got.UDP || got.Port != 30000 {
+		t.Fatalf("UDP ticket = %+v", got)
+	}
+	if u.String() == oldPortTicket {
+		t.Fatal("UDP ticket encodes like the TCP one")
+	}
+	// Only port tickets carry UDP.
+	for _, k := range []TicketKind{TicketFiles, TicketInvite} {
+		bad := testInvite(t)
+		bad.Kind, bad.UDP = k, true
+		if k == TicketFiles {
+			bad.Expires, bad.Invitee = time.Time{}, ""
+		}
+		if _, err := bad.marshal(); err == nil {
+			t.Errorf("kind %d ticket with UDP marshalled", k)
+		}
+	}
 }

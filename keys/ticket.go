@@ -27,7 +27,8 @@ const SecretSize = 16
 type TicketKind byte
 
 const (
-	// TicketPort grants TCP port Ticket.Port on the sharer's machine.
+	// TicketPort grants port Ticket.Port on the sharer's machine: TCP,
+	// or UDP when Ticket.UDP is set.
 	TicketPort TicketKind = 1
 	// TicketFiles lets the holder exchange files with the issuer.
 	TicketFiles TicketKind = 2
@@ -35,6 +36,11 @@ const (
 	// each other as friends (kin invite / kin join).
 	TicketInvite TicketKind = 3
 )
+
+// ticketUDPPort is how a TicketPort with UDP set is written: a kind byte
+// of its own, so that tickets for TCP ports stay exactly as they were (and
+// an older kin refuses a UDP ticket rather than taking it for TCP).
+const ticketUDPPort byte = 4
 
 // MaxInviteLifetime bounds how long an invite may stay valid.
 const MaxInviteLifetime = 30 * 24 * time.Hour
@@ -44,6 +50,7 @@ const MaxInviteLifetime = 30 * 24 * time.Hour
 type Ticket struct {
 	Kind   TicketKind
 	Port   int           // for TicketPort
+	UDP    bool          // for TicketPort: the port is a UDP port
 	Peer   ssh.PublicKey // the issuer's identity = its SSH host key
 	Signal string        // signaling server URL (ws:// or wss://)
 	Name   string        // issuer's display name; a hint, not authenticated
@@ -54,7 +61,15 @@ type Ticket struct {
 	// Name is then the name the issuer suggests the holder uses for it.
 	Expires time.Time
 	Invitee string
+	// Instance names the issuer's registration with the signaling server
+	// that serves this ticket, so the holder's offer reaches that process
+	// even when the issuer runs several (e.g. two kin shares). Optional:
+	// tickets without one reach the issuer's newest listening process.
+	Instance string
 }
+
+// MaxInstance is the longest instance name a ticket carries.
+const MaxInstance = 32
 
 // NewSecret returns a fresh random ticket secret.
 func NewSecret() []byte {
@@ -91,11 +106,11 @@ func (t Ticket) validate() error {
 			return fmt.Errorf("port %d out of range", t.Port)
 		}
 	case TicketFiles:
-		if t.Port != 0 {
+		if t.Port != 0 || t.UDP {
 			return errors.New("files ticket with a port")
 		}
 	case TicketInvite:
-		if t.Port != 0 {
+		if t.Port != 0 || t.UDP {
 			return errors.New("invite with a port")
 		}
 		if t.Expires.Unix() <= 0 || t.Expires.Nanosecond() != 0 {
@@ -126,6 +141,9 @@ func (t Ticket) validate() error {
 	if strings.ContainsAny(t.Name, "\x00\n\r\t") {
 		return errors.New("control characters in name")
 	}
+	if len(t.Instance) > MaxInstance || strings.Trim(t.Instance, "0123456789abcdefghijklmnopqrstuvwxyz-") != "" {
+		return errors.New("instance is not a short lowercase name")
+	}
 	return nil
 }
 
@@ -134,7 +152,11 @@ func (t Ticket) marshal() ([]byte, error) {
 		return nil, err
 	}
 	var b bytes.Buffer
-	b.WriteByte(byte(t.Kind))
+	if t.UDP {
+		b.WriteByte(ticketUDPPort)
+	} else {
+		b.WriteByte(byte(t.Kind))
+	}
 	binary.Write(&b, binary.BigEndian, uint16(t.Port))
 	key := t.Peer.Marshal()
 	if len(key) > 255 {
@@ -151,6 +173,10 @@ func (t Ticket) marshal() ([]byte, error) {
 		binary.Write(&b, binary.BigEndian, uint64(t.Expires.Unix()))
 		b.WriteByte(byte(len(t.Invitee)))
 		b.WriteString(t.Invitee)
+	}
+	if t.Instance != "" { // optional, so tickets without one keep their form
+		b.WriteByte(byte(len(t.Instance)))
+		b.WriteString(t.Instance)
 	}
 	sum := sha256.Sum256(append([]byte(TicketPrefix), b.Bytes()...))
 	b.Write(sum[:checksumSize])
@@ -208,6 +234,9 @@ func unmarshalTicket(body []byte) (Ticket, error) {
 		return t, err
 	}
 	t.Kind = TicketKind(kind)
+	if kind == ticketUDPPort {
+		t.Kind, t.UDP = TicketPort, true
+	}
 	var port uint16
 	if err := binary.Read(r, binary.BigEndian, &port); err != nil {
 		return t, err
@@ -248,6 +277,16 @@ func unmarshalTicket(body []byte) (Ticket, error) {
 			return t, err
 		}
 		t.Invitee = string(invitee)
+	}
+	if r.Len() != 0 {
+		inst, err := readShort(r)
+		if err != nil {
+			return t, err
+		}
+		if len(inst) == 0 {
+			return t, errors.New("empty instance")
+		}
+		t.Instance = string(inst)
 	}
 	if r.Len() != 0 {
 		return t, errors.New("trailing bytes")

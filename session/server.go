@@ -70,6 +70,8 @@ type ServerConfig struct {
 	Tickets  func(secret []byte) (keys.Permissions, bool) // nil = no tickets
 	Invites  func(secret []byte) (Redeem, bool)           // pairing invites (kin join); nil = none
 	Ports    map[int]string                               // exposed port -> local address to dial
+	UDPPorts map[int]string                               // exposed UDP port -> local address to send to (udp.go)
+	UDP      UDPOptions                                   // UDP mappings' idle time and counters
 	AnyPort  bool                                         // also expose every localhost port a grant allows (kin up)
 	Inbox    *files.Inbox                                 // where pushed files go; nil = refuse pushes
 	Outbox   *files.Plan                                  // what pulls get; nil = refuse pulls
@@ -270,6 +272,8 @@ type portMsg struct{ Port uint32 }
 
 func (s *Server) globalRequest(g *Grant, req *ssh.Request, log *slog.Logger) {
 	switch req.Type {
+	case checkUDPPortRequest:
+		s.checkUDPPort(g, req, log)
 	case checkPortRequest:
 		var m portMsg
 		ok := ssh.Unmarshal(req.Payload, &m) == nil && s.portAllowed(g, int(m.Port))
@@ -329,6 +333,8 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 	switch nc.ChannelType() {
 	case "direct-tcpip":
 		s.forward(ctx, g, nc, log)
+	case udpChannel:
+		s.forwardUDP(ctx, g, nc, log)
 	case pushChannel:
 		if !g.Perms.Files || s.cfg.Inbox == nil {
 			log.Warn("refused files", "why", "no files permission")

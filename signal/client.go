@@ -22,7 +22,11 @@ import (
 type ClientConfig struct {
 	URL    string     // ws:// or wss://
 	Signer ssh.Signer // the identity key
-	Logger *slog.Logger
+	// Mode says which offers this registration takes (ModeListen,
+	// ModeDial, ModeTicket); Instance names it, for tickets to address.
+	Mode     string
+	Instance string
+	Logger   *slog.Logger
 }
 
 // Registration is what the server told us when we registered.
@@ -138,6 +142,7 @@ func (c *Client) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	reg.Mode, reg.Instance = c.cfg.Mode, c.cfg.Instance
 	if err := writeMessage(rctx, ws, reg); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}

@@ -1,7 +1,8 @@
 // Package signal is kin's rendezvous: a small WebSocket server that routes
 // WebRTC offers, answers and ICE candidates between peers addressed by peer
 // ID, and the client that registers with it by proving it holds its key.
-// The server is untrusted: it sees public keys and routing metadata only.
+// The server is untrusted: it never sees data, only metadata (public keys,
+// who talks to whom, and the IP addresses in ICE candidates).
 package signal
 
 import (
@@ -11,7 +12,8 @@ import (
 // Version is the protocol version carried in every message.
 const Version = 1
 
-// Message types. The server sends Challenge, Registered, Error and Ping;
+// Message types. The server sends Challenge, Registered and Error (and
+// answers Presence; keepalive is WebSocket ping frames, not a message);
 // the client sends Register; the rest are routed between peers.
 const (
 	TypeChallenge  = "challenge"  // server -> client: Nonce to sign
@@ -50,7 +52,31 @@ type Message struct {
 	ICEServers []ICEServer `json:"ice_servers,omitempty"`
 	Code       string      `json:"code,omitempty"`
 	Reason     string      `json:"reason,omitempty"`
+	// Mode, in a register message, says which offers this registration
+	// takes (ModeListen, ModeDial, ModeTicket).
+	Mode string `json:"mode,omitempty"`
+	// Instance, in a register message, names this registration (chosen
+	// by the client, kept across reconnects); in an offer it names the
+	// registration the offer is for (the one that issued a ticket).
+	Instance string `json:"instance,omitempty"`
 }
+
+// Registration modes: which offers a registration takes. One identity may
+// be registered several times at once (kin up and a kin send, two kin
+// shares); the server routes so that none steals another's connections:
+//   - every answer, candidate and bye of a session goes to the registration
+//     that sent or took the session's offer;
+//   - an offer naming an instance (from a ticket) goes to that
+//     registration only;
+//   - any other offer goes to the newest ModeListen registration.
+const (
+	ModeListen = ""       // takes offers (kin up, kin share, kin receive)
+	ModeDial   = "dial"   // takes no offers: only dials (kin send to a friend, kin connect, kin shell)
+	ModeTicket = "ticket" // takes only offers naming its instance (kin send with a ticket)
+)
+
+// MaxInstance is the longest instance name.
+const MaxInstance = 32
 
 // ICEServer is a STUN or TURN server the signaling server hands out,
 // with credentials for TURN (coturn use-auth-secret style).

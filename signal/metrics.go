@@ -60,6 +60,8 @@ func newMetrics(s *Server, stats *RelayStats) *metrics {
 				func() float64 { return float64(stats.RelayedBytes.Load()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kin_turn_dropped_packets_total", Help: "Relayed packets dropped by the bandwidth cap."},
 				func() float64 { return float64(stats.Dropped.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kin_turn_refused_peers_total", Help: "TURN permissions and relayed packets refused because the peer address is not public (or allowed with --relay-allow)."},
+				func() float64 { return float64(stats.RefusedPeers.Load()) }),
 		)
 	}
 	return m

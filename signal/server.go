@@ -2,6 +2,7 @@ package signal
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,7 +43,9 @@ type ServerConfig struct {
 	Bus Bus
 	// RelayStats, if set, are exported with the server's metrics.
 	RelayStats *RelayStats
-	Logger     *slog.Logger
+	// TLS, if set, makes Serve speak wss:// (https for /metrics).
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 func (c *ServerConfig) defaults() {
@@ -86,18 +89,23 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
-	peers map[keys.PeerID][]*conn // newest last; offers go to the newest
-	perIP map[string]*ipLimit
-	busMu sync.Mutex // orders Join/Leave on the bus
+	peers map[keys.PeerID][]*conn // newest last; offers go to the newest listener
+	// routes ties a session of a peer to the registration in it, so that
+	// answers and candidates reach the process that sent or took the offer.
+	routes map[routeKey]*conn
+	perIP  map[string]*ipLimit
+	busMu  sync.Mutex // orders Join/Leave on the bus
 
-	closed bool
-	wg     sync.WaitGroup
+	closed  bool
+	wg      sync.WaitGroup // one per client, serving it
+	writers sync.WaitGroup // one per client with a writer running
 }
 
-// NewServer makes a server; serve it with net/http.
+// NewServer makes a server; Serve runs it on a listener, or mount
+// Handler (or the Server itself, the WebSocket endpoint) in net/http.
 func NewServer(cfg ServerConfig) *Server {
 	cfg.defaults()
-	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}, perIP: map[string]*ipLimit{}}
+	s := &Server{cfg: cfg, conns: map[*conn]struct{}{}, peers: map[keys.PeerID][]*conn{}, routes: map[routeKey]*conn{}, perIP: map[string]*ipLimit{}}
 	s.metrics = newMetrics(s, cfg.RelayStats)
 	return s
 }
@@ -163,14 +171,19 @@ func (s *Server) Healthy() bool {
 // queued, and keepalive pings run from a timer (measured: 10,000 peers
 // fit in less memory this way).
 type conn struct {
-	ws     *websocket.Conn
-	id     keys.PeerID
-	ctx    context.Context
-	cancel context.CancelFunc
+	ws       *websocket.Conn
+	id       keys.PeerID
+	mode     string // ModeListen, ModeDial or ModeTicket
+	instance string
+	sessions []routeKey // this conn's entries in Server.routes, oldest first; under Server.mu
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	qmu     sync.Mutex
 	queue   []Message
 	writing bool
+	closing bool            // going away: close once the queue is written
+	writers *sync.WaitGroup // the server's count of running writers
 }
 
 // Online reports whether a peer is registered on this instance right now.
@@ -180,9 +193,7 @@ func (s *Server) Online(id keys.PeerID) bool {
 	return len(s.peers[id]) > 0
 }
 
-// current is the connection messages for id go to: the newest of its
-// registrations (e.g. kin share started while kin up runs; after a network
-// change, the new connection while the old one times out).
+// current is id's newest registration.
 func (s *Server) current(id keys.PeerID) *conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -192,8 +203,92 @@ func (s *Server) current(id keys.PeerID) *conn {
 	return nil
 }
 
+// routeKey is one peer's side of one session.
+type routeKey struct {
+	id      keys.PeerID
+	session string
+}
+
+// maxSessionsPerConn bounds the routes one connection holds; the oldest
+// are forgotten first (a forgotten session's late messages take the
+// fallback in destination).
+const maxSessionsPerConn = 1024
+
+// destination is the registration m, addressed to m.To, goes to (nil when
+// none here; see the Mode constants for the rules). An offer's choice is
+// remembered for the rest of its session.
+func (s *Server) destination(m Message) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := routeKey{m.To, m.Session}
+	if c := s.routes[key]; c != nil {
+		return c
+	}
+	l := s.peers[m.To]
+	if m.Type == TypeOffer {
+		for i := len(l) - 1; i >= 0; i-- {
+			c := l[i]
+			if (m.Instance != "" && c.instance == m.Instance && c.mode != ModeDial) ||
+				(m.Instance == "" && c.mode == ModeListen) {
+				s.remember(key, c)
+				return c
+			}
+		}
+		return nil
+	}
+	// Not part of a session we know (its registration is gone, or it is
+	// presence): the newest listener, else the newest registration.
+	for i := len(l) - 1; i >= 0; i-- {
+		if l[i].mode == ModeListen {
+			return l[i]
+		}
+	}
+	if len(l) > 0 {
+		return l[len(l)-1]
+	}
+	return nil
+}
+
+// listening reports whether id has a registration here that takes offers
+// without an instance.
+func (s *Server) listening(id keys.PeerID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.peers[id] {
+		if c.mode == ModeListen {
+			return true
+		}
+	}
+	return false
+}
+
+// remember routes key to c; s.mu is held.
+func (s *Server) remember(key routeKey, c *conn) {
+	if old := s.routes[key]; old == c {
+		return
+	}
+	s.routes[key] = c
+	c.sessions = append(c.sessions, key)
+	if len(c.sessions) > maxSessionsPerConn {
+		if s.routes[c.sessions[0]] == c {
+			delete(s.routes, c.sessions[0])
+		}
+		c.sessions = c.sessions[1:]
+	}
+}
+
 // ServeHTTP upgrades to a WebSocket and serves one client.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The Origin check is off on purpose. It exists to stop a web page
+	// from using a visitor's cookies or other ambient authority on a
+	// WebSocket, and this server grants none: it reads no cookies or
+	// headers for identity, and a client proves its key by signing a fresh
+	// challenge, which a page can do only with a key of its own. A page
+	// opened on this server's network can therefore do only what any
+	// client there can: register its own key, reach peers whose IDs it
+	// knows, and use the relay, which reaches public addresses only (see
+	// TURNConfig.RelayAllow). kin's clients are not browsers and send no
+	// Origin; a browser-based client on any origin keeps working.
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		s.cfg.Logger.Debug("websocket upgrade failed", "remote", r.RemoteAddr, "err", err)
@@ -201,7 +296,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.cfg.MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &conn{ws: ws, ctx: ctx, cancel: cancel}
+	c := &conn{ws: ws, ctx: ctx, cancel: cancel, writers: &s.writers}
 	if !s.allowIP(clientIP(r), time.Now()) {
 		s.metrics.refuse(RefusedRegisterRate)
 		s.cfg.Logger.Warn("refused connection: too many from one address", "remote", r.RemoteAddr)
@@ -250,6 +345,12 @@ func (s *Server) drop(c *conn) {
 	c.cancel()
 	s.mu.Lock()
 	delete(s.conns, c)
+	for _, k := range c.sessions {
+		if s.routes[k] == c {
+			delete(s.routes, k)
+		}
+	}
+	c.sessions = nil
 	if c.id != "" {
 		l := s.peers[c.id]
 		for i, x := range l {
@@ -295,7 +396,7 @@ func (s *Server) syncBus(id keys.PeerID) {
 // Deliver hands m, routed by another instance through the bus, to the peer
 // it is for if that peer is registered here.
 func (s *Server) Deliver(m Message) {
-	if dst := s.current(m.To); dst != nil {
+	if dst := s.destination(m); dst != nil {
 		s.metrics.route(m.Type)
 		if !dst.send(m) {
 			s.metrics.refuse(RefusedSlow)
@@ -327,6 +428,9 @@ func DecodeMessage(b []byte) (Message, error) {
 		if m.Key == "" || len(m.Sig) == 0 {
 			return m, errors.New("register needs key and sig")
 		}
+		if m.Mode != ModeListen && m.Mode != ModeDial && m.Mode != ModeTicket {
+			return m, fmt.Errorf("unknown registration mode %q", m.Mode)
+		}
 	case TypeOffer, TypeAnswer:
 		if !m.To.Valid() || m.Session == "" || m.SDP == "" {
 			return m, fmt.Errorf("%s needs to, session and sdp", m.Type)
@@ -340,6 +444,9 @@ func DecodeMessage(b []byte) (Message, error) {
 	}
 	if len(m.Session) > 64 {
 		return m, errors.New("session ID too long")
+	}
+	if len(m.Instance) > MaxInstance {
+		return m, errors.New("instance name too long")
 	}
 	return m, nil
 }
@@ -387,14 +494,14 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 		s.closeWith(ctx, c, CodeAuth, err.Error())
 		return
 	}
-	c.id = id
+	c.id, c.mode, c.instance = id, m.Mode, m.Instance
 	s.mu.Lock()
 	s.peers[id] = append(s.peers[id], c)
 	n := len(s.peers[id])
 	s.mu.Unlock()
 	s.syncBus(id)
 	if n > 1 {
-		log(slog.LevelDebug, "another registration of this peer; the newest gets new offers", "registrations", n)
+		log(slog.LevelDebug, "another registration of this peer", "registrations", n, "mode", m.Mode, "instance", m.Instance)
 	}
 	var ice []ICEServer
 	if s.cfg.ICEServers != nil {
@@ -448,11 +555,16 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 // tells c the peer is offline.
 func (s *Server) route(ctx context.Context, c *conn, m Message) {
 	m.From = c.id
-	dst := s.current(m.To)
+	if m.Type == TypeOffer {
+		// The answer and candidates come back to this registration.
+		s.mu.Lock()
+		s.remember(routeKey{c.id, m.Session}, c)
+		s.mu.Unlock()
+	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if m.Type == TypePresence {
-		online := dst != nil
+		online := s.listening(m.To)
 		if !online && s.cfg.Bus != nil {
 			var err error
 			if online, err = s.cfg.Bus.Online(bctx, m.To); err != nil {
@@ -466,6 +578,7 @@ func (s *Server) route(ctx context.Context, c *conn, m Message) {
 		}
 		return
 	}
+	dst := s.destination(m)
 	if dst == nil && s.cfg.Bus != nil {
 		ok, err := s.cfg.Bus.Publish(bctx, m)
 		if err != nil {
@@ -490,28 +603,59 @@ func (s *Server) route(ctx context.Context, c *conn, m Message) {
 	}
 }
 
-// send queues m without blocking; false when the queue is full.
+// send queues m without blocking; false when the queue is full. After
+// goAway nothing more is sent.
 func (c *conn) send(m Message) bool {
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
+	if c.closing {
+		return true
+	}
 	if len(c.queue) >= sendQueue {
 		return false
 	}
 	c.queue = append(c.queue, m)
-	if !c.writing {
-		c.writing = true
-		go c.flush()
-	}
+	c.startWriter()
 	return true
 }
 
-// flush writes the queue in order, then ends.
+// goAway queues m as the last message; the writer closes the connection
+// once it is written.
+func (c *conn) goAway(m Message) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.closing {
+		return
+	}
+	c.queue = append(c.queue, m)
+	c.closing = true
+	c.startWriter()
+}
+
+// startWriter runs flush unless it runs already; c.qmu is held.
+func (c *conn) startWriter() {
+	if !c.writing {
+		c.writing = true
+		c.writers.Add(1)
+		go c.flush()
+	}
+}
+
+// flush writes the queue in order, then ends; after goAway it closes the
+// connection (a WebSocket close handshake: the client reads everything
+// before it).
 func (c *conn) flush() {
+	defer c.writers.Done()
 	for {
 		c.qmu.Lock()
 		if len(c.queue) == 0 {
+			closing := c.closing
 			c.queue, c.writing = nil, false
 			c.qmu.Unlock()
+			if closing {
+				c.ws.Close(websocket.StatusGoingAway, "server is shutting down")
+				c.cancel()
+			}
 			return
 		}
 		m := c.queue[0]
@@ -557,8 +701,15 @@ func (s *Server) closeWith(ctx context.Context, c *conn, code, reason string) {
 	c.ws.Close(websocket.StatusPolicyViolation, reason)
 }
 
-// Close tells every client the server is going away, closes them, and
-// refuses new ones.
+// drainTimeout bounds how long Close waits for clients to take the
+// going-away notice and what was queued before it.
+const drainTimeout = 5 * time.Second
+
+// Close tells every client the server is going away, refuses new ones,
+// and drains: each client gets what was queued for it, then the notice,
+// then a WebSocket close. Clients that have not taken theirs within
+// drainTimeout are cut off. Close returns when every client's goroutines
+// have ended.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -568,13 +719,16 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.send(Message{V: Version, Type: TypeError, Code: CodeGoingAway, Reason: "server is shutting down; reconnect"})
+		c.goAway(Message{V: Version, Type: TypeError, Code: CodeGoingAway, Reason: "server is shutting down; reconnect"})
 	}
-	time.Sleep(50 * time.Millisecond) // let the writers flush the notice
-	for _, c := range conns {
-		c.ws.CloseNow()
-		c.cancel()
-	}
+	cutOff := time.AfterFunc(drainTimeout, func() {
+		for _, c := range conns {
+			c.cancel()
+			c.ws.CloseNow()
+		}
+	})
+	defer cutOff.Stop()
 	s.wg.Wait()
+	s.writers.Wait()
 	return nil
 }

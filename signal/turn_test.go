@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,9 @@ func startTURN(t *testing.T, cfg TURNConfig) (addr string, stats *RelayStats) {
 	cfg.PacketConn = pc
 	cfg.RelayIP = net.ParseIP("127.0.0.1")
 	cfg.Stats = &RelayStats{}
+	// These tests are about credentials and caps; the peers they relay to
+	// are on loopback, which the relay refuses unless allowed.
+	cfg.RelayAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ServeTURN(ctx, cfg) }()

@@ -16,7 +16,7 @@ import (
 	"kin/internal/pionlog"
 )
 
-// Tuning, measured on loopback (see README, Performance): the kernel's
+// Tuning, measured on loopback (see docs/performance.md): the kernel's
 // default UDP buffers overflow at data-channel speeds and every drop makes
 // SCTP back off; a large SCTP receive window lets the sender keep going.
 const (
@@ -24,7 +24,7 @@ const (
 	sctpReceiveBytes = 32 << 20
 )
 
-func newAPI(cfg Config) *webrtc.API {
+func newAPI(cfg Config, n transport.Net) *webrtc.API {
 	var se webrtc.SettingEngine
 	se.DetachDataChannels()
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled) // kin never sends multicast
@@ -42,8 +42,8 @@ func newAPI(cfg Config) *webrtc.API {
 	// Notice a vanished peer in seconds, not pion's default 25 s.
 	se.SetICETimeouts(4*time.Second, 10*time.Second, 2*time.Second)
 	se.LoggerFactory = pionlog.Factory(cfg.Logger)
-	if n, err := stdnet.NewNet(); err == nil {
-		se.SetNet(&bufferedNet{Net: n, log: cfg.Logger})
+	if n != nil {
+		se.SetNet(n)
 	}
 	if len(cfg.Interfaces) > 0 {
 		names := slices.Clone(cfg.Interfaces)
@@ -65,6 +65,14 @@ func includesLoopback(names []string) bool {
 		}
 	}
 	return false
+}
+
+func newBufferedNet(log *slog.Logger) *bufferedNet {
+	n, err := stdnet.NewNet()
+	if err != nil {
+		return nil
+	}
+	return &bufferedNet{Net: n, log: log}
 }
 
 // bufferedNet gives every UDP socket ICE opens large kernel buffers.

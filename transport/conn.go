@@ -9,11 +9,14 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/datachannel"
 	"github.com/pion/webrtc/v3"
+	"github.com/quic-go/quic-go"
 
 	"kin/keys"
 	"kin/signal"
@@ -33,6 +36,7 @@ const (
 type Info struct {
 	Peer    keys.PeerID // as the signaling server claims: not authenticated
 	Path    string      // "direct (loopback)", "direct (LAN)", "direct (through NAT)", "relayed (TURN)"
+	Lane    string      // LaneQUIC or LaneDataChannel: what carries the bytes
 	Local   string      // selected local candidate
 	Remote  string      // selected remote candidate
 	Timings Timings
@@ -44,15 +48,24 @@ type Timings struct {
 	Signaling   time.Duration // answer received (dialer) or sent (acceptor)
 	ICE         time.Duration // ICE connected
 	DTLS        time.Duration // DTLS connected
-	DataChannel time.Duration // data channel open
+	DataChannel time.Duration // data channel open (0 if QUIC was ready first)
+	QUIC        time.Duration // QUIC stream open (0 if the data channel carries the connection)
+	Connected   time.Duration // the lane the connection uses was ready
 }
 
-// Conn is a peer connection as a net.Conn with stream semantics.
+// Conn is a peer connection as a net.Conn with stream semantics: a QUIC
+// stream, or the data channel (dc and raw).
 type Conn struct {
 	h   *handshake
 	pc  *webrtc.PeerConnection
 	dc  *webrtc.DataChannel
 	raw datachannel.ReadWriteCloser
+	qc  *quic.Conn
+	st  *quic.Stream
+
+	eof     chan struct{} // QUIC: closed once Read saw the peer's end of stream
+	eofOnce sync.Once
+	failed  atomic.Pointer[error]
 
 	info Info
 
@@ -80,12 +93,75 @@ func newConn(h *handshake, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, ra
 		default:
 		}
 	})
+	c.describe(LaneDataChannel)
+	return c
+}
+
+func newQUICConn(h *handshake, pc *webrtc.PeerConnection, qc *quic.Conn, st *quic.Stream) *Conn {
+	c := &Conn{h: h, pc: pc, qc: qc, st: st, eof: make(chan struct{}), closed: make(chan struct{})}
+	c.describe(LaneQUIC)
+	go func() { // QUIC ends: the peer connection ends too
+		select {
+		case <-qc.Context().Done():
+			c.closeFromPeer()
+		case <-c.closed:
+		}
+	}()
+	return c
+}
+
+func (c *Conn) describe(lane string) {
+	h := c.h
 	h.mu.Lock()
-	c.info = Info{Peer: h.peer, Timings: h.timings}
+	c.info = Info{Peer: h.peer, Timings: h.timings, Lane: lane}
 	known := maps.Clone(h.knownIPs)
 	h.mu.Unlock()
-	c.info.Path, c.info.Local, c.info.Remote = selectedPath(pc, known)
-	return c
+	c.info.Path, c.info.Local, c.info.Remote = selectedPath(c.pc, known)
+}
+
+// Lane names how the bytes travel, for people: "direct, QUIC",
+// "relayed, data channel" or "direct, data channel".
+func (c *Conn) Lane() string {
+	where := "direct"
+	if strings.HasPrefix(c.info.Path, "relayed") {
+		where = "relayed"
+	}
+	return where + ", " + c.info.Lane
+}
+
+// pathChanged checks a newly selected candidate pair against the QUIC
+// connection's 5-tuple: QUIC cannot follow the peer to another address
+// (quic-go migrates only a client's own socket, and only when asked), so a
+// different pair ends the connection with ErrPathChanged instead of
+// leaving it to stall until the idle timeout.
+func (c *Conn) pathChanged(p *webrtc.ICECandidatePair) {
+	if c.qc == nil || p == nil || p.Local == nil || p.Remote == nil {
+		return
+	}
+	la, _ := c.qc.LocalAddr().(*net.UDPAddr)
+	ra, _ := c.qc.RemoteAddr().(*net.UDPAddr)
+	port, ok := socketPort(*p.Local)
+	if ok && la != nil && ra != nil && port == la.Port &&
+		net.ParseIP(p.Remote.Address).Equal(ra.IP) && int(p.Remote.Port) == ra.Port {
+		return
+	}
+	c.fail(fmt.Errorf("%w (now %s:%d -> %s:%d)", ErrPathChanged, p.Local.Address, p.Local.Port, p.Remote.Address, p.Remote.Port))
+}
+
+// fail ends the connection with err: Read and Write return it.
+func (c *Conn) fail(err error) {
+	c.failed.CompareAndSwap(nil, &err)
+	if c.qc != nil {
+		c.qc.CloseWithError(quicCodePathChanged, err.Error())
+	}
+	go c.closeFromPeer()
+}
+
+func (c *Conn) failure() error {
+	if p := c.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // selectedPath names the ICE candidate pair in use. known maps the
@@ -159,6 +235,16 @@ func (c *Conn) Info() Info { return c.info }
 
 // Read reads the stream; a read may return part of a message.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.st != nil {
+		n, err := c.st.Read(p)
+		if err != nil {
+			err = c.quicErr("read", err)
+			if err == io.EOF {
+				c.eofOnce.Do(func() { close(c.eof) })
+			}
+		}
+		return n, err
+	}
 	c.readMu.Lock()
 	defer c.readMu.Unlock()
 	for len(c.pending) == 0 {
@@ -174,6 +260,37 @@ func (c *Conn) Read(p []byte) (int, error) {
 	n := copy(p, c.pending)
 	c.pending = c.pending[n:]
 	return n, nil
+}
+
+// quicErr maps a QUIC stream's error to what a net.Conn says.
+func (c *Conn) quicErr(op string, err error) error {
+	if f := c.failure(); f != nil {
+		return fmt.Errorf("%s: %w", op, f)
+	}
+	if errors.Is(err, io.EOF) {
+		return io.EOF
+	}
+	var idle *quic.IdleTimeoutError
+	if errors.As(err, &idle) {
+		return fmt.Errorf("%s: the peer stopped answering: %w", op, err)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
+		return os.ErrDeadlineExceeded
+	}
+	var ae *quic.ApplicationError
+	closedByPeer := errors.As(err, &ae) && ae.Remote && ae.ErrorCode == quicCodeClosed
+	select {
+	case <-c.closed:
+		if op == "read" || closedByPeer {
+			return io.EOF
+		}
+		return net.ErrClosed
+	default:
+	}
+	if closedByPeer && op == "read" {
+		return io.EOF
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 func (c *Conn) readErr(err error) error {
@@ -198,6 +315,13 @@ func isTimeout(err error) bool {
 
 // Write writes all of p, waiting while the send buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
+	if c.st != nil {
+		n, err := c.st.Write(p)
+		if err != nil {
+			err = c.quicErr("write", err)
+		}
+		return n, err
+	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	written := 0
@@ -234,7 +358,12 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// Close closes the data channel and the peer connection and tells the peer.
+// Close closes the lane and the peer connection and tells the peer.
+// On QUIC it first sends the end of the stream and waits (at most
+// quicCloseWait) until the peer has read it, or, if the peer ended its
+// stream first, until the peer closes the connection: closing a QUIC
+// connection discards whatever is not yet delivered, so the side that
+// closes it is the one that knows both ends have everything.
 func (c *Conn) Close() error {
 	c.shutdown(true)
 	return nil
@@ -244,20 +373,63 @@ func (c *Conn) closeFromPeer() { c.shutdown(false) }
 
 func (c *Conn) shutdown(sayBye bool) {
 	c.closeOnce.Do(func() {
+		// A node that is stopping (Ctrl-C, the program ending) gives
+		// the tail and the bye a short time: a peer that is gone would
+		// otherwise hold every command's exit for seconds.
+		wait, byeWait := 2*time.Second, 2*time.Second
+		if c.h.node.stopping() {
+			wait, byeWait = stoppingCloseWait, stoppingCloseWait
+		}
 		if sayBye {
-			c.drain(2 * time.Second)
+			if c.st != nil {
+				c.finishQUIC(min(wait, quicCloseWait))
+			} else {
+				c.drain(wait)
+			}
 		}
 		close(c.closed)
 		if sayBye {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), byeWait)
 			c.h.send(ctx, signal.Message{Type: signal.TypeBye})
 			cancel()
 		}
-		c.SetReadDeadline(time.Time{}) // stops pion's deadline timer goroutine
-		c.raw.Close()
+		if c.st != nil {
+			c.qc.CloseWithError(quicCodeClosed, "")
+		} else {
+			c.SetReadDeadline(time.Time{}) // stops pion's deadline timer goroutine
+			c.raw.Close()
+		}
 		c.pc.Close()
+		if c.h.qn != nil {
+			c.h.qn.close()
+		}
 		c.h.node.forget(c.h.session)
 	})
+}
+
+// stoppingCloseWait bounds Close while the node stops: commands exit
+// within 2 s of Ctrl-C (cmd's backstop), so closing must take well under.
+const stoppingCloseWait = 300 * time.Millisecond
+
+func (c *Conn) finishQUIC(wait time.Duration) {
+	peerDone := false
+	select {
+	case <-c.eof:
+		peerDone = true
+	default:
+	}
+	c.st.Close()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	var eof <-chan struct{}
+	if !peerDone {
+		eof = c.eof
+	}
+	select {
+	case <-eof:
+	case <-c.qc.Context().Done():
+	case <-t.C:
+	}
 }
 
 // drain waits (at most max) until what was written has left the SCTP
@@ -289,6 +461,9 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline makes a blocked Read return os.ErrDeadlineExceeded at t.
 func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.st != nil {
+		return c.st.SetReadDeadline(t)
+	}
 	if d, ok := c.raw.(datachannel.ReadDeadliner); ok {
 		return d.SetReadDeadline(t)
 	}
@@ -297,6 +472,9 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 
 // SetWriteDeadline bounds how long Write waits for buffer space.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if c.st != nil {
+		return c.st.SetWriteDeadline(t)
+	}
 	c.wdMu.Lock()
 	defer c.wdMu.Unlock()
 	if c.wdTimer != nil {

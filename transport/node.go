@@ -1,26 +1,35 @@
 // Package transport turns a signaling channel into peer-to-peer net.Conns:
 // one WebRTC PeerConnection per connection, ICE to get through NATs, and
-// one ordered, reliable, detached data channel carried as a byte stream.
+// the bytes on the fastest lane the path allows: a QUIC stream on the UDP
+// 5-tuple ICE selected when both peers offer it and the pair is direct
+// (quic.go), otherwise one ordered, reliable, detached data channel.
 package transport
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pion/datachannel"
 	"github.com/pion/ice/v2"
 	"github.com/pion/stun"
+	"github.com/pion/transport/v2"
 	"github.com/pion/webrtc/v3"
+	"github.com/quic-go/quic-go"
 
 	"kin/keys"
 	"kin/signal"
@@ -41,7 +50,11 @@ type Config struct {
 	// Interfaces limits ICE to these network interfaces (e.g. "lo" for two
 	// peers on one machine); empty means all.
 	Interfaces []string
-	Logger     *slog.Logger
+	// Lane is LaneAuto (QUIC where it can run, else the data channel) or
+	// LaneForceDC (never offer QUIC). Empty takes KIN_LANE from the
+	// environment.
+	Lane   string
+	Logger *slog.Logger
 }
 
 // ErrPeerOffline is returned by Dial when the signaling server says the
@@ -56,10 +69,20 @@ const (
 // Node is this peer on the signaling channel: it dials others and accepts
 // their connections.
 type Node struct {
-	sig Signaler
-	cfg Config
-	api *webrtc.API
-	log *slog.Logger
+	sig  Signaler
+	cfg  Config
+	api  *webrtc.API   // for connections without QUIC: plain sockets
+	base *bufferedNet  // the sockets' settings
+	quic *quicIdentity // nil: this node does not offer QUIC
+	log  *slog.Logger
+	// skipQUICDial (tests) makes the dialer settle for the data channel
+	// although both ends offer QUIC, as when the QUIC handshake fails.
+	skipQUICDial bool
+	// Tests: advertise this fingerprint instead of our certificate's; do
+	// not listen for QUIC although we offer it.
+	testFP       []byte
+	testNoListen bool
+	run          *running // set by Start
 
 	mu       sync.Mutex
 	sessions map[string]*handshake
@@ -75,16 +98,50 @@ func NewNode(sig Signaler, cfg Config) *Node {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.Lane == "" {
+		cfg.Lane = os.Getenv("KIN_LANE")
+	}
+	base := newBufferedNet(cfg.Logger)
+	var plain transport.Net
+	if base != nil {
+		plain = base
+	}
+	var qid *quicIdentity
+	switch cfg.Lane {
+	case LaneForceDC:
+	case LaneAuto, "auto", "quic":
+		if base != nil {
+			var err error
+			if qid, err = newQUICIdentity(); err != nil {
+				cfg.Logger.Warn("no QUIC certificate: connections use the data channel", "err", err)
+			}
+		}
+	default:
+		cfg.Logger.Warn("unknown lane setting; using QUIC where possible", "lane", cfg.Lane, "known", "datachannel")
+		if base != nil {
+			qid, _ = newQUICIdentity()
+		}
+	}
 	return &Node{
 		sig:      sig,
 		cfg:      cfg,
-		api:      newAPI(cfg),
+		api:      newAPI(cfg, plain),
+		base:     base,
+		quic:     qid,
 		log:      cfg.Logger,
 		sessions: map[string]*handshake{},
 		accepted: make(chan *Conn),
 		slots:    make(chan struct{}, maxHandshakes),
 		started:  make(chan struct{}),
 	}
+}
+
+// stopping reports whether the context Run was given has ended.
+func (n *Node) stopping() bool {
+	n.mu.Lock()
+	ctx := n.ctx
+	n.mu.Unlock()
+	return ctx != nil && ctx.Err() != nil
 }
 
 // Run dispatches signaling messages until ctx is done or Recv fails; then
@@ -163,6 +220,12 @@ func (n *Node) Accept(ctx context.Context) (*Conn, error) {
 
 // Dial connects to peer.
 func (n *Node) Dial(ctx context.Context, peer keys.PeerID) (*Conn, error) {
+	return n.DialInstance(ctx, peer, "")
+}
+
+// DialInstance connects to one registration of peer: the instance named
+// in a ticket ("" = whichever takes offers; see signal.ModeListen).
+func (n *Node) DialInstance(ctx context.Context, peer keys.PeerID, instance string) (*Conn, error) {
 	select {
 	case <-n.started:
 	case <-ctx.Done():
@@ -174,7 +237,15 @@ func (n *Node) Dial(ctx context.Context, peer keys.PeerID) (*Conn, error) {
 	if h == nil {
 		return nil, errors.New("transport node is not running")
 	}
+	h.instance = instance
 	return h.offer(ctx)
+}
+
+func (n *Node) advertisedFP() []byte {
+	if n.testFP != nil {
+		return n.testFP
+	}
+	return n.quic.fp
 }
 
 func (n *Node) newHandshake(session string, peer keys.PeerID, dialer bool) *handshake {
@@ -184,7 +255,7 @@ func (n *Node) newHandshake(session string, peer keys.PeerID, dialer bool) *hand
 		return nil
 	}
 	h := &handshake{node: n, session: session, peer: peer, dialer: dialer,
-		inbox: make(chan signal.Message, 128), start: time.Now(),
+		inbox: make(chan signal.Message, 128), start: time.Now(), pairUp: make(chan struct{}),
 		log: n.log.With("peer", peer, "session", session)}
 	n.sessions[session] = h
 	return h
@@ -198,13 +269,14 @@ func (n *Node) forget(session string) {
 
 // handshake is one connection being set up, and then its signaling side.
 type handshake struct {
-	node    *Node
-	session string
-	peer    keys.PeerID
-	dialer  bool
-	inbox   chan signal.Message
-	start   time.Time
-	log     *slog.Logger
+	node     *Node
+	session  string
+	peer     keys.PeerID
+	instance string // the peer's registration an offer is for
+	dialer   bool
+	inbox    chan signal.Message
+	start    time.Time
+	log      *slog.Logger
 
 	mu         sync.Mutex
 	timings    Timings
@@ -212,6 +284,30 @@ type handshake struct {
 	remoteKind map[string]bool
 	knownIPs   map[string]webrtc.ICECandidateType // remote candidates' and TURN relays' addresses
 	conn       *Conn
+
+	qn       *quicNet // nil: this connection does not offer QUIC
+	peerFP   []byte   // the peer's QUIC certificate fingerprint; nil: it does not offer QUIC
+	pairUp   chan struct{}
+	pairOnce sync.Once
+}
+
+// useQUIC says whether both ends offered QUIC (known to the dialer once
+// the answer is in).
+func (h *handshake) useQUIC() bool { return h.qn != nil && h.peerFP != nil }
+
+// onPair runs when ICE selects a candidate pair: the first one starts the
+// QUIC handshake; a later change is checked against the QUIC path.
+func (h *handshake) onPair(p *webrtc.ICECandidatePair) {
+	if p == nil {
+		return
+	}
+	h.pairOnce.Do(func() { close(h.pairUp) })
+	h.mu.Lock()
+	c := h.conn
+	h.mu.Unlock()
+	if c != nil {
+		c.pathChanged(p)
+	}
 }
 
 func (h *handshake) deliver(m signal.Message) {
@@ -244,14 +340,19 @@ func (h *handshake) mark(d *time.Duration) {
 	h.mu.Unlock()
 }
 
-// newPeerConnection makes the PeerConnection and wires candidates and
-// state timings; opened receives the detached channel once it is open.
+// newPeerConnection makes the PeerConnection and wires candidates, state
+// timings and the selected pair; with h.qn set its sockets belong to QUIC.
 func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnection, error) {
 	servers := h.node.iceServers()
-	pc, err := h.node.api.NewPeerConnection(webrtc.Configuration{ICEServers: servers})
+	api := h.node.api
+	if h.qn != nil {
+		api = newAPI(h.node.cfg, h.qn)
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: servers})
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(h.onPair)
 	h.localKinds, h.remoteKind, h.knownIPs = map[string]bool{}, map[string]bool{}, map[string]webrtc.ICECandidateType{}
 	for _, ip := range relayHosts(ctx, servers) {
 		h.knownIPs[ip] = webrtc.ICECandidateTypeRelay
@@ -301,6 +402,9 @@ func (h *handshake) abandon(pc *webrtc.PeerConnection) {
 	if pc != nil {
 		pc.Close()
 	}
+	if h.qn != nil {
+		h.qn.close()
+	}
 	h.node.forget(h.session)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -315,6 +419,9 @@ func (h *handshake) offer(ctx context.Context) (_ *Conn, err error) {
 			h.abandon(pc)
 		}
 	}()
+	if h.node.quic != nil {
+		h.qn = newQUICNet(h.node.base, nil)
+	}
 	if pc, err = h.newPeerConnection(ctx); err != nil {
 		return nil, err
 	}
@@ -329,12 +436,16 @@ func (h *handshake) offer(ctx context.Context) (_ *Conn, err error) {
 		err = pc.SetLocalDescription(offer)
 	}
 	if err == nil {
-		err = h.send(ctx, signal.Message{Type: signal.TypeOffer, SDP: offer.SDP})
+		sdp := offer.SDP
+		if h.qn != nil {
+			sdp = withQUICOffer(sdp, h.node.advertisedFP())
+		}
+		err = h.send(ctx, signal.Message{Type: signal.TypeOffer, SDP: sdp, Instance: h.instance})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("send offer: %w", err)
 	}
-	return h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
+	return h.negotiate(ctx, pc, func(ctx context.Context) (*webrtc.DataChannel, error) {
 		select {
 		case <-opened:
 			return dc, nil
@@ -352,6 +463,14 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (_ *Conn, 
 			h.abandon(pc)
 		}
 	}()
+	if fp := parseQUICOffer(offer.SDP); fp != nil && h.node.quic != nil {
+		h.peerFP = fp
+		var stls *tls.Config
+		if !h.node.testNoListen {
+			stls = h.node.quic.serverTLS(fp)
+		}
+		h.qn = newQUICNet(h.node.base, stls)
+	}
 	if pc, err = h.newPeerConnection(ctx); err != nil {
 		return nil, err
 	}
@@ -373,13 +492,17 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (_ *Conn, 
 		err = pc.SetLocalDescription(answer)
 	}
 	if err == nil {
-		err = h.send(ctx, signal.Message{Type: signal.TypeAnswer, SDP: answer.SDP})
+		sdp := answer.SDP
+		if h.qn != nil {
+			sdp = withQUICOffer(sdp, h.node.advertisedFP())
+		}
+		err = h.send(ctx, signal.Message{Type: signal.TypeAnswer, SDP: sdp})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("answer offer: %w", err)
 	}
 	h.mark(&h.timings.Signaling)
-	return h.negotiate(ctx, pc, func() (*webrtc.DataChannel, error) {
+	return h.negotiate(ctx, pc, func(ctx context.Context) (*webrtc.DataChannel, error) {
 		select {
 		case dc := <-channels:
 			return dc, nil
@@ -389,37 +512,99 @@ func (h *handshake) answer(ctx context.Context, offer signal.Message) (_ *Conn, 
 	})
 }
 
-// negotiate processes signaling for the handshake until open returns the
-// open data channel, then wraps it as a Conn.
-func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, open func() (*webrtc.DataChannel, error)) (*Conn, error) {
+// negotiate processes signaling for the handshake until a lane is ready,
+// then wraps it as a Conn. open returns the open data channel; it runs
+// until it does or its ctx (which ends with negotiate) is done.
+//
+// When both ends offered QUIC, the dialer starts the QUIC handshake as soon
+// as ICE has selected a pair (not after the data channel opens) and
+// commits to a lane with the first bytes on it (see quicHello in quic.go):
+// the QUIC stream, or the data channel when the pair is relayed or QUIC
+// did not connect within quicHandshakeTimeout. The acceptor takes
+// whichever commitment arrives.
+func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, open func(context.Context) (*webrtc.DataChannel, error)) (_ *Conn, err error) {
 	type result struct {
 		dc  *webrtc.DataChannel
 		err error
 	}
+	octx, ocancel := context.WithCancel(ctx)
+	defer ocancel() // the goroutines below end with negotiate, not with the caller's ctx
 	opened := make(chan result, 1)
 	go func() {
-		dc, err := open()
+		dc, err := open(octx)
 		opened <- result{dc, err}
 	}()
+
+	quicDone := make(chan quicResult, 1)
+	quicStarted, quicFailed := false, false
+	startQUIC := func(f func(context.Context) quicResult) {
+		quicStarted = true
+		go func() { quicDone <- f(octx) }()
+	}
+	var chosen *Conn
+	defer func() {
+		if quicStarted && (chosen == nil || chosen.qc == nil) {
+			go func() { // a QUIC connection that lost the race, or is still dialling
+				if r := <-quicDone; r.qc != nil {
+					r.qc.CloseWithError(quicCodeRefused, "the data channel was chosen")
+				}
+			}()
+		}
+	}()
+	if !h.dialer && h.useQUIC() {
+		startQUIC(h.acceptQUIC)
+	}
+
+	var dc *webrtc.DataChannel
+	var raw datachannel.ReadWriteCloser
+	marker := make(chan error, 1) // acceptor: the dialer's lane choice on the data channel
+	useDC := func() (*Conn, error) {
+		chosen = newConn(h, pc, dc, raw)
+		return h.established(chosen, pc), nil
+	}
 	var queued []webrtc.ICECandidateInit
 	haveRemote := !h.dialer
 	for {
+		var pairUp <-chan struct{}
+		if h.dialer && h.useQUIC() && !quicStarted && !quicFailed {
+			pairUp = h.pairUp
+		}
 		select {
+		case <-pairUp:
+			startQUIC(func(ctx context.Context) quicResult { return h.dialQUIC(ctx, pc) })
+		case r := <-quicDone:
+			if r.err == nil {
+				h.mark(&h.timings.QUIC)
+				chosen = newQUICConn(h, pc, r.qc, r.st)
+				return h.established(chosen, pc), nil
+			}
+			quicStarted, quicFailed = false, true // delivered: nothing left to close
+			h.log.Debug("QUIC lane not available; using the data channel", "err", r.err)
+			if h.dialer && raw != nil {
+				return h.chooseDC(useDC, raw)
+			}
 		case r := <-opened:
 			if r.err != nil {
 				return nil, h.failure(r.err)
 			}
-			raw, err := r.dc.Detach()
-			if err != nil {
+			dc = r.dc
+			if raw, err = dc.Detach(); err != nil {
 				return nil, fmt.Errorf("detach data channel: %w", err)
 			}
 			h.mark(&h.timings.DataChannel)
-			c := newConn(h, pc, r.dc, raw)
-			h.mu.Lock()
-			h.conn = c
-			h.mu.Unlock()
-			go h.trickleAfterOpen(c, pc)
-			return c, nil
+			switch {
+			case !h.useQUIC():
+				return useDC()
+			case h.dialer && quicFailed:
+				return h.chooseDC(useDC, raw)
+			case !h.dialer:
+				go func() { marker <- readLaneShift(raw) }()
+			}
+		case err := <-marker:
+			if err != nil {
+				return nil, err
+			}
+			return useDC()
 		case m := <-h.inbox:
 			switch m.Type {
 			case signal.TypeError:
@@ -436,6 +621,9 @@ func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, op
 				if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
 					return nil, fmt.Errorf("peer's answer: %w", err)
 				}
+				if h.qn != nil {
+					h.peerFP = parseQUICOffer(m.SDP)
+				}
 				h.mark(&h.timings.Signaling)
 				haveRemote = true
 				for _, c := range queued {
@@ -447,6 +635,133 @@ func (h *handshake) negotiate(ctx context.Context, pc *webrtc.PeerConnection, op
 			}
 		}
 	}
+}
+
+// chooseDC tells the acceptor the data channel carries this connection.
+func (h *handshake) chooseDC(useDC func() (*Conn, error), raw datachannel.ReadWriteCloser) (*Conn, error) {
+	if _, err := raw.Write(dcLaneShift); err != nil {
+		return nil, fmt.Errorf("data channel: %w", err)
+	}
+	return useDC()
+}
+
+// readLaneShift reads the dialer's first data-channel message, which must
+// say it chose the data channel.
+func readLaneShift(raw datachannel.ReadWriteCloser) error {
+	buf := make([]byte, 64)
+	n, err := raw.Read(buf)
+	if err != nil {
+		return fmt.Errorf("data channel: %w", err)
+	}
+	if !bytes.Equal(buf[:n], dcLaneShift) {
+		return errors.New("the peer broke the lane protocol: its first data-channel message was not the lane choice")
+	}
+	return nil
+}
+
+// established records the connection on the handshake and keeps feeding
+// it late candidates.
+func (h *handshake) established(c *Conn, pc *webrtc.PeerConnection) *Conn {
+	h.mark(&h.timings.Connected)
+	h.mu.Lock()
+	c.info.Timings = h.timings
+	h.conn = c
+	h.mu.Unlock()
+	h.log.Debug("peer connection", "lane", c.Lane(), "path", c.info.Path, "local", c.info.Local, "remote", c.info.Remote)
+	go h.trickleAfterOpen(c, pc)
+	return c
+}
+
+// quicExchange writes send on st and reads want back, by ctx's deadline.
+func quicExchange(ctx context.Context, st *quic.Stream, send, want []byte) error {
+	if d, ok := ctx.Deadline(); ok {
+		st.SetReadDeadline(d)
+		defer st.SetReadDeadline(time.Time{})
+	}
+	if _, err := st.Write(send); err != nil {
+		return err
+	}
+	return expect(st, want)
+}
+
+// expect reads len(want) bytes from r: they must be want.
+func expect(r io.Reader, want []byte) error {
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(r, got); err != nil {
+		return err
+	}
+	if !bytes.Equal(got, want) {
+		return errors.New("the peer broke the lane protocol: unexpected bytes on the QUIC stream")
+	}
+	return nil
+}
+
+type quicResult struct {
+	qc  *quic.Conn
+	st  *quic.Stream
+	err error
+}
+
+// dialQUIC runs the dialer's QUIC handshake on the selected pair, from the
+// socket behind the selected local candidate, and opens the stream.
+func (h *handshake) dialQUIC(ctx context.Context, pc *webrtc.PeerConnection) quicResult {
+	pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		return quicResult{err: fmt.Errorf("no selected candidate pair: %v", err)}
+	}
+	h.mu.Lock()
+	known := maps.Clone(h.knownIPs)
+	h.mu.Unlock()
+	if path, _, _ := selectedPath(pc, known); strings.HasPrefix(path, "relayed") {
+		return quicResult{err: errRelayedPair}
+	}
+	tr, remote, err := h.qn.transportFor(pair)
+	if err != nil {
+		return quicResult{err: err}
+	}
+	if h.node.skipQUICDial {
+		return quicResult{err: errors.New("QUIC dial skipped (test)")}
+	}
+	ctx, cancel := context.WithTimeout(ctx, quicHandshakeTimeout)
+	defer cancel()
+	qc, err := tr.Dial(ctx, remote, h.node.quic.clientTLS(h.peerFP), quicConfig())
+	if err != nil {
+		return quicResult{err: fmt.Errorf("QUIC handshake with %s: %w", remote, err)}
+	}
+	st, err := qc.OpenStreamSync(ctx)
+	if err == nil {
+		err = quicExchange(ctx, st, quicHello, quicAck)
+	}
+	if err == nil { // the acceptor has checked our certificate and answered: commit
+		_, err = st.Write(quicCommit)
+	}
+	if err != nil {
+		qc.CloseWithError(quicCodeRefused, "")
+		return quicResult{err: fmt.Errorf("QUIC stream: %w", err)}
+	}
+	return quicResult{qc: qc, st: st}
+}
+
+// acceptQUIC waits for the dialer's QUIC connection and its stream.
+func (h *handshake) acceptQUIC(ctx context.Context) quicResult {
+	var qc *quic.Conn
+	select {
+	case qc = <-h.qn.accepted:
+	case <-ctx.Done():
+		return quicResult{err: ctx.Err()}
+	}
+	st, err := qc.AcceptStream(ctx)
+	if err == nil {
+		err = expect(st, quicHello)
+	}
+	if err == nil { // then wait for the dialer's commitment (it may give up and take the data channel)
+		err = quicExchange(ctx, st, quicAck, quicCommit)
+	}
+	if err != nil {
+		qc.CloseWithError(quicCodeRefused, "")
+		return quicResult{err: fmt.Errorf("QUIC stream: %w", err)}
+	}
+	return quicResult{qc: qc, st: st}
 }
 
 func (h *handshake) addCandidate(pc *webrtc.PeerConnection, m signal.Message, haveRemote bool, queued *[]webrtc.ICECandidateInit) {

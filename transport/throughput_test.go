@@ -14,7 +14,7 @@ import (
 // BenchmarkConnThroughput moves 128 MiB through 1, 2 or 4 peer
 // connections at once (split evenly) and reports the CPU it took: on a
 // 2-core machine striping does not pay, because one connection already
-// keeps both cores busy (see README, Performance).
+// keeps both cores busy (see docs/performance.md).
 func BenchmarkConnThroughput(b *testing.B) {
 	for _, n := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("conns=%d", n), func(b *testing.B) {

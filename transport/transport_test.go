@@ -45,12 +45,18 @@ type pairEnv struct {
 }
 
 func newPair(t testing.TB) *pairEnv {
+	cfg := Config{Interfaces: []string{"lo"}}
+	return newPairWith(t, cfg, cfg)
+}
+
+// newPairWith makes two nodes on loopback: a (the dialer) with cfgA, b
+// with cfgB.
+func newPairWith(t testing.TB, cfgA, cfgB Config) *pairEnv {
 	r := memsignal.New()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	p := &pairEnv{ctx: ctx, cancel: cancel, bID: "bbbbbbbbbbbbbbbb"}
-	cfg := Config{Interfaces: []string{"lo"}}
-	p.a = NewNode(r.Endpoint("aaaaaaaaaaaaaaaa"), cfg)
-	p.b = NewNode(r.Endpoint(p.bID), cfg)
+	p.a = NewNode(r.Endpoint("aaaaaaaaaaaaaaaa"), cfgA)
+	p.b = NewNode(r.Endpoint(p.bID), cfgB)
 	for _, n := range []*Node{p.a, p.b} {
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); n.Run(ctx) }()
@@ -88,7 +94,7 @@ func TestBytesBothWays(t *testing.T) {
 	defer d.Close()
 	defer a.Close()
 	info := d.Info()
-	if info.Path != "direct (loopback)" || info.Timings.DataChannel == 0 || info.Timings.ICE == 0 {
+	if info.Path != "direct (loopback)" || info.Timings.Connected == 0 || info.Timings.ICE == 0 {
 		t.Errorf("info %+v", info)
 	}
 	if !strings.Contains(info.Local, "127.0.0.1") {

@@ -30,7 +30,7 @@ const (
 	// (endpoint-independent mapping, replies only from where the peer sent
 	// to). The firewall matters: when the router accepts an early inbound
 	// packet for itself, conntrack records it and then remaps the peer's
-	// own outgoing port, which breaks hole punching (see DESIGN.md).
+	// own outgoing port, which breaks hole punching (see docs/design.md).
 	Restricted NATKind = "restricted"
 	// Symmetric: MASQUERADE --random-fully, a new external port per
 	// destination (needs a TURN relay to get through).

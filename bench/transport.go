@@ -11,15 +11,18 @@ import (
 	"kin/transport"
 )
 
-// dataChannel moves size bytes through one pion data channel with kin's
-// transport settings and no SSH on top, and returns MB/s: the ceiling
-// kin's own overhead sits under. Both ends run in this process on lo,
-// introduced by an in-memory router.
-func dataChannel(ctx context.Context, size int64) (float64, error) {
+// transportAlone moves size bytes through one kin transport.Conn on the
+// given lane (KIN_LANE's values) with no SSH on top, and returns MB/s: the
+// ceiling kin's own overhead sits under. Both ends run in this process on
+// lo, introduced by an in-memory router.
+func transportAlone(ctx context.Context, size int64, lane string) (float64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := memsignal.New()
-	cfg := transport.Config{Interfaces: []string{"lo"}}
+	if lane == "" {
+		lane = "auto"
+	}
+	cfg := transport.Config{Interfaces: []string{"lo"}, Lane: lane}
 	a := transport.NewNode(r.Endpoint("aaaaaaaaaaaaaaaa"), cfg)
 	b := transport.NewNode(r.Endpoint("bbbbbbbbbbbbbbbb"), cfg)
 	var wg sync.WaitGroup
@@ -48,6 +51,13 @@ func dataChannel(ctx context.Context, size int64) (float64, error) {
 		return 0, fmt.Errorf("accept failed")
 	}
 	defer acc.Close()
+	want := transport.LaneQUIC
+	if lane == transport.LaneForceDC {
+		want = transport.LaneDataChannel
+	}
+	if got := d.Info().Lane; got != want {
+		return 0, fmt.Errorf("the connection runs on the %s, not the %s", got, want)
+	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := io.CopyN(io.Discard, acc, size)

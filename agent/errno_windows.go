@@ -1,0 +1,6 @@
+package agent
+
+import "syscall"
+
+// WSAECONNREFUSED
+var errConnRefused error = syscall.Errno(10061)
