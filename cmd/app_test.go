@@ -181,7 +181,7 @@ func TestStatus(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- runSignalServer(ctx, ln, signal.NewServer(signal.ServerConfig{}), nil) }()
+	go func() { served <- signal.NewServer(signal.ServerConfig{}).Serve(ctx, ln) }()
 	defer func() { cancel(); <-served }()
 
 	out, errs, code := kin(t, home, "--signal", ln.Addr().String(), "status", "--dir", inbox)
