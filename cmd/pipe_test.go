@@ -17,8 +17,8 @@ import (
 )
 
 // pipeFriend is the far end of a kin pipe: an SSH server that hands each
-// kin-pipe@kin channel to serve, with its connection (to drop it whole).
-func pipeFriend(t *testing.T, serve func(ch ssh.Channel, sc *ssh.ServerConn)) *session.Client {
+// kin-pipe@kin channel to serve, with its TCP connection (to end it).
+func pipeFriend(t *testing.T, serve func(ch ssh.Channel, tcp *net.TCPConn)) *session.Client {
 	t.Helper()
 	host, err := keys.NewIdentity()
 	if err != nil {
@@ -69,7 +69,7 @@ func pipeFriend(t *testing.T, serve func(ch ssh.Channel, sc *ssh.ServerConn)) *s
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				serve(ch, sc)
+				serve(ch, b.(*net.TCPConn))
 			}()
 		}
 	}()
@@ -111,13 +111,15 @@ func (w *gatedWriter) sum() ([32]byte, int) {
 // connection: the reply still reaches stdout whole.
 func TestPipeReplyAfterStdinEOFArrivesWhole(t *testing.T) {
 	request, reply := []byte("request"), randomBytes(t, 1<<20)
-	c := pipeFriend(t, func(ch ssh.Channel, sc *ssh.ServerConn) {
+	c := pipeFriend(t, func(ch ssh.Channel, tcp *net.TCPConn) {
 		got, err := io.ReadAll(ch) // until our stdin's EOF
 		if err != nil || !bytes.Equal(got, request) {
 			t.Errorf("friend read %q, %v", got, err)
 		}
 		ch.Write(reply)
-		sc.Close() // not even the channel's own close: the connection goes
+		// Not even the channel's own close: the connection ends. (Only
+		// its sending half, so no TCP reset can discard the reply.)
+		tcp.CloseWrite()
 	})
 	conn, err := c.Pipe()
 	if err != nil {
@@ -143,7 +145,7 @@ func TestPipeStdinAfterReplyEOFArrivesWhole(t *testing.T) {
 	reply, upload := []byte("reply"), randomBytes(t, 1<<20)
 	replied := make(chan struct{})
 	received := make(chan [32]byte, 1)
-	c := pipeFriend(t, func(ch ssh.Channel, _ *ssh.ServerConn) {
+	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
 		ch.Write(reply)
 		ch.CloseWrite()
 		close(replied)
@@ -182,7 +184,7 @@ func (g gateReader) Read([]byte) (int, error) {
 // stays open (OpenSSH closes it only once we are gone).
 func TestPipeEndsWhenFriendCloses(t *testing.T) {
 	reply := randomBytes(t, 64<<10)
-	c := pipeFriend(t, func(ch ssh.Channel, _ *ssh.ServerConn) {
+	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
 		ch.Write(reply)
 		ch.Close()
 	})
@@ -205,7 +207,7 @@ func TestPipeEndsWhenFriendCloses(t *testing.T) {
 // Ctrl-C ends kin pipe while both sides are still open.
 func TestPipeEndsWithContext(t *testing.T) {
 	started := make(chan struct{})
-	c := pipeFriend(t, func(ch ssh.Channel, _ *ssh.ServerConn) {
+	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
 		close(started)
 		io.Copy(io.Discard, ch)
 	})
