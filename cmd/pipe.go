@@ -62,9 +62,7 @@ func pipeAction(c *cli.Context) error {
 		return fmt.Errorf("pipe to %s: %w", fr.Name, err)
 	}
 	defer conn.Close()
-	if err := splice(c.Context, conn, c.App.Reader, e.stdout); err != nil && c.Context.Err() == nil {
-		return fmt.Errorf("pipe to %s: %w", fr.Name, err)
-	}
+	splice(c.Context, conn, c.App.Reader, e.stdout) // its only error is ctx's: Ctrl-C
 	return nil
 }
 
@@ -73,7 +71,8 @@ func pipeAction(c *cli.Context) error {
 // becomes conn's EOF, while the friend's reply is still written out to
 // its end. It returns once the reply has ended and in has too, or the
 // friend closed conn, so that nothing more can go (a lost connection
-// closes it); or when ctx ends.
+// closes it); when out fails (whoever read it, OpenSSH, is gone); or when
+// ctx ends.
 func splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
 	up := make(chan struct{})
 	go func() {
@@ -92,14 +91,13 @@ func splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) err
 	if cc, ok := conn.(interface{ Closed() <-chan struct{} }); ok {
 		closed = cc.Closed()
 	}
-	var err error
 	select {
-	case err = <-down:
+	case err := <-down:
+		if err != nil {
+			return nil // out's reader went away: nothing more can be delivered
+		}
 	case <-ctx.Done():
 		return ctx.Err()
-	}
-	if err != nil {
-		err = fmt.Errorf("write to stdout: %w", err)
 	}
 	select {
 	case <-up:
@@ -107,7 +105,7 @@ func splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return err
+	return nil
 }
 
 func sshConfigCommand() *cli.Command {

@@ -227,3 +227,26 @@ func TestPipeEndsWithContext(t *testing.T) {
 		t.Fatalf("splice after cancel: %v", err)
 	}
 }
+
+type brokenWriter struct{}
+
+func (brokenWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
+
+// When stdout fails, OpenSSH is gone: kin pipe returns quietly, without
+// waiting for a stdin that may never end.
+func TestPipeEndsWhenStdoutFails(t *testing.T) {
+	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
+		ch.Write([]byte("reply"))
+		io.Copy(io.Discard, ch)
+	})
+	conn, err := c.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	in, stdin := io.Pipe()
+	defer stdin.Close()
+	if err := splice(context.Background(), conn, in, brokenWriter{}); err != nil {
+		t.Fatalf("splice: %v", err)
+	}
+}
