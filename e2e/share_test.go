@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests: build the real kin binary and run it as people would,
 // as separate processes talking over loopback only (KIN_ICE_INTERFACES=lo).
@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	kinBin = filepath.Join(dir, "kin")
-	if out, err := exec.Command("go", "build", "-o", kinBin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", kinBin, "kin").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build kin: %v\n%s", err, out)
 		os.Exit(1)
 	}

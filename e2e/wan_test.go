@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // kin over an emulated far, slow, lossy link (internal/netem).
 

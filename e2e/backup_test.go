@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of backups over kin with the real tools: rsync and
 // restic (sftp backend) through OpenSSH's ssh with kin pipe as its

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of the agent (kin up) and what friends do with it:
 // shells, commands, OpenSSH through kin pipe, files.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of pairing without copying keys: kin invite / kin join.
 

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // kin signal as people run it: TLS, several instances behind Redis,
 // metrics, graceful shutdown.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // One identity, one presence (issue 13, item 4): several kin processes of
 // one identity at once must not take each other's connections.

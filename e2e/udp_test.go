@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // UDP through kin, with real UDP services from Debian packages: dnsmasq
 // (answering dig) and minetest-server (Luanti).

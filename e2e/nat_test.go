@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // kin through real kernel NATs: the network-namespace lab.
 

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end file transfers through the real binary: many small files, a
 // large file killed halfway and resumed.
