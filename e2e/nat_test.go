@@ -62,15 +62,10 @@ func helper() bool {
 }
 
 func labUser(t *testing.T, name string, h *netlab.Host, signal string) *user {
-	home := filepath.Join(t.TempDir(), name)
-	env := append(os.Environ(), "KIN_HOME="+home, "USER="+name, "KIN_SIGNAL="+signal)
 	// ICE uses the namespace's own interfaces here, not lo.
-	for i, e := range env {
-		if strings.HasPrefix(e, "KIN_ICE_INTERFACES=") {
-			env[i] = "KIN_ICE_INTERFACES="
-		}
-	}
-	return &user{t: t, home: home, env: env, ns: h.NS}
+	u := newUser(t, name, "KIN_SIGNAL="+signal, "KIN_ICE_INTERFACES=")
+	u.NS = h.NS
+	return u
 }
 
 // relayed says whether the lab's NATs leave two peers no direct path:
