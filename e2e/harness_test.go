@@ -20,9 +20,6 @@ import (
 var kinBin string
 
 func TestMain(m *testing.M) {
-	if helper() { // the test binary re-run as a tool inside a lab namespace (nat_test.go)
-		return
-	}
 	dir, err := os.MkdirTemp("", "kin-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -85,18 +82,23 @@ type proc struct {
 	t *testing.T
 }
 
-// startProc starts cmd (kin, or a daemon the test talks to); the test's
-// end kills it, and shows its output if the test failed.
+// startProc starts cmd (kin, or a daemon the test talks to).
 func startProc(t *testing.T, cmd *exec.Cmd) *proc {
 	t.Helper()
 	p, err := kintest.Start(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return watch(t, p)
+}
+
+// watch kills p when the test ends, and shows its output if the test
+// failed.
+func watch(t *testing.T, p *kintest.Proc) *proc {
 	t.Cleanup(func() {
 		p.Kill()
 		if t.Failed() {
-			t.Logf("output of %v:\n%s", cmd.Args, p.Output())
+			t.Logf("output of %s:\n%s", p, p.Output())
 		}
 	})
 	return &proc{p, t}
@@ -130,13 +132,7 @@ func startSignal(t *testing.T) (string, *proc) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		p.Kill()
-		if t.Failed() {
-			t.Logf("output of kin signal:\n%s", p.Output())
-		}
-	})
-	return url, &proc{p, t}
+	return url, watch(t, p)
 }
 
 // webServer serves a fixed page at / and n random bytes at /blob.

@@ -220,15 +220,15 @@ func (p *Proc) WaitFor(re string, timeout time.Duration) ([]string, error) {
 			if more {
 				continue
 			}
-			return nil, fmt.Errorf("%s exited (%v) before printing %q:\n%s", p.name(), p.err, re, p.Output())
+			return nil, fmt.Errorf("%s exited (%v) before printing %q:\n%s", p, p.err, re, p.Output())
 		case <-deadline.C:
-			return nil, fmt.Errorf("%s: no line matching %q after %v:\n%s", p.name(), re, timeout, p.Output())
+			return nil, fmt.Errorf("%s: no line matching %q after %v:\n%s", p, re, timeout, p.Output())
 		}
 	}
 }
 
-// name is the command line as people would type it: "kin share 3000".
-func (p *Proc) name() string {
+// String is the command line as people would type it: "kin share 3000".
+func (p *Proc) String() string {
 	args := p.Cmd.Args
 	if len(args) > 4 && args[0] == "ip" && args[1] == "netns" { // ip netns exec NS program ...
 		args = args[4:]
@@ -247,7 +247,7 @@ func (p *Proc) Wait(timeout time.Duration) (int, error) {
 	select {
 	case <-p.done:
 	case <-t.C:
-		return -1, fmt.Errorf("%s did not exit within %v:\n%s", p.name(), timeout, p.Output())
+		return -1, fmt.Errorf("%s did not exit within %v:\n%s", p, timeout, p.Output())
 	}
 	var ee *exec.ExitError
 	if errors.As(p.err, &ee) {
