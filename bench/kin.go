@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"kin/internal/kintest"
 )
 
 // kinLab runs kin processes side by side, each with ICE on its host's one
@@ -26,24 +23,10 @@ type kinLab struct {
 	kin            string
 	url            string
 	inbox          string
-	procs          []*kinProc
+	procs          []*kintest.Proc
 	// lane is KIN_LANE for the client's processes (bob's connect and
 	// send): "datachannel" keeps them off QUIC, whatever the agent offers.
 	lane string
-}
-
-type kinProc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-
-	mu    sync.Mutex
-	lines []string
-}
-
-func (p *kinProc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines, "\n")
 }
 
 // laneRE finds the lane in the transport's log line (KIN_VERBOSE).
@@ -74,84 +57,63 @@ func (l *kinLab) on(home string) host {
 	return l.server
 }
 
-func (l *kinLab) env(home string) []string {
-	env := append(os.Environ(), "KIN_HOME="+filepath.Join(l.dir, home), "KIN_ICE_INTERFACES="+l.on(home).iface(), "KIN_SIGNAL="+l.url)
+// user is home's kin (a, b or server), with ICE on its host's one interface.
+func (l *kinLab) user(home string) *kintest.User {
+	h := l.on(home)
+	env := []string{"KIN_ICE_INTERFACES=" + h.iface(), "KIN_SIGNAL=" + l.url,
+		"KIN_LANE="} // the agent offers QUIC: a lane setting of the caller's does not leak in
 	if l.profile != "" {
 		env = append(env, "KIN_PROFILE="+l.profile)
 	}
-	env = append(env, "KIN_LANE=") // the agent offers QUIC: a lane setting of the caller's does not leak in
 	if home == "b" && l.lane != "" {
 		env = append(env, "KIN_LANE="+l.lane)
 	}
-	return env
+	u := kintest.NewUser(l.kin, l.dir, home, env...)
+	if h.side != nil {
+		u.NS = h.side.NS
+	}
+	return u
 }
 
-func (l *kinLab) run(home string, args ...string) (string, error) {
-	c := l.on(home).command(l.ctx, l.kin, args...)
-	c.Env = l.env(home)
-	out, err := c.CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("kin %s: %v %s", strings.Join(args, " "), err, out)
+// run runs kin to completion and returns its stdout and stderr.
+func (l *kinLab) run(home string, args ...string) (string, string, error) {
+	out, errs, code, err := l.user(home).Run(l.ctx, args...)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("kin %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
 	}
-	return string(out), nil
+	return out, errs, err
 }
 
 // spawn starts kin in the background and returns the first line matching wantRE.
 func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
-	c := l.on(home).command(l.ctx, l.kin, args...)
-	c.Env = l.env(home)
-	r, w := io.Pipe()
-	c.Stdout, c.Stderr = w, w
-	if err := c.Start(); err != nil {
+	p, err := l.user(home).Start(l.ctx, args...)
+	if err != nil {
 		return nil, err
 	}
-	p := &kinProc{cmd: c, exited: make(chan struct{})}
 	l.procs = append(l.procs, p)
-	rx := regexp.MustCompile(wantRE)
-	found := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.lines = append(p.lines, sc.Text())
-			p.mu.Unlock()
-			if m := rx.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case found <- m:
-				default:
-				}
-			}
-		}
-	}()
-	go func() { c.Wait(); w.Close(); close(p.exited) }()
-	select {
-	case m := <-found:
-		return m, nil
-	case <-p.exited:
-		return nil, fmt.Errorf("kin %s exited: %s", strings.Join(args, " "), p.output())
-	case <-time.After(60 * time.Second):
-		return nil, fmt.Errorf("kin %s: no line matching %q", strings.Join(args, " "), wantRE)
-	}
+	return p.WaitFor(wantRE, 60*time.Second)
 }
 
 func (l *kinLab) start() error {
-	m, err := l.spawn("server", `signaling server on (ws://\S+)`, "signal", "--listen", l.server.ip()+":0")
+	u := l.user("server")
+	url, p, err := kintest.StartSignal(l.ctx, u, 60*time.Second, "--listen", l.server.ip()+":0")
 	if err != nil {
 		return err
 	}
-	l.url = m[1]
-	aKey, err := l.run("a", "id")
+	l.procs = append(l.procs, p)
+	l.url = url
+	aKey, _, err := l.run("a", "id")
 	if err != nil {
 		return err
 	}
-	bKey, err := l.run("b", "id")
+	bKey, _, err := l.run("b", "id")
 	if err != nil {
 		return err
 	}
-	if _, err := l.run("a", "friends", "add", "b", strings.TrimSpace(bKey), "--allow", "files"); err != nil {
+	if _, _, err := l.run("a", "friends", "add", "b", strings.TrimSpace(bKey), "--allow", "files"); err != nil {
 		return err
 	}
-	if _, err := l.run("b", "friends", "add", "a", strings.TrimSpace(aKey)); err != nil {
+	if _, _, err := l.run("b", "friends", "add", "a", strings.TrimSpace(aKey)); err != nil {
 		return err
 	}
 	l.inbox = filepath.Join(l.dir, "inbox")
@@ -175,7 +137,7 @@ func (l *kinLab) connect(ticket string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := l.checkLane(l.procs[len(l.procs)-1].output()); err != nil {
+	if err := l.checkLane(l.procs[len(l.procs)-1].Output()); err != nil {
 		return "", err
 	}
 	return m[1], nil
@@ -185,23 +147,13 @@ func (l *kinLab) connect(ticket string) (string, error) {
 // from starting it to the first byte read through the forward, then stops it.
 func (l *kinLab) connectFirstByte(ticket string) (time.Duration, error) {
 	local := fmt.Sprintf("%s:%d", l.client.ip(), l.client.freePort())
-	c := l.client.command(l.ctx, l.kin, "connect", ticket, "--listen", local)
-	c.Env = l.env("b")
+	c := l.user("b").Command(l.ctx, "connect", ticket, "--listen", local)
 	start := time.Now()
-	if err := c.Start(); err != nil {
+	p, err := kintest.Start(c)
+	if err != nil {
 		return 0, err
 	}
-	defer func() {
-		c.Process.Signal(syscall.SIGINT)
-		done := make(chan struct{})
-		go func() { c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			c.Process.Kill()
-			<-done
-		}
-	}()
+	defer p.Stop(5 * time.Second)
 	return firstByte(l.ctx, l.client, local, start)
 }
 
@@ -209,12 +161,12 @@ func (l *kinLab) connectFirstByte(ticket string) (time.Duration, error) {
 func (l *kinLab) send(file string, size int64) (float64, error) {
 	os.RemoveAll(l.inbox) // or the file would already be there
 	start := time.Now()
-	out, err := l.run("b", "--verbose", "send", file, "a", "--quiet")
+	_, log, err := l.run("b", "--verbose", "send", file, "a", "--quiet")
 	if err != nil {
 		return 0, err
 	}
 	el := time.Since(start)
-	if err := l.checkLane(out); err != nil {
+	if err := l.checkLane(log); err != nil {
 		return 0, err
 	}
 	if st, err := os.Stat(filepath.Join(l.inbox, filepath.Base(file))); err != nil || st.Size() != size {
@@ -225,19 +177,17 @@ func (l *kinLab) send(file string, size int64) (float64, error) {
 
 func (l *kinLab) stop() { l.stopFrom(0) }
 
-// stopFrom stops the processes started from index i on.
+// stopFrom stops the processes started from index i on: Ctrl-C to all,
+// then each gets 5 s to exit before it is killed.
 func (l *kinLab) stopFrom(i int) {
 	procs := l.procs[i:]
 	l.procs = l.procs[:i]
 	for _, p := range procs {
-		p.cmd.Process.Signal(syscall.SIGINT)
+		p.Interrupt()
 	}
 	for _, p := range procs {
-		select {
-		case <-p.exited:
-		case <-time.After(5 * time.Second):
-			p.cmd.Process.Kill()
-			<-p.exited
+		if _, err := p.Wait(5 * time.Second); err != nil {
+			p.Kill()
 		}
 	}
 }

@@ -25,13 +25,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
 
+	"kin/internal/kintest"
 	"kin/internal/netem"
 )
 
@@ -83,9 +83,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{dir: dir, kin: filepath.Join(dir, "kin"), runs: o.runs}
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", b.kin, ".").CombinedOutput(); err != nil {
-		return fmt.Errorf("build kin (run from the repository root): %v\n%s", err, out)
+	b := &bench{dir: dir, runs: o.runs}
+	if b.kin, err = kintest.Build(ctx, dir); err != nil {
+		return err
 	}
 	if o.profile != "" {
 		if b.profile, err = filepath.Abs(o.profile); err == nil {

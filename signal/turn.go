@@ -18,8 +18,8 @@ import (
 	"github.com/pion/turn/v2"
 	"golang.org/x/time/rate"
 
-	"kin/internal/pionlog"
 	"kin/keys"
+	"kin/pionlog"
 )
 
 // TURNConfig sets up the relay kin's signaling server embeds. Peers get

@@ -11,8 +11,8 @@ import (
 
 	"github.com/pion/turn/v2"
 
-	"kin/internal/pionlog"
 	"kin/keys"
+	"kin/pionlog"
 )
 
 // startTURN serves the embedded relay on loopback for one test.

@@ -13,7 +13,7 @@ import (
 	"github.com/pion/transport/v2/stdnet"
 	"github.com/pion/webrtc/v3"
 
-	"kin/internal/pionlog"
+	"kin/pionlog"
 )
 
 // Tuning, measured on loopback (see docs/performance.md): the kernel's

@@ -17,7 +17,7 @@ import (
 	"github.com/pion/stun"
 	"github.com/pion/turn/v2"
 
-	"kin/internal/pionlog"
+	"kin/pionlog"
 	"kin/signal"
 )
 

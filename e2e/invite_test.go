@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of pairing without copying keys: kin invite / kin join.
 
@@ -50,10 +50,10 @@ func TestInviteJoinThenShellWithNoFriendsAdd(t *testing.T) {
 	// side, alice's key with nothing on dad's.
 	dadKey := strings.TrimSpace(dad.mustRun("id"))
 	aliceKey := strings.TrimSpace(alice.mustRun("id"))
-	if f := readFile(t, alice.home+"/friends"); !strings.Contains(f, `name="dad",permit-shell `+dadKey) {
+	if f := readFile(t, alice.Home+"/friends"); !strings.Contains(f, `name="dad",permit-shell `+dadKey) {
 		t.Errorf("alice's friends file:\n%s", f)
 	}
-	if f := readFile(t, dad.home+"/friends"); !strings.Contains(f, `name="alice" `+aliceKey) {
+	if f := readFile(t, dad.Home+"/friends"); !strings.Contains(f, `name="alice" `+aliceKey) {
 		t.Errorf("dad's friends file:\n%s", f)
 	}
 
@@ -68,7 +68,7 @@ func TestInviteJoinThenShellWithNoFriendsAdd(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "this invite was already used") {
 		t.Fatalf("second join: exit %d, stderr %q", code, errs)
 	}
-	if strings.Contains(readFile(t, alice.home+"/friends"), "other") {
+	if strings.Contains(readFile(t, alice.Home+"/friends"), "other") {
 		t.Fatal("a used invite added someone")
 	}
 	if out := alice.mustRun("invite", "--list"); !regexp.MustCompile(`dad\s+shell\s+used`).MatchString(out) {
@@ -106,7 +106,7 @@ func TestInviteExpiredAndRevokedAreRefused(t *testing.T) {
 		t.Fatalf("expired invite: exit %d, stderr %q", code, errs)
 	}
 	agent.waitFor(`refused join`)
-	for _, f := range []string{alice.home + "/friends", bob.home + "/friends"} {
+	for _, f := range []string{alice.Home + "/friends", bob.Home + "/friends"} {
 		if b, err := os.ReadFile(f); err == nil && strings.Contains(string(b), "bob") {
 			t.Errorf("%s records a refused join:\n%s", f, b)
 		}
@@ -129,9 +129,9 @@ func TestInviteStaysOnlineWithoutAnAgent(t *testing.T) {
 	}
 	inv.waitFor(`bob joined: added bob \(\w+\) to your friends, allowed: files,port=8080`)
 	if code := inv.exit(); code != 0 {
-		t.Fatalf("kin invite exit %d after the join:\n%s", code, inv.output())
+		t.Fatalf("kin invite exit %d after the join:\n%s", code, inv.Output())
 	}
-	if !strings.Contains(readFile(t, bob.home+"/friends"), `name="ally" `) {
+	if !strings.Contains(readFile(t, bob.Home+"/friends"), `name="ally" `) {
 		t.Error("bob did not record alice as ally")
 	}
 	// Its built-in signaling server is gone with it: the invite's peer is

@@ -1,252 +1,19 @@
-package main
+package e2e
 
-// End-to-end tests: build the real kin binary and run it as people would,
-// as separate processes talking over loopback only (KIN_ICE_INTERFACES=lo).
+// Sharing a port: kin share and kin connect, with a ticket and between
+// friends, the embedded signaling server, and the command line's errors.
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
-
-var kinBin string
-
-func TestMain(m *testing.M) {
-	if helper() {
-		return
-	}
-	dir, err := os.MkdirTemp("", "kin-e2e")
-	if err != nil {
-		panic(err)
-	}
-	kinBin = filepath.Join(dir, "kin")
-	if out, err := exec.Command("go", "build", "-o", kinBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build kin: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// user is one person's kin: a home directory and environment, and the
-// network namespace their machine is (empty: this one, ICE on lo only).
-type user struct {
-	t    *testing.T
-	home string
-	env  []string
-	ns   string
-}
-
-// command builds a kin command line for u.
-func (u *user) command(ctx context.Context, args ...string) *exec.Cmd {
-	var cmd *exec.Cmd
-	if u.ns != "" {
-		cmd = exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", u.ns, kinBin}, args...)...)
-	} else {
-		cmd = exec.CommandContext(ctx, kinBin, args...)
-	}
-	cmd.Env = u.env
-	return cmd
-}
-
-func newUser(t *testing.T, name string, extraEnv ...string) *user {
-	home := filepath.Join(t.TempDir(), name)
-	env := append(os.Environ(), "KIN_HOME="+home, "KIN_ICE_INTERFACES=lo", "USER="+name)
-	return &user{t: t, home: home, env: append(env, extraEnv...)}
-}
-
-// run runs kin to completion and returns stdout, stderr and the exit code.
-func (u *user) run(args ...string) (string, string, int) {
-	u.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := u.command(ctx, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		u.t.Fatalf("kin %v: %v", args, err)
-	}
-	return out.String(), errb.String(), code
-}
-
-func (u *user) mustRun(args ...string) string {
-	u.t.Helper()
-	out, errs, code := u.run(args...)
-	if code != 0 {
-		u.t.Fatalf("kin %v: exit %d\nstdout: %s\nstderr: %s", args, code, out, errs)
-	}
-	return out
-}
-
-// proc is a kin process running in the background, its output in lines.
-type proc struct {
-	t     *testing.T
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []string
-	more  chan struct{}
-	done  chan struct{}
-	err   error
-}
-
-func (u *user) start(args ...string) *proc {
-	u.t.Helper()
-	p := &proc{t: u.t, cmd: u.command(context.Background(), args...), more: make(chan struct{}, 1), done: make(chan struct{})}
-	stdout, _ := p.cmd.StdoutPipe()
-	stderr, _ := p.cmd.StderrPipe()
-	if err := p.cmd.Start(); err != nil {
-		u.t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, r := range []io.Reader{stdout, stderr} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sc := bufio.NewScanner(r)
-			for sc.Scan() {
-				p.mu.Lock()
-				p.lines = append(p.lines, sc.Text())
-				p.mu.Unlock()
-				select {
-				case p.more <- struct{}{}:
-				default:
-				}
-			}
-		}()
-	}
-	go func() {
-		wg.Wait()
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	u.t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if u.t.Failed() {
-			u.t.Logf("output of kin %v:\n%s", args, p.output())
-		}
-	})
-	return p
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Join(p.lines, "\n")
-}
-
-// waitFor waits until a line matches re and returns its submatches.
-func (p *proc) waitFor(re string) []string {
-	p.t.Helper()
-	rx := regexp.MustCompile(re)
-	deadline := time.After(45 * time.Second)
-	for {
-		p.mu.Lock()
-		for _, l := range p.lines {
-			if m := rx.FindStringSubmatch(l); m != nil {
-				p.mu.Unlock()
-				return m
-			}
-		}
-		p.mu.Unlock()
-		select {
-		case <-p.more:
-		case <-p.done:
-			// drain lines that arrived with the exit
-			p.mu.Lock()
-			for _, l := range p.lines {
-				if m := rx.FindStringSubmatch(l); m != nil {
-					p.mu.Unlock()
-					return m
-				}
-			}
-			p.mu.Unlock()
-			p.t.Fatalf("kin exited (%v) before printing %q:\n%s", p.err, re, p.output())
-		case <-deadline:
-			p.t.Fatalf("timed out waiting for %q:\n%s", re, p.output())
-		}
-	}
-}
-
-// exit waits for the process to end and returns its exit code.
-func (p *proc) exit() int {
-	p.t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.t.Fatalf("kin did not exit:\n%s", p.output())
-	}
-	if ee, ok := p.err.(*exec.ExitError); ok {
-		return ee.ExitCode()
-	}
-	return 0
-}
-
-func (p *proc) interrupt() { p.cmd.Process.Signal(syscall.SIGINT) }
-
-// startSignal runs `kin signal` on a free loopback port and returns its URL.
-func startSignal(t *testing.T) (string, *proc) {
-	u := newUser(t, "server")
-	p := u.start("signal", "--listen", "127.0.0.1:0")
-	m := p.waitFor(`signaling server on (ws://127\.0\.0\.1:\d+)`)
-	return m[1], p
-}
-
-// webServer serves a fixed page at / and n random bytes at /blob.
-func webServer(t *testing.T, n int) (port int, page string, blobSum [32]byte) {
-	blob := make([]byte, n)
-	rand.Read(blob)
-	page = "hello through kin\n"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/blob" {
-			w.Write(blob)
-			return
-		}
-		io.WriteString(w, page)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().(*net.TCPAddr).Port, page, sha256.Sum256(blob)
-}
-
-func get(t *testing.T, addr, path string) []byte {
-	t.Helper()
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get("http://" + addr + path)
-	if err != nil {
-		t.Fatalf("GET %s%s: %v", addr, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read %s%s: %v", addr, path, err)
-	}
-	return b
-}
 
 const forwardingRE = `forwarding (127\.0\.0\.1:\d+) -> (\S+):(\d+)`
 
@@ -284,11 +51,11 @@ func TestShareConnectWithTicket(t *testing.T) {
 	wg.Wait()
 
 	// Ctrl-C on either side ends cleanly.
-	conn.interrupt()
+	conn.Interrupt()
 	if code := conn.exit(); code != 0 {
 		t.Errorf("connect exit %d after Ctrl-C", code)
 	}
-	share.interrupt()
+	share.Interrupt()
 	if code := share.exit(); code != 0 {
 		t.Errorf("share exit %d after Ctrl-C", code)
 	}
@@ -395,7 +162,7 @@ func TestLocalServiceRefusesKeepsPeerConnection(t *testing.T) {
 		t.Fatalf("page = %q", got)
 	}
 	select {
-	case <-conn.done:
+	case <-conn.Done():
 		t.Fatal("kin connect exited after one refused connection")
 	default:
 	}

@@ -1,13 +1,10 @@
-package main
+package e2e
 
 // kin through real kernel NATs: the network-namespace lab.
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -20,57 +17,68 @@ import (
 	"time"
 
 	"kin/internal/netlab"
+	"kin/internal/netns"
 )
 
 const natPayload = 4 << 20
 
-// payload is the same pseudo-random bytes in every process.
+// payload is the pseudo-random bytes every cell moves.
 func payload() []byte {
 	b := make([]byte, natPayload)
 	rand.NewChaCha8([32]byte{'k', 'i', 'n'}).Read(b)
 	return b
 }
 
-// helper runs the test binary as a tool inside a lab namespace:
-// KIN_E2E_SERVE=addr serves the payload; KIN_E2E_FETCH=url prints its SHA-256.
-func helper() bool {
-	if addr := os.Getenv("KIN_E2E_SERVE"); addr != "" {
-		body := payload()
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			fmt.Println(err)
-			os.Exit(1)
-		}
-		fmt.Println("serving")
-		go func() { time.Sleep(2 * time.Minute); os.Exit(0) }()
-		fmt.Println(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })))
-		os.Exit(1)
+// serveIn serves body over HTTP at addr inside namespace ns, from this
+// process, until the test ends.
+func serveIn(t *testing.T, ns, addr string, body []byte) {
+	var ln net.Listener
+	err := netns.Do(ns, func() (err error) {
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if url := os.Getenv("KIN_E2E_FETCH"); url != "" {
-		c := &http.Client{Timeout: 60 * time.Second}
-		resp, err := c.Get(url)
-		if err != nil {
-			fmt.Println("error:", err)
-			os.Exit(1)
-		}
-		h := sha256.New()
-		io.Copy(h, resp.Body)
-		fmt.Print(hex.EncodeToString(h.Sum(nil)))
-		os.Exit(0)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// fetchIn GETs url from inside namespace ns and returns the SHA-256 of
+// what came back.
+func fetchIn(ctx context.Context, ns, url string) (sum [32]byte, err error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = netns.Do(ns, func() (err error) {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return sum, err
 	}
-	return false
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return sum, err
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		return sum, err
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
 }
 
 func labUser(t *testing.T, name string, h *netlab.Host, signal string) *user {
-	home := filepath.Join(t.TempDir(), name)
-	env := append(os.Environ(), "KIN_HOME="+home, "USER="+name, "KIN_SIGNAL="+signal)
 	// ICE uses the namespace's own interfaces here, not lo.
-	for i, e := range env {
-		if strings.HasPrefix(e, "KIN_ICE_INTERFACES=") {
-			env[i] = "KIN_ICE_INTERFACES="
-		}
-	}
-	return &user{t: t, home: home, env: env, ns: h.NS}
+	u := newUser(t, name, "KIN_SIGNAL="+signal, "KIN_ICE_INTERFACES=")
+	u.NS = h.NS
+	return u
 }
 
 // relayed says whether the lab's NATs leave two peers no direct path:
@@ -104,11 +112,8 @@ func TestNATMatrixCoturn(t *testing.T) {
 }
 
 func natMatrix(t *testing.T, coturn bool) {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := sha256.Sum256(payload())
+	body := payload()
+	want := sha256.Sum256(body)
 	slots := make(chan struct{}, 2) // two cells at a time: under CPU starvation ICE timers misfire
 	for i, a := range netlab.Kinds {
 		for _, b := range netlab.Kinds[i:] {
@@ -116,13 +121,13 @@ func natMatrix(t *testing.T, coturn bool) {
 				t.Parallel()
 				slots <- struct{}{}
 				defer func() { <-slots }()
-				natCell(t, self, want, a, b, coturn)
+				natCell(t, body, want, a, b, coturn)
 			})
 		}
 	}
 }
 
-func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, coturn bool) {
+func natCell(t *testing.T, body []byte, want [32]byte, a, b netlab.NATKind, coturn bool) {
 	lab := netlab.New(t)
 	inet := lab.Internet()
 	url := "ws://203.0.113.1:7000"
@@ -159,18 +164,7 @@ func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, cotu
 	sig.waitFor(`signaling server on`)
 	ha, hb := lab.AddPeer(a), lab.AddPeer(b)
 
-	web := ha.Command(context.Background(), "env", "KIN_E2E_SERVE=127.0.0.1:8080", self)
-	webOut, err := web.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := web.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { web.Process.Kill(); web.Wait() })
-	if line, _ := bufio.NewReader(webOut).ReadString('\n'); line != "serving\n" {
-		t.Fatalf("payload server: %q", line)
-	}
+	serveIn(t, ha.NS, "127.0.0.1:8080", body) // alice's web server
 
 	alice := labUser(t, "alice", ha, url)
 	bob := labUser(t, "bob", hb, url)
@@ -199,9 +193,8 @@ func natCell(t *testing.T, self string, want [32]byte, a, b netlab.NATKind, cotu
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	out, err := hb.Command(ctx, "env", "KIN_E2E_FETCH=http://127.0.0.1:9000/", self).Output()
-	if err != nil || string(out) != hex.EncodeToString(want[:]) {
-		t.Fatalf("payload through the NATs: %v %q", err, out)
+	if sum, err := fetchIn(ctx, hb.NS, "http://127.0.0.1:9000/"); err != nil || sum != want {
+		t.Fatalf("payload through the NATs: %v (SHA-256 %x, want %x)", err, sum, want)
 	}
 }
 

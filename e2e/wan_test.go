@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // kin over an emulated far, slow, lossy link (internal/netem).
 
@@ -30,9 +30,9 @@ func TestSendOverALossyLink(t *testing.T) {
 	defer link.Close()
 	url := "ws://" + link.B.Addr + ":7000"
 	on := func(name string, side *netem.Side) *user {
-		home := filepath.Join(t.TempDir(), name)
-		env := append(os.Environ(), "KIN_HOME="+home, "USER="+name, "KIN_SIGNAL="+url, "KIN_ICE_INTERFACES="+side.Dev)
-		return &user{t: t, home: home, env: env, ns: side.NS}
+		u := newUser(t, name, "KIN_SIGNAL="+url, "KIN_ICE_INTERFACES="+side.Dev)
+		u.NS = side.NS
+		return u
 	}
 	on("server", link.B).start("signal", "--listen", link.B.Addr+":7000").waitFor(`signaling server on`)
 	dad, kid := on("dad", link.B), on("kid", link.A)

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of the agent (kin up) and what friends do with it:
 // shells, commands, OpenSSH through kin pipe, files.
@@ -61,7 +61,7 @@ func TestShellCommandsAndExitCodes(t *testing.T) {
 	}
 	// Commands from a pipe, no terminal.
 	cmd := exec.Command(kinBin, "shell", "dad")
-	cmd.Env = a.kid.env
+	cmd.Env = a.kid.Env
 	cmd.Stdin = strings.NewReader("echo piped-$((6*7))\nexit 3\n")
 	b, err := cmd.Output()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(string(b), "piped-42") {
@@ -106,7 +106,7 @@ func TestBrokenFriendsLineLetsNobodyInAndTheRestApplies(t *testing.T) {
 	carolKey := strings.TrimSpace(carol.mustRun("id"))
 	friends := `name="carol",permit-shell ` + carolKey + "\n" +
 		`name="kid",permit-shell,permit-filez ` + kidKey + "\n"
-	if err := os.WriteFile(filepath.Join(a.dad.home, "friends"), []byte(friends), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(a.dad.Home, "friends"), []byte(friends), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, errs, code := a.kid.run("shell", "dad", "--", "echo", "in"); code == 0 || !strings.Contains(errs, "does not know your key") {
@@ -123,9 +123,9 @@ func TestBrokenFriendsLineLetsNobodyInAndTheRestApplies(t *testing.T) {
 }
 
 func envOf(u *user, prefix string) string {
-	for i := len(u.env) - 1; i >= 0; i-- {
-		if strings.HasPrefix(u.env[i], prefix+"=") {
-			return u.env[i]
+	for i := len(u.Env) - 1; i >= 0; i-- {
+		if strings.HasPrefix(u.Env[i], prefix+"=") {
+			return u.Env[i]
 		}
 	}
 	return ""
@@ -142,7 +142,7 @@ func TestNoOrphansWhenShellClientDies(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	sh.cmd.Process.Signal(syscall.SIGKILL) // laptop lid: no goodbye
+	sh.Cmd.Process.Signal(syscall.SIGKILL) // laptop lid: no goodbye
 	deadline = time.Now().Add(30 * time.Second)
 	for sleeping(marker) {
 		if time.Now().After(deadline) {
@@ -161,12 +161,12 @@ func TestShellEndsClearlyWhenAgentDies(t *testing.T) {
 	a := startAgent(t)
 	sh := a.kid.start("shell", "dad", "--", "sleep", "60")
 	a.agent.waitFor(`command=`)
-	a.agent.cmd.Process.Signal(syscall.SIGKILL)
+	a.agent.Cmd.Process.Signal(syscall.SIGKILL)
 	if code := sh.exit(); code == 0 {
 		t.Fatal("kin shell exited 0 after losing the agent")
 	}
-	if !strings.Contains(sh.output(), "connection was lost") {
-		t.Errorf("no clear message:\n%s", sh.output())
+	if !strings.Contains(sh.Output(), "connection was lost") {
+		t.Errorf("no clear message:\n%s", sh.Output())
 	}
 	exec.Command("pkill", "-f", "^sleep 60$").Run()
 }
@@ -175,7 +175,7 @@ func TestTerminalUnderTmux(t *testing.T) {
 	tmux := requireTool(t, "tmux")
 	a := startAgent(t)
 	sock := filepath.Join(t.TempDir(), "tmux.sock")
-	env := strings.Join(append([]string{"env"}, quoteAll(a.kid.env)...), " ")
+	env := strings.Join(append([]string{"env"}, quoteAll(a.kid.Env)...), " ")
 	run := func(args ...string) string {
 		out, err := exec.Command(tmux, append([]string{"-S", sock}, args...)...).CombinedOutput()
 		if err != nil {
@@ -227,7 +227,7 @@ func TestOpenSSHThroughKinPipe(t *testing.T) {
 	os.WriteFile(config, []byte(block), 0o600)
 	ssh := func(bin string, args ...string) (string, error) {
 		cmd := exec.Command(bin, append([]string{"-F", config, "-o", "BatchMode=yes"}, args...)...)
-		cmd.Env = a.kid.env
+		cmd.Env = a.kid.Env
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -251,7 +251,7 @@ func TestOpenSSHThroughKinPipe(t *testing.T) {
 	// A key dad does not know is refused by kin's SSH server.
 	other := filepath.Join(t.TempDir(), "other")
 	exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other).Run()
-	kidKey := filepath.Join(a.kid.home, "identity")
+	kidKey := filepath.Join(a.kid.Home, "identity")
 	os.WriteFile(config, []byte(strings.Replace(block, "IdentityFile "+kidKey, "IdentityFile "+other, 1)), 0o600)
 	if !strings.Contains(block, "IdentityFile "+kidKey) {
 		t.Fatalf("ssh-config block lacks the identity:\n%s", block)
@@ -284,7 +284,7 @@ func TestRootShellNeedsTheFlag(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "note.txt")
 	os.WriteFile(src, []byte("hi"), 0o644)
 	kid.mustRun("send", src, "dad")
-	agent.interrupt()
+	agent.Interrupt()
 	if code := agent.exit(); code != 0 {
 		t.Fatalf("agent exit %d", code)
 	}
@@ -360,7 +360,7 @@ func TestAgentSurvivesSignalingRestart(t *testing.T) {
 	if out, _, code := kid.run("shell", "dad", "--", "echo", "before"); code != 0 || out != "before\n" {
 		t.Fatalf("before restart: %d %q", code, out)
 	}
-	sig.interrupt()
+	sig.Interrupt()
 	sig.exit()
 	sig2 := server.start("signal", "--listen", strings.TrimPrefix(url, "ws://"))
 	sig2.waitFor(`signaling server on`)

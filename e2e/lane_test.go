@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Which lane carries the bytes through real kernel NATs: QUIC on the
 // 5-tuple ICE punched between two port-restricted cones (server-reflexive

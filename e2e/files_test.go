@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end file transfers through the real binary: many small files, a
 // large file killed halfway and resumed.
@@ -95,7 +95,7 @@ func TestLargeFileKilledHalfwayResumes(t *testing.T) {
 			}
 		}
 	}
-	first.cmd.Process.Signal(syscall.SIGKILL)
+	first.Cmd.Process.Signal(syscall.SIGKILL)
 	first.exit()
 	if _, err := os.Stat(filepath.Join(a.inbox, "big.bin")); err == nil {
 		t.Fatal("a partial file appeared under its final name")
@@ -160,7 +160,7 @@ func TestSendEndsOnSignalWhileReadingStdin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	cmd := a.kid.command(context.Background(), "send", "-", "dad", "--name", "stream", "--quiet")
+	cmd := a.kid.Command(context.Background(), "send", "-", "dad", "--name", "stream", "--quiet")
 	cmd.Stdin = r
 	var errs strings.Builder
 	cmd.Stderr = &errs

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // kin signal as people run it: TLS, several instances behind Redis,
 // metrics, graceful shutdown.
@@ -82,7 +82,7 @@ func TestTwoSignalInstancesThroughRedis(t *testing.T) {
 
 	// SIGTERM: the instance says it is going away, /healthz fails while it
 	// drains, and it exits cleanly.
-	procs[1].cmd.Process.Signal(os.Interrupt)
+	procs[1].Cmd.Process.Signal(os.Interrupt)
 	if code := procs[1].exit(); code != 0 {
 		t.Errorf("signal server exit code %d after SIGTERM", code)
 	}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of backups over kin with the real tools: rsync and
 // restic (sftp backend) through OpenSSH's ssh with kin pipe as its
@@ -36,7 +36,7 @@ func sshConfigFor(t *testing.T, a *agentEnv) string {
 func backupTool(t *testing.T, a *agentEnv, env []string, name string, args ...string) (string, error) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	cmd.Env = append(append([]string{}, a.kid.env...), env...)
+	cmd.Env = append(append([]string{}, a.kid.Env...), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -129,7 +129,7 @@ func TestRsyncResumesAfterKill(t *testing.T) {
 	backup := t.TempDir()
 	// A slow first run (--bwlimit in KiB/s), killed once dad has part of it.
 	first := exec.Command("rsync", "-a", "--partial", "--bwlimit=4096", "-e", rsh, src, "dad:"+backup+"/")
-	first.Env = a.kid.env
+	first.Env = a.kid.Env
 	var firstOut bytes.Buffer
 	first.Stdout, first.Stderr = &firstOut, &firstOut
 	if err := first.Start(); err != nil {
@@ -300,14 +300,14 @@ func TestRemoteEnvironmentLikeSSHD(t *testing.T) {
 	dad := newUser(t, "dad", "KIN_SIGNAL="+url)
 	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
 	var bare []string
-	for _, e := range dad.env {
+	for _, e := range dad.Env {
 		switch strings.SplitN(e, "=", 2)[0] {
 		case "USER", "LOGNAME", "HOME", "SHELL":
 		default:
 			bare = append(bare, e)
 		}
 	}
-	dad.env = bare
+	dad.Env = bare
 	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
 	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "shell")
 	dad.start("up", "--dir", filepath.Join(t.TempDir(), "inbox"), "--allow-root-shell").waitFor(`kin is up`)

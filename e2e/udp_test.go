@@ -1,15 +1,13 @@
-package main
+package e2e
 
 // UDP through kin, with real UDP services from Debian packages: dnsmasq
 // (answering dig) and minetest-server (Luanti).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,48 +19,6 @@ import (
 
 	"kin/internal/netlab"
 )
-
-// daemon starts a program (not kin) and returns it as a proc, so that
-// tests can wait for the lines it prints.
-func daemon(t *testing.T, cmd *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{t: t, cmd: cmd, more: make(chan struct{}, 1), done: make(chan struct{})}
-	stdout, _ := cmd.StdoutPipe()
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, r := range []io.Reader{stdout, stderr} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sc := bufio.NewScanner(r)
-			for sc.Scan() {
-				p.mu.Lock()
-				p.lines = append(p.lines, sc.Text())
-				p.mu.Unlock()
-				select {
-				case p.more <- struct{}{}:
-				default:
-				}
-			}
-		}()
-	}
-	go func() {
-		wg.Wait()
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("output of %v:\n%s", cmd.Args, p.output())
-		}
-	})
-	return p
-}
 
 // freeUDPPort finds a UDP port nothing uses on 127.0.0.1 now.
 func freeUDPPort(t *testing.T) int {
@@ -108,7 +64,7 @@ func TestShareUDPDnsmasq(t *testing.T) {
 	requireTool(t, "dnsmasq")
 	requireTool(t, "dig")
 	dnsPort := freeUDPPort(t)
-	daemon(t, exec.Command("dnsmasq", dnsmasqArgs(t, dnsPort)...)).waitFor(`started, version`)
+	startProc(t, exec.Command("dnsmasq", dnsmasqArgs(t, dnsPort)...)).waitFor(`started, version`)
 
 	url, _ := startSignal(t)
 	alice := newUser(t, "alice", "KIN_SIGNAL="+url)
@@ -138,7 +94,7 @@ func TestShareUDPDnsmasq(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	conn.interrupt()
+	conn.Interrupt()
 	if code := conn.exit(); code != 0 {
 		t.Errorf("connect exit %d after Ctrl-C", code)
 	}
@@ -151,7 +107,7 @@ func TestShareUDPDnsmasq(t *testing.T) {
 		t.Fatalf("connect to a UDP port not allowed: exit %d, %s", code, errs)
 	}
 	alice.mustRun("friends", "allow", "bob", "port="+udpPort)
-	friends, err := os.ReadFile(filepath.Join(alice.home, "friends"))
+	friends, err := os.ReadFile(filepath.Join(alice.Home, "friends"))
 	if err != nil || !strings.Contains(string(friends), "permit-port="+udpPort+" ") {
 		t.Fatalf("friends file after allow port=%s:\n%s (%v)", udpPort, friends, err)
 	}
@@ -205,7 +161,7 @@ func TestShareUDPMinetest(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(world, "world.mt"), []byte("gameid = devtest\nbackend = sqlite3\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "minetest.conf"), []byte("server_announce = false\n"), 0o644)
-	mt := daemon(t, exec.Command(bin, "--config", filepath.Join(dir, "minetest.conf"), "--world", world,
+	mt := startProc(t, exec.Command(bin, "--config", filepath.Join(dir, "minetest.conf"), "--world", world,
 		"--gameid", "devtest", "--port", fmt.Sprint(port), "--logfile", filepath.Join(dir, "log")))
 	mt.waitFor(`listening on .*:` + fmt.Sprint(port))
 
@@ -251,7 +207,7 @@ func TestNATUDP(t *testing.T) {
 	server := labUser(t, "server", inet, url)
 	server.start("signal", "--listen", "203.0.113.1:7000", "--turn", "203.0.113.1:3478").waitFor(`signaling server on`)
 	ha, hb := lab.AddPeer(netlab.Restricted), lab.AddPeer(netlab.Restricted)
-	daemon(t, ha.Command(context.Background(), "dnsmasq", dnsmasqArgs(t, 5353)...)).waitFor(`started, version`)
+	startProc(t, ha.Command(context.Background(), "dnsmasq", dnsmasqArgs(t, 5353)...)).waitFor(`started, version`)
 
 	alice := labUser(t, "alice", ha, url)
 	bob := labUser(t, "bob", hb, url)

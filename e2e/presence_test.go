@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // One identity, one presence (issue 13, item 4): several kin processes of
 // one identity at once must not take each other's connections.
@@ -57,12 +57,12 @@ func TestAgentAndShareOfOneIdentity(t *testing.T) {
 	if sum := sha256.Sum256(get(t, tconn.waitFor(forwardingRE)[1], "/blob")); sum != blobSum {
 		t.Fatal("ticket holder's port: SHA-256 differs")
 	}
-	tconn.interrupt()
+	tconn.Interrupt()
 	tconn.exit()
 
 	// The ticket lives as long as kin share: after Ctrl-C it is refused,
 	// while the agent goes on.
-	share.interrupt()
+	share.Interrupt()
 	if code := share.exit(); code != 0 {
 		t.Errorf("share exit %d after Ctrl-C", code)
 	}
@@ -126,7 +126,7 @@ func TestParallelSendsOfOneIdentity(t *testing.T) {
 // socket 0600 (the agent also checks the caller's user ID: agent tests).
 func TestAgentControlSocketModes(t *testing.T) {
 	a := startAgent(t)
-	sock := filepath.Join(a.dad.home, "agent", "control.sock")
+	sock := filepath.Join(a.dad.Home, "agent", "control.sock")
 	for path, want := range map[string]os.FileMode{filepath.Dir(sock): 0o700 | os.ModeDir, sock: 0o600 | os.ModeSocket} {
 		st, err := os.Stat(path)
 		if err != nil || st.Mode() != want {
@@ -155,7 +155,7 @@ func TestTwoSharesOfOneIdentity(t *testing.T) {
 		if sha256.Sum256(get(t, conn.waitFor(forwardingRE)[1], "/blob")) != sums[i] {
 			t.Fatalf("ticket %d reached the wrong share", i)
 		}
-		conn.interrupt()
+		conn.Interrupt()
 		conn.exit()
 	}
 }
