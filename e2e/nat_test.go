@@ -76,7 +76,7 @@ func fetchIn(ctx context.Context, ns, url string) (sum [32]byte, err error) {
 
 func labUser(t *testing.T, name string, h *netlab.Host, signal string) *user {
 	// ICE uses the namespace's own interfaces here, not lo.
-	u := newUser(t, name, "KIN_SIGNAL="+signal, "KIN_ICE_INTERFACES=")
+	u := newUser(t, name, "KIN_SIGNAL="+signal, "KIN_ICE_INTERFACES=", "KIN_VERBOSE=1") // verbose: a failing cell shows why
 	u.NS = h.NS
 	return u
 }
