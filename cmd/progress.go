@@ -101,6 +101,13 @@ func (p *progressPrinter) format(pr files.Progress) string {
 	return b.String()
 }
 
+// done is how many bytes the last update reported.
+func (p *progressPrinter) done() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastDone
+}
+
 // finish ends the progress line with a summary: bytes moved this time,
 // and already (what the other side had from an earlier try).
 func (p *progressPrinter) finish(bytes int64, nfiles int, already int64) {

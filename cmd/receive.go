@@ -100,7 +100,7 @@ func receive(c *cli.Context) error {
 	if err != nil {
 		return withHint(fmt.Errorf("receive from %s: %w", name, err), "run the same kin receive again to continue where it stopped")
 	}
-	pp.finish(pp.lastDone, nfiles, 0)
+	pp.finish(pp.done(), nfiles, 0)
 	printLanded(e, dir, results)
 	return nil
 }
@@ -219,7 +219,7 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 					return
 				}
 				if pp != nil {
-					pp.finish(pp.lastDone, len(st.Results), 0)
+					pp.finish(pp.done(), len(st.Results), 0)
 				}
 				printLanded(e, inbox.Dir, st.Results)
 			},

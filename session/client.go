@@ -136,22 +136,61 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 	return &Client{ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger}, nil
 }
 
-// CheckPort asks whether the peer lets us use port.
+// CheckPort asks whether the peer lets us use port. If ctx ends before the
+// peer answers, it returns ctx's error; the answer, when it comes, is
+// dropped.
 func (c *Client) CheckPort(ctx context.Context, port int) error {
-	ok, _, err := c.ssh.SendRequest(checkPortRequest, true, ssh.Marshal(portMsg{uint32(port)}))
-	if err != nil {
-		return fmt.Errorf("ask about port %d: %w", port, err)
+	type reply struct {
+		ok  bool
+		err error
 	}
-	if !ok {
+	got := make(chan reply, 1)
+	go func() {
+		ok, _, err := c.ssh.SendRequest(checkPortRequest, true, ssh.Marshal(portMsg{uint32(port)}))
+		got <- reply{ok, err}
+	}()
+	var r reply
+	select {
+	case r = <-got:
+	case <-ctx.Done():
+		return fmt.Errorf("ask about port %d: %w", port, ctx.Err())
+	}
+	if r.err != nil {
+		return fmt.Errorf("ask about port %d: %w", port, r.err)
+	}
+	if !r.ok {
 		return fmt.Errorf("%w: the peer does not allow you port %d (or does not share it)", ErrPortNotAllowed, port)
 	}
 	return nil
 }
 
-// DialPort opens a connection to the peer's port.
+// DialPort opens a connection to the peer's port. If ctx ends before the
+// peer answers, it returns ctx's error, and closes the channel should the
+// peer open it later.
 func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
-	ch, reqs, err := c.ssh.OpenChannel("direct-tcpip", ssh.Marshal(directTCPIP{Host: "localhost", Port: uint32(port), OriginHost: "127.0.0.1"}))
-	if err != nil {
+	type opened struct {
+		ch   ssh.Channel
+		reqs <-chan *ssh.Request
+		err  error
+	}
+	got := make(chan opened, 1)
+	go func() {
+		ch, reqs, err := c.ssh.OpenChannel("direct-tcpip", ssh.Marshal(directTCPIP{Host: "localhost", Port: uint32(port), OriginHost: "127.0.0.1"}))
+		got <- opened{ch, reqs, err}
+	}()
+	var o opened
+	select {
+	case o = <-got:
+	case <-ctx.Done():
+		go func() {
+			if o := <-got; o.err == nil {
+				go ssh.DiscardRequests(o.reqs)
+				o.ch.Close()
+			}
+		}()
+		return nil, fmt.Errorf("port %d: %w", port, ctx.Err())
+	}
+	if err := o.err; err != nil {
 		var oe *ssh.OpenChannelError
 		if errors.As(err, &oe) && oe.Reason == ssh.Prohibited {
 			return nil, fmt.Errorf("%w: %s", ErrPortNotAllowed, oe.Message)
@@ -161,53 +200,54 @@ func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("port %d: %w", port, err)
 	}
-	go ssh.DiscardRequests(reqs)
-	return &channelConn{Channel: ch}, nil
+	return newChannelConn(o.ch, o.reqs), nil
 }
 
 // Forward serves ln: each accepted connection goes to the peer's port over
 // its own channel. It returns nil when ctx ends and an error when the SSH
-// connection does; either way ln is closed.
+// connection does or ln fails; either way ln is closed, and every
+// forwarded connection has ended.
 func (c *Client) Forward(ctx context.Context, ln net.Listener, port int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	lost := make(chan error, 1)
 	go func() { lost <- c.ssh.Wait() }()
-	stopped := make(chan struct{})
+	// why is set before closing is closed, and closing before ln is
+	// closed: an accept error seen after closing is closed is ours.
+	var why error
+	closing := make(chan struct{})
 	var mu sync.Mutex
 	open := map[net.Conn]bool{}
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		select {
 		case <-ctx.Done():
 		case err := <-lost:
-			lost <- err
+			if err == nil {
+				err = errConnectionClosed
+			}
+			why = err
+			cancel() // stops forwarded connections still dialling
 		}
+		close(closing)
 		ln.Close()
 		mu.Lock()
 		for conn := range open {
 			conn.Close() // idle keep-alive connections would otherwise hold us
 		}
 		mu.Unlock()
-		close(stopped)
 	}()
-	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
 		local, err := ln.Accept()
 		if err != nil {
 			select {
-			case <-stopped:
-			case <-time.After(time.Second):
-				return fmt.Errorf("accept: %w", err)
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			select {
-			case err := <-lost:
-				if err == nil {
-					err = errConnectionClosed
-				}
-				return err
+			case <-closing:
+				return why
 			default:
+				cancel() // ln failed on its own: stop the rest too
 				return fmt.Errorf("accept: %w", err)
 			}
 		}
@@ -224,10 +264,14 @@ func (c *Client) Forward(ctx context.Context, ln net.Listener, port int) error {
 			}()
 			remote, err := c.DialPort(ctx, port)
 			if err != nil {
-				c.log.Warn("forwarded connection failed", "port", port, "err", err)
+				if ctx.Err() == nil {
+					c.log.Warn("forwarded connection failed", "port", port, "err", err)
+				}
 				local.Close()
 				return
 			}
+			stop := context.AfterFunc(ctx, func() { remote.Close() })
+			defer stop()
 			pipe(remote.(*channelConn).Channel, local)
 		}()
 	}
@@ -299,8 +343,7 @@ func (c *Client) Pipe() (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("open pipe: %w", err)
 	}
-	go ssh.DiscardRequests(reqs)
-	return &channelConn{Channel: ch}, nil
+	return newChannelConn(ch, reqs), nil
 }
 
 // Wait returns when the SSH connection ends.
@@ -310,7 +353,26 @@ func (c *Client) Wait() error { return c.ssh.Wait() }
 func (c *Client) Close() error { return c.ssh.Close() }
 
 // channelConn is an SSH channel as a net.Conn (without deadlines).
-type channelConn struct{ ssh.Channel }
+type channelConn struct {
+	ssh.Channel
+	closed chan struct{} // see Closed; nil when nobody watches
+}
+
+// newChannelConn wraps a channel this side opened, discarding its
+// requests and watching for its end.
+func newChannelConn(ch ssh.Channel, reqs <-chan *ssh.Request) *channelConn {
+	c := &channelConn{Channel: ch, closed: make(chan struct{})}
+	go func() {
+		ssh.DiscardRequests(reqs) // returns when the channel is closed
+		close(c.closed)
+	}()
+	return c
+}
+
+// Closed is closed once the channel has ended both ways: the peer closed
+// it, or the connection was lost. Whatever the peer sent before stays
+// readable. (Client.Pipe and Client.DialPort conns only.)
+func (c *channelConn) Closed() <-chan struct{} { return c.closed }
 
 func (channelConn) LocalAddr() net.Addr                { return addr("kin") }
 func (channelConn) RemoteAddr() net.Addr               { return addr("kin-peer") }

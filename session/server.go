@@ -207,14 +207,20 @@ func (s *Server) sshConfig(offered *ssh.PublicKey) *ssh.ServerConfig {
 }
 
 // ServeConn runs the SSH handshake on conn and serves it until the
-// connection ends or ctx is done. peer labels the logs (untrusted).
+// connection ends or ctx is done; conn is closed when it returns. peer
+// labels the logs (untrusted).
 func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) error {
 	defer conn.Close()
 	log := s.log.With("peer", peer)
 	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	stop := context.AfterFunc(ctx, func() { conn.Close() }) // ctx ends a handshake too
 	var offered ssh.PublicKey
 	sc, chans, reqs, err := ssh.NewServerConn(conn, s.sshConfig(&offered))
+	stop()
 	conn.SetDeadline(time.Time{})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("ssh handshake: %w", ctx.Err())
+	}
 	if err != nil {
 		key := "none"
 		if offered != nil {
@@ -471,6 +477,9 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		return
 	}
 	log.Debug("forwarding", "port", port)
+	// A local service may never close its end: ctx ending closes it.
+	stop := context.AfterFunc(ctx, func() { ch.Close(); local.Close() })
+	defer stop()
 	pipe(ch, local)
 }
 

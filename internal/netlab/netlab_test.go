@@ -1,8 +1,10 @@
 package netlab
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,7 +23,13 @@ func TestMain(m *testing.M) {
 			fmt.Println(err)
 			os.Exit(1)
 		}
-		pc.SetDeadline(time.Now().Add(30 * time.Second))
+		// Serve until the test is done with us: it closes our stdin
+		// (or dies). A fixed lifetime ran out under load (-race).
+		go func() {
+			io.Copy(io.Discard, os.Stdin)
+			os.Exit(0)
+		}()
+		fmt.Println("ready")
 		buf := make([]byte, 1500)
 		for {
 			_, from, err := pc.ReadFrom(buf)
@@ -74,13 +82,26 @@ func ask(t *testing.T, h *Host, addr string) string {
 	return string(out)
 }
 
+// reflect runs a reflector on addr in h until the test ends, and returns
+// once it listens.
 func reflect(t *testing.T, h *Host, addr string) {
 	cmd := h.Command(context.Background(), "env", "NETLAB_REFLECT="+addr, self(t))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	time.Sleep(200 * time.Millisecond)
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if line != "ready\n" {
+		t.Fatalf("reflector on %s: %q", addr, line)
+	}
 }
 
 func TestNATsMapAsNamed(t *testing.T) {

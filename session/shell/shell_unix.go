@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,7 +26,13 @@ type terminal interface {
 	CloseAfterDrain(out <-chan struct{})
 }
 
-type unixPTY struct{ f *os.File }
+type unixPTY struct {
+	f *os.File
+	// mu orders Resize against the close: Resize uses the descriptor's
+	// number, which after the close may belong to another file.
+	mu     sync.Mutex
+	closed bool
+}
 
 // startTerminal starts cmd on a new pseudo-terminal (a new session, so
 // killGroup reaches its children too).
@@ -34,13 +41,17 @@ func startTerminal(cmd *exec.Cmd, cols, rows uint32) (terminal, func() error, *o
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return &unixPTY{f}, cmd.Wait, cmd.Process, nil
+	return &unixPTY{f: f}, cmd.Wait, cmd.Process, nil
 }
 
 func (t *unixPTY) Read(b []byte) (int, error)  { return t.f.Read(b) }
 func (t *unixPTY) Write(b []byte) (int, error) { return t.f.Write(b) }
 func (t *unixPTY) Resize(cols, rows uint32) {
-	pty.Setsize(t.f, &pty.Winsize{Cols: uint16(cols), Rows: uint16(rows)})
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		pty.Setsize(t.f, &pty.Winsize{Cols: uint16(cols), Rows: uint16(rows)})
+	}
 }
 
 func (t *unixPTY) CloseAfterDrain(out <-chan struct{}) {
@@ -48,6 +59,9 @@ func (t *unixPTY) CloseAfterDrain(out <-chan struct{}) {
 	case <-out:
 	case <-time.After(time.Second):
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
 	t.f.Close()
 }
 
