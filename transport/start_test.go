@@ -3,12 +3,19 @@ package transport
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"kin/keys"
 	"kin/signal"
@@ -94,4 +101,58 @@ func TestStartUnreachableServer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Fatalf("start with no server: %v", err)
 	}
+}
+
+// A server that later refuses the node's key stops it for good: Done
+// closes, Err says it was refused, and Accept returns instead of waiting
+// for offers that cannot come.
+func TestStartedNodeStopsWhenRefused(t *testing.T) {
+	srv := signal.NewServer(signal.ServerConfig{})
+	var refuse atomic.Bool
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !refuse.Load() {
+			srv.ServeHTTP(w, r)
+			return
+		}
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		b, _ := json.Marshal(signal.Message{V: signal.Version, Type: signal.TypeError, Code: signal.CodeAuth, Reason: "this key is banned here"})
+		ws.Write(r.Context(), websocket.MessageText, b)
+		ws.Close(websocket.StatusPolicyViolation, "banned")
+	}))
+	defer hs.Close()
+	var closeOnce sync.Once
+	closeSrv := func() { closeOnce.Do(func() { srv.Close() }) }
+	defer closeSrv()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := keys.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(ctx, StartConfig{Config: Config{Interfaces: []string{"lo"}}, Signal: signal.ClientConfig{URL: "ws" + strings.TrimPrefix(hs.URL, "http"), Signer: id.Signer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := n.Accept(ctx)
+		accepted <- err
+	}()
+	refuse.Store(true)
+	closeSrv() // every client is told to go elsewhere; ours comes back to a refusal
+	select {
+	case <-n.Done():
+	case <-ctx.Done():
+		t.Fatal("the node kept running after the server refused it")
+	}
+	if err := n.Err(); !errors.Is(err, signal.ErrRefused) {
+		t.Fatalf("Err = %v, want the refusal", err)
+	}
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept = %v, want net.ErrClosed", err)
+	}
+	n.Close()
 }
