@@ -201,3 +201,32 @@ func TestServeReturnsListenerError(t *testing.T) {
 	}
 	c.Wait()
 }
+
+// A listener that has no more to give (io.EOF) lets the connections Serve
+// started finish: the friend's connection keeps working, and Serve returns
+// nil once it has ended.
+func TestServeDrainsAfterTheLastConnection(t *testing.T) {
+	bob := ident(t)
+	port, addr, _ := silentService(t)
+	s := startServe(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+	})
+	c := s.dial(bob)
+	s.l <- accepted{err: io.EOF}
+	if err := c.CheckPort(context.Background(), port); err != nil {
+		t.Fatalf("the connection ended with the listener: %v", err)
+	}
+	select {
+	case <-s.done:
+		t.Fatalf("Serve returned (%v) while its connection was still in use", s.err)
+	default:
+	}
+	c.Close()
+	if err := s.wait(); err != nil {
+		t.Fatalf("Serve after the listener's io.EOF: %v", err)
+	}
+	if !s.allClosed() {
+		t.Fatal("Serve returned before closing its connection")
+	}
+}
