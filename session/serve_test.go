@@ -230,3 +230,28 @@ func TestServeDrainsAfterTheLastConnection(t *testing.T) {
 		t.Fatal("Serve returned before closing its connection")
 	}
 }
+
+// A forwarded port's connection names the addresses of the connection
+// that carries it, not made-up ones.
+func TestChannelConnAddressesAreTheCarriers(t *testing.T) {
+	bob := ident(t)
+	port, addr, _ := silentService(t)
+	s := startServe(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+	})
+	carrier := s.conn()
+	c, err := NewClient(context.Background(), carrier, ClientConfig{Identity: bob, HostKey: s.host.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pc, err := c.DialPort(context.Background(), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if pc.RemoteAddr().String() != carrier.RemoteAddr().String() || pc.LocalAddr().String() != carrier.LocalAddr().String() {
+		t.Fatalf("port conn %v -> %v, carrier %v -> %v", pc.LocalAddr(), pc.RemoteAddr(), carrier.LocalAddr(), carrier.RemoteAddr())
+	}
+}
