@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -194,14 +193,11 @@ func newStoredInvite(e *env, store keys.Invites, id *keys.Identity, name string,
 // inviteOnline serves the invite itself, with no agent running, until it
 // is used or expires or the user presses Ctrl-C.
 func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity, name string, perms keys.Permissions, life time.Duration) error {
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel() // runs before wg.Wait
+	t, ctx := newTasks(c.Context)
+	defer t.stop()
 
 	builtin := e.signal == ""
-	url, err := signalURL(ctx, e, &wg, cancel)
+	url, err := e.signalURL(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -237,32 +233,19 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 
 	// Connections are accepted until the invite is settled, then the
 	// joiner's connection gets to finish (it closes after the answer).
-	acceptCtx, stopAccept := context.WithCancel(ctx)
-	var sessions sync.WaitGroup
-	sessions.Add(1)
-	go func() {
-		defer sessions.Done()
-		for {
-			conn, err := p.node.Accept(acceptCtx)
-			if err != nil {
-				return
-			}
-			sessions.Add(1)
-			go func() {
-				defer sessions.Done()
-				srv.ServeConn(ctx, conn, string(conn.Info().Peer))
-			}()
-		}
-	}()
+	accepting, stopAccepting := context.WithCancel(ctx)
+	defer stopAccepting()
+	served := make(chan struct{})
+	t.Go(func() error {
+		defer close(served)
+		return p.serveUntil(ctx, accepting, srv)
+	})
 	finish := func() {
-		stopAccept()
-		done := make(chan struct{})
-		go func() { sessions.Wait(); close(done) }()
+		stopAccepting()
 		select {
-		case <-done:
+		case <-served:
 		case <-time.After(10 * time.Second):
 		}
-		cancel()
 	}
 
 	fmt.Fprintf(e.stderr, "waiting for %s to join until %s (or Ctrl-C); give %s this line:\n", name, iv.Expires.Format("15:04:05"), name)
@@ -286,7 +269,7 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 				store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
 			}
 			if c.Context.Err() == nil {
-				return errSignalFailed
+				return t.stop()
 			}
 			if builtin {
 				fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -142,12 +139,9 @@ func printSkipped(e *env, st files.Stats) {
 // sendWithTicket waits for the holder of a fresh ticket to fetch plan, and
 // returns once one of them has received everything.
 func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *files.Plan, quiet bool) error {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	url, err := signalURL(ctx, e, &wg, cancel)
+	t, ctx := newTasks(parent)
+	defer t.stop()
+	url, err := e.signalURL(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -193,65 +187,16 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
 	fmt.Fprintf(e.stderr, "ready to send %s, %s; the receiver runs:\n", plural(nfiles, "file"), humanBytes(total))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		acceptLoop(ctx, e, p, srv, &wg)
-	}()
+	t.Go(func() error { return p.serve(ctx, srv) })
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		if parent.Err() == nil {
-			return errSignalFailed
+			return t.Wait()
 		}
 		fmt.Fprintln(e.stderr, "stopped; the ticket no longer works")
 		return nil
-	}
-}
-
-var errSignalFailed = errors.New("the built-in signaling server failed")
-
-// signalURL returns the configured signaling server, or starts the built-in
-// one (stopped when ctx ends; wg tracks it; cancel is called if it fails).
-func signalURL(ctx context.Context, e *env, wg *sync.WaitGroup, cancel context.CancelFunc) (string, error) {
-	if e.signal != "" {
-		return e.signal, nil
-	}
-	listenAddr, host := embeddedSignalAddr(e.interfaces)
-	ln, err := net.Listen("tcp", listenAddr)
-	if err != nil {
-		return "", withHint(fmt.Errorf("start the built-in signaling server: %w", err), "use a running one with --signal ws://HOST:PORT")
-	}
-	url := "ws://" + net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-	e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
-			e.log.Error("built-in signaling server stopped", "err", err)
-			cancel()
-		}
-	}()
-	return url, nil
-}
-
-// acceptLoop serves every incoming peer connection with srv until ctx ends.
-func acceptLoop(ctx context.Context, e *env, p *peer, srv *session.Server, wg *sync.WaitGroup) error {
-	for {
-		conn, err := p.node.Accept(ctx)
-		if err != nil {
-			return err
-		}
-		info := conn.Info()
-		e.log.Debug("peer connection", "peer", info.Peer, "path", info.Path)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.ServeConn(ctx, conn, string(info.Peer)); err != nil && ctx.Err() == nil {
-				e.log.Debug("session ended", "peer", info.Peer, "err", err)
-			}
-		}()
 	}
 }
 

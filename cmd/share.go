@@ -1,13 +1,10 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -61,18 +58,15 @@ func share(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel() // runs before wg.Wait
+	t, ctx := newTasks(c.Context)
+	defer t.stop()
 
 	target := port.target()
 	secret := keys.NewSecret()
 	if _, ok := runningAgent(ctx, e, id, e.signal); ok {
 		return shareThroughAgent(c, e, id, port, secret, friends)
 	}
-	url, err := signalURL(ctx, e, &wg, cancel)
+	url, err := e.signalURL(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -101,12 +95,13 @@ func share(c *cli.Context) error {
 
 	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
 	printShare(e, ticket, port, target, friends)
-	acceptLoop(ctx, e, p, srv, &wg)
+	t.Go(func() error { return p.serve(ctx, srv) })
+	err = t.Wait()
 	if c.Context.Err() != nil {
 		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
 		return nil
 	}
-	return errSignalFailed
+	return err
 }
 
 // shareThroughAgent has the running agent (kin up) serve the ticket, so
@@ -162,29 +157,4 @@ func joinNames(n []string) string {
 		s += x
 	}
 	return s
-}
-
-// embeddedSignalAddr picks where the built-in signaling server listens and
-// the host a peer elsewhere on the network reaches it at: loopback when ICE
-// is limited to loopback, otherwise the first LAN address.
-func embeddedSignalAddr(interfaces []string) (listen, host string) {
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return "127.0.0.1:0", "127.0.0.1"
-	}
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		if len(interfaces) > 0 && !slices.Contains(interfaces, ifc.Name) {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
-				return ":0", ipn.IP.String()
-			}
-		}
-	}
-	return "127.0.0.1:0", "127.0.0.1"
 }

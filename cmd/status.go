@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -58,11 +57,9 @@ func status(c *cli.Context) error {
 	ctx, cancel := context.WithTimeout(c.Context, signalTimeout)
 	defer cancel()
 	client := signal.NewClient(signal.ClientConfig{URL: e.signal, Signer: probe.Signer, Logger: e.log})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Add(1)
-	go func() { defer wg.Done(); client.Run(ctx) }()
+	t, ctx := newTasks(ctx)
+	defer t.stop()
+	t.Go(func() error { return client.Run(ctx) })
 	if _, err := client.Ready(ctx); err != nil {
 		fmt.Fprintf(e.stdout, "signaling: %s: unreachable\n", e.signal)
 		return withHint(fmt.Errorf("signaling server %s: %w", e.signal, err), "check the URL, and that the server runs")

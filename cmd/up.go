@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -73,11 +71,8 @@ func up(c *cli.Context) error {
 	if err := inbox.Check(); err != nil {
 		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
 	}
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	t, ctx := newTasks(c.Context)
+	defer t.stop()
 	// The control socket first: a second kin up of this home stops here,
 	// before it registers and takes connections meant for the first.
 	ag := &upAgent{e: e, inbox: dir}
@@ -100,13 +95,12 @@ func up(c *cli.Context) error {
 	ag.p = p
 	if ctl != nil {
 		defer ctl.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		t.Go(func() error {
 			if err := ctl.Serve(ctx); err != nil {
 				e.log.Error("control socket stopped; kin commands will not use this agent", "err", err)
 			}
-		}()
+			return nil
+		})
 	}
 	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
 	invites := inviteHook(e, e.log, func(iv keys.Invite, fr keys.Friend) {
@@ -139,9 +133,10 @@ func up(c *cli.Context) error {
 		return err
 	}
 	e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir, "backups", backupsDir(c))
-	acceptLoop(ctx, e, p, srv, &wg)
+	t.Go(func() error { return p.serve(ctx, srv) })
+	err = t.Wait()
 	e.log.Info("kin is down")
-	return nil
+	return err
 }
 
 // rootShellOff is what a friend allowed a shell is told when kin up runs
