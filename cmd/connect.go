@@ -30,7 +30,7 @@ A UDP port (game servers, DNS) is FRIEND:PORT/udp, or a ticket from
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "local address to listen on (default 127.0.0.1:PORT)"},
 		},
-		Action: connect,
+		Action: connectAction,
 	}
 }
 
@@ -88,7 +88,7 @@ func parseTarget(arg string, e *env) (*target, error) {
 	return &target{name: fr.Name, hostKey: fr.Key, port: port, udp: udp, signal: e.signal}, nil
 }
 
-func connect(c *cli.Context) error {
+func connectAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("connect needs a ticket or FRIEND:PORT"), "kin connect kin1...   or   kin connect alice:3000   or   kin connect alice:30000/udp")
 	}

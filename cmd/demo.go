@@ -27,11 +27,11 @@ bob), a small web server on alice's side shared with bob through a real
 WebRTC data channel with SSH on top, and one page fetched through it. Each
 step prints its time. Nothing is written to disk and no packet leaves this
 machine.`,
-		Action: demo,
+		Action: demoAction,
 	}
 }
 
-func demo(c *cli.Context) error {
+func demoAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err

@@ -40,7 +40,7 @@ invite is used or expires, or you press Ctrl-C.
 			&cli.BoolFlag{Name: "list", Usage: "list your invites"},
 			&cli.StringFlag{Name: "revoke", Usage: "revoke the pending invite with this name or ID"},
 		},
-		Action: invite,
+		Action: inviteAction,
 	}
 }
 
@@ -58,7 +58,7 @@ the name in the invite, or --name.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "name", Usage: "what to call the inviter (default: the name in the invite)"},
 		},
-		Action: join,
+		Action: joinAction,
 	}
 }
 
@@ -118,7 +118,7 @@ func addedSentence(fr keys.Friend) string {
 	return fmt.Sprintf("%s joined: added %s (%s) to your friends, allowed: %s", fr.Name, fr.Name, fr.ID(), fr.Perms)
 }
 
-func invite(c *cli.Context) error {
+func inviteAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
@@ -334,7 +334,7 @@ func inviteList(e *env, store keys.Invites) error {
 	return tw.Flush()
 }
 
-func join(c *cli.Context) error {
+func joinAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("join needs the invite"), "kin join kin1...   (the line kin invite printed)")
 	}

@@ -117,11 +117,11 @@ func sshConfigCommand() *cli.Command {
 their SSH host key) and prints a Host block per friend, e.g.:
     kin ssh-config dad >> ~/.ssh/config
     ssh dad`,
-		Action: sshConfig,
+		Action: sshConfigAction,
 	}
 }
 
-func sshConfig(c *cli.Context) error {
+func sshConfigAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err

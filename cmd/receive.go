@@ -32,11 +32,11 @@ existing file is never overwritten: the new one becomes "name (1).ext".`,
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "accept without asking"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 		},
-		Action: receive,
+		Action: receiveAction,
 	}
 }
 
-func receive(c *cli.Context) error {
+func receiveAction(c *cli.Context) error {
 	if c.NArg() > 1 {
 		return withHint(errors.New("receive takes at most one ticket"), "kin receive kin1...")
 	}

@@ -33,11 +33,11 @@ run the same kin send again: it continues where it stopped.`,
 			&cli.StringFlag{Name: "name", Usage: "file name for data read from stdin (PATH -)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 		},
-		Action: send,
+		Action: sendAction,
 	}
 }
 
-func send(c *cli.Context) error {
+func sendAction(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return withHint(errors.New("send needs something to send"), "kin send FILE FRIEND, or kin send FILE for a ticket")
 	}

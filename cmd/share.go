@@ -33,11 +33,11 @@ Friends need --allow port=30000/udp. UDP goes to 127.0.0.1:PORT.
 With no signaling server configured (--signal / KIN_SIGNAL), kin share runs
 one itself on this machine and puts its address in the ticket, which is all
 two computers on one network need.`,
-		Action: share,
+		Action: shareAction,
 	}
 }
 
-func share(c *cli.Context) error {
+func shareAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("share needs one port"), "kin share 3000")
 	}

@@ -72,11 +72,11 @@ tells every client to reconnect (elsewhere), then exits.`,
 			&cli.DurationFlag{Name: "relay-lifetime", Value: 24 * time.Hour, Usage: "longest a relay allocation may live"},
 			&cli.StringSliceFlag{Name: "relay-allow", Usage: "let the relay also reach this range, e.g. 10.0.0.0/8 for a LAN (repeatable; default: public addresses only)"},
 		},
-		Action: runSignal,
+		Action: signalAction,
 	}
 }
 
-func runSignal(c *cli.Context) error {
+func signalAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err

@@ -27,11 +27,11 @@ kin receive), and what each friend may use on this computer.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "the inbox to look at (default: ~/Downloads/kin)"},
 		},
-		Action: status,
+		Action: statusAction,
 	}
 }
 
-func status(c *cli.Context) error {
+func statusAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err

@@ -42,11 +42,11 @@ sessions. Everything friends do is logged.
 			&cli.BoolFlag{Name: "uninstall", Usage: "remove the per-user service"},
 			&cli.BoolFlag{Name: "allow-root-shell", Usage: "when kin up runs as root, give friends allowed a shell a ROOT shell (refused without it)"},
 		},
-		Action: up,
+		Action: upAction,
 	}
 }
 
-func up(c *cli.Context) error {
+func upAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
