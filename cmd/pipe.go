@@ -153,8 +153,11 @@ func sshConfigAction(c *cli.Context) error {
 	for _, fr := range friends.List() {
 		lines = append(lines, "kin-"+fr.Name+" "+keys.FormatKey(fr.Key))
 	}
-	if err := writeFile(known, strings.Join(lines, "\n")+"\n"); err != nil {
-		return err
+	if err := os.MkdirAll(e.home, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", e.home, err)
+	}
+	if err := keys.WriteFileAtomic(known, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", known, err)
 	}
 	identity := e.identity
 	if identity == "" {

@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -179,18 +176,12 @@ func installService(e *env, install bool, dir, backups string) error {
 	if err != nil {
 		return fmt.Errorf("find the kin binary: %w", err)
 	}
-	if install && temporaryBinary(self) {
-		return withHint(fmt.Errorf("this kin runs from a temporary directory (%s), which goes away; a service must start a kin that stays", filepath.Dir(self)),
-			"install kin first: go install . (it lands in $(go env GOPATH)/bin), or copy the binary to e.g. ~/.local/bin; then run that kin with up --install")
-	}
 	args := []string{"--home", e.home}
 	if e.identity != "" {
 		args = append(args, "--identity", e.identity)
 	}
 	if e.signal != "" {
 		args = append(args, "--signal", e.signal)
-	} else if install {
-		return noSignal("")
 	}
 	args = append(args, "up")
 	if dir != "" {
@@ -199,126 +190,19 @@ func installService(e *env, install bool, dir, backups string) error {
 	if backups != "" {
 		args = append(args, "--backups", backups)
 	}
-	home, _ := os.UserHomeDir()
-	switch runtime.GOOS {
-	case "linux":
-		unit := filepath.Join(home, ".config", "systemd", "user", "kin.service")
-		if !install {
-			runCmd(e, "systemctl", "--user", "disable", "--now", "kin.service")
-			os.Remove(unit)
-			fmt.Fprintf(e.stdout, "removed %s\n", unit)
-			return nil
-		}
-		text := fmt.Sprintf("[Unit]\nDescription=kin: stay reachable for friends\nAfter=network-online.target\n\n[Service]\nExecStart=%s %s\nRestart=always\nRestartSec=5\n\n[Install]\nWantedBy=default.target\n",
-			quoteArgs(self), quoteArgs(args...))
-		if err := writeFile(unit, text); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "wrote %s\n", unit)
-		return runCmd(e, "systemctl", "--user", "enable", "--now", "kin.service")
-	case "darwin":
-		plist := filepath.Join(home, "Library", "LaunchAgents", "org.kin.up.plist")
-		if !install {
-			runCmd(e, "launchctl", "unload", plist)
-			os.Remove(plist)
-			fmt.Fprintf(e.stdout, "removed %s\n", plist)
-			return nil
-		}
-		var b strings.Builder
-		for _, a := range append([]string{self}, args...) {
-			fmt.Fprintf(&b, "    <string>%s</string>\n", xmlEscape(a))
-		}
-		text := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0"><dict>
-  <key>Label</key><string>org.kin.up</string>
-  <key>ProgramArguments</key><array>
-%s  </array>
-  <key>RunAtLoad</key><true/>
-  <key>KeepAlive</key><true/>
-</dict></plist>
-`, b.String())
-		if err := writeFile(plist, text); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "wrote %s\n", plist)
-		return runCmd(e, "launchctl", "load", "-w", plist)
-	case "windows":
-		if !install {
-			return runCmd(e, "schtasks", "/Delete", "/F", "/TN", "kin")
-		}
-		return runCmd(e, "schtasks", "/Create", "/F", "/SC", "ONLOGON", "/TN", "kin", "/TR", quoteArgs(append([]string{self}, args...)...))
+	svc := agent.Service{Binary: self, Args: args, Out: e.stdout}
+	if !install {
+		return withHint(svc.Uninstall(), "remove it yourself, or from your startup scripts")
 	}
-	return fmt.Errorf("kin up --install does not know how to make a service on %s; run kin up from your startup scripts", runtime.GOOS)
-}
-
-// temporaryBinary reports whether the binary at path lives somewhere
-// that disappears: the system's temporary directory, $GOTMPDIR, the Go
-// build cache ($GOCACHE), or a go-build directory (go run, go test).
-func temporaryBinary(path string) bool {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return false
+	if e.signal == "" && !agent.TemporaryBinary(self) {
+		return noSignal("")
 	}
-	paths := []string{abs}
-	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
-		paths = append(paths, real)
+	err = svc.Install()
+	switch {
+	case errors.Is(err, agent.ErrTemporaryBinary):
+		return withHint(err, "install kin first: go install . (it lands in $(go env GOPATH)/bin), or copy the binary to e.g. ~/.local/bin; then run that kin with up --install")
+	case errors.Is(err, agent.ErrNoServiceManager):
+		return withHint(err, "run kin up from your startup scripts")
 	}
-	var temps []string
-	for _, d := range []string{os.TempDir(), os.Getenv("GOTMPDIR"), os.Getenv("GOCACHE")} {
-		if d == "" {
-			continue
-		}
-		temps = append(temps, filepath.Clean(d))
-		if real, err := filepath.EvalSymlinks(d); err == nil {
-			temps = append(temps, real)
-		}
-	}
-	for _, p := range paths {
-		for _, d := range temps {
-			if rel, err := filepath.Rel(d, p); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
-				return true
-			}
-		}
-		for _, part := range strings.Split(filepath.ToSlash(p), "/") {
-			if strings.HasPrefix(part, "go-build") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func runCmd(e *env, name string, args ...string) error {
-	fmt.Fprintf(e.stdout, "running: %s %s\n", name, strings.Join(args, " "))
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return withHint(fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out))), "run the command above yourself, or start kin up from your startup scripts")
-	}
-	return nil
-}
-
-func writeFile(path, text string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
-	}
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
-func quoteArgs(args ...string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if strings.ContainsAny(a, " \t\"'\\") {
-			a = `"` + strings.ReplaceAll(strings.ReplaceAll(a, `\`, `\\`), `"`, `\"`) + `"`
-		}
-		q[i] = a
-	}
-	return strings.Join(q, " ")
-}
-
-func xmlEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+	return withHint(err, "run the command above yourself, or start kin up from your startup scripts")
 }
