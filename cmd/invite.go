@@ -77,33 +77,11 @@ func inviteHook(e *env, log *slog.Logger, joined func(keys.Invite, keys.Friend))
 			return nil, false
 		}
 		return func(key ssh.PublicKey) (session.Joined, error) {
-			var fr keys.Friend
-			iv, err := store.Redeem(secret, keys.FormatKey(key), time.Now(), func(iv keys.Invite) error {
-				perms, err := iv.Perms()
-				if err != nil {
-					return err
-				}
-				friends, err := e.loadFriends()
-				if err != nil {
-					log.Error("invite not used: the friends file has an error", "err", err)
-					return errors.New("the inviter's friends file has an error")
-				}
-				if old, ok := friends.ByKey(key); ok {
-					return fmt.Errorf("you are already a friend there, named %q", old.Name)
-				}
-				if _, ok := friends.ByName(iv.Name); ok {
-					return fmt.Errorf("the inviter already has a friend named %q", iv.Name)
-				}
-				fr = keys.Friend{Name: iv.Name, Key: key, Perms: perms}
-				if err := friends.Add(fr); err != nil {
-					return err
-				}
-				if err := friends.WriteFile(e.friendsPath()); err != nil {
-					log.Error("invite not used", "err", err)
-					return errors.New("the inviter could not save its friends file")
-				}
-				return nil
-			})
+			iv, fr, err := store.Befriend(secret, key, e.friendsPath(), time.Now())
+			if errors.Is(err, keys.ErrFriendsFile) {
+				log.Error("invite not used", "err", err)
+				return session.Joined{}, keys.ErrFriendsFile // the details are not the joiner's
+			}
 			if err != nil {
 				return session.Joined{}, err
 			}
