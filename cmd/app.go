@@ -142,6 +142,28 @@ func (e *env) loadIdentity() (*keys.Identity, error) {
 	return id, nil
 }
 
+// getEnvAnd is getEnv, then what load reads with it, e.g. the identity
+// ((*env).loadIdentity) or the friends file ((*env).loadFriends).
+func getEnvAnd[T any](c *cli.Context, load func(*env) (T, error)) (*env, T, error) {
+	e, err := getEnv(c)
+	if err != nil {
+		var none T
+		return nil, none, err
+	}
+	v, err := load(e)
+	return e, v, err
+}
+
+// loadIdentityAndFriends is loadIdentity, then loadFriends.
+func (e *env) loadIdentityAndFriends() (*keys.Identity, *keys.Friends, error) {
+	id, err := e.loadIdentity()
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := e.loadFriends()
+	return id, f, err
+}
+
 // loadFriends reads the friends file for a command that runs once. Lines
 // that do not parse are skipped with a warning; only a file that cannot
 // be read is an error.

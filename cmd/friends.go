@@ -133,11 +133,7 @@ func (e *env) editFriends() (*keys.Friends, error) {
 }
 
 func friendsListAction(c *cli.Context) error {
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	e, friends, err := getEnvAnd(c, (*env).loadFriends)
 	if err != nil {
 		return err
 	}
@@ -162,11 +158,7 @@ func friendsRemoveAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("friends rm needs one name"), "kin friends rm bob")
 	}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.editFriends()
+	e, friends, err := getEnvAnd(c, (*env).editFriends)
 	if err != nil {
 		return err
 	}

@@ -20,11 +20,7 @@ this machine.`,
 }
 
 func idAction(c *cli.Context) error {
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	id, err := e.loadIdentity()
+	e, id, err := getEnvAnd(c, (*env).loadIdentity)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"kin/keys"
 	"kin/session"
+	"kin/signal"
 )
 
 func inviteCommand() *cli.Command {
@@ -132,11 +133,7 @@ func inviteAction(c *cli.Context) error {
 	if life <= 0 || life > keys.MaxInviteLifetime {
 		return withHint(fmt.Errorf("--for %s is not a usable lifetime", life), "an invite may last from 1s to %dh, e.g. --for 30m", int(keys.MaxInviteLifetime.Hours()))
 	}
-	id, err := e.loadIdentity()
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	id, friends, err := e.loadIdentityAndFriends()
 	if err != nil {
 		return err
 	}
@@ -175,15 +172,12 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 	defer t.stop()
 
 	builtin := e.signal == ""
-	url, err := e.signalURL(ctx, t)
-	if err != nil {
-		return err
-	}
-	p, err := startPeer(ctx, e, id, url)
+	p, err := e.startServing(ctx, t, id, signal.ModeListen)
 	if err != nil {
 		return err
 	}
 	defer p.close()
+	url := p.url
 	tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
 	if err != nil {
 		return err

@@ -171,24 +171,26 @@ func serveSignal(ctx context.Context, e *env, ln net.Listener, cfg signal.Server
 
 var errSignalFailed = errors.New("the built-in signaling server failed")
 
-// signalURL returns the configured signaling server, or starts the
-// built-in one as one of t's tasks (run with t's ctx).
-func (e *env) signalURL(ctx context.Context, t *tasks) (string, error) {
-	if e.signal != "" {
-		return e.signal, nil
-	}
-	ln, url, err := signal.ListenLocal(e.interfaces)
-	if err != nil {
-		return "", withHint(err, "use a running one with --signal ws://HOST:PORT")
-	}
-	e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
-	t.Go(func() error {
-		if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
-			return fmt.Errorf("%w: %w", errSignalFailed, err)
+// startServing starts a peer (startPeerMode) that serves something for
+// the length of one command, on the configured signaling server, or on a
+// built-in one it starts as one of t's tasks (run with t's ctx).
+func (e *env) startServing(ctx context.Context, t *tasks, id *keys.Identity, mode string) (*peer, error) {
+	url := e.signal
+	if url == "" {
+		ln, local, err := signal.ListenLocal(e.interfaces)
+		if err != nil {
+			return nil, withHint(err, "use a running one with --signal ws://HOST:PORT")
 		}
-		return nil
-	})
-	return url, nil
+		url = local
+		e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
+		t.Go(func() error {
+			if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
+				return fmt.Errorf("%w: %w", errSignalFailed, err)
+			}
+			return nil
+		})
+	}
+	return startPeerMode(ctx, e, id, url, mode)
 }
 
 // tuneGC trades memory for speed in a process about to move bytes: pion

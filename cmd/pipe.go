@@ -42,18 +42,13 @@ func pipeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fr, p, err := reachFriend(c.Context, e, c.Args().First())
-	if err != nil {
-		return err
-	}
-	defer p.close()
 	// The SSH handshake pins the friend's key: an impostor the signaling
-	// server sent us to fails here, before OpenSSH's first byte.
-	client, _, err := p.dial(c.Context, e, fr.Key, nil, "", fr.Name)
+	// server sent us to fails there, before OpenSSH's first byte.
+	fr, client, hangUp, err := dialFriend(c.Context, e, c.Args().First())
 	if err != nil {
 		return err
 	}
-	defer client.Close()
+	defer hangUp()
 	conn, err := client.Pipe()
 	if err != nil {
 		if errors.Is(err, session.ErrPipeNotAllowed) {
@@ -122,11 +117,7 @@ their SSH host key) and prints a Host block per friend, e.g.:
 }
 
 func sshConfigAction(c *cli.Context) error {
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	e, friends, err := getEnvAnd(c, (*env).loadFriends)
 	if err != nil {
 		return err
 	}

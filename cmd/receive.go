@@ -40,11 +40,7 @@ func receiveAction(c *cli.Context) error {
 	if c.NArg() > 1 {
 		return withHint(errors.New("receive takes at most one ticket"), "kin receive kin1...")
 	}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	id, err := e.loadIdentity()
+	e, id, err := getEnvAnd(c, (*env).loadIdentity)
 	if err != nil {
 		return err
 	}

@@ -41,11 +41,7 @@ func sendAction(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return withHint(errors.New("send needs something to send"), "kin send FILE FRIEND, or kin send FILE for a ticket")
 	}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	e, friends, err := getEnvAnd(c, (*env).loadFriends)
 	if err != nil {
 		return err
 	}
@@ -141,13 +137,9 @@ func printSkipped(e *env, st files.Stats) {
 func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *files.Plan, quiet bool) error {
 	t, ctx := newTasks(parent)
 	defer t.stop()
-	url, err := e.signalURL(ctx, t)
-	if err != nil {
-		return err
-	}
 	// Only offers naming this process (from its ticket) reach it, so a
 	// running kin up (or another kin send) of this identity keeps its own.
-	p, err := startPeerMode(ctx, e, id, url, signal.ModeTicket)
+	p, err := e.startServing(ctx, t, id, signal.ModeTicket)
 	if err != nil {
 		return err
 	}
@@ -184,7 +176,7 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	if err != nil {
 		return err
 	}
-	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
+	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
 	fmt.Fprintf(e.stderr, "ready to send %s, %s; the receiver runs:\n", plural(nfiles, "file"), humanBytes(total))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
 	t.Go(func() error { return p.serve(ctx, srv) })

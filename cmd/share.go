@@ -12,6 +12,7 @@ import (
 	"kin/agent"
 	"kin/keys"
 	"kin/session"
+	"kin/signal"
 )
 
 func shareCommand() *cli.Command {
@@ -46,11 +47,7 @@ func shareAction(c *cli.Context) error {
 		return err
 	}
 	port := sharedPort{num, udp}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	id, err := e.loadIdentity()
+	e, id, err := getEnvAnd(c, (*env).loadIdentity)
 	if err != nil {
 		return err
 	}
@@ -66,11 +63,7 @@ func shareAction(c *cli.Context) error {
 	if _, ok := runningAgent(ctx, e, id, e.signal); ok {
 		return shareThroughAgent(c, e, id, port, secret, friends)
 	}
-	url, err := e.signalURL(ctx, t)
-	if err != nil {
-		return err
-	}
-	p, err := startPeer(ctx, e, id, url)
+	p, err := e.startServing(ctx, t, id, signal.ModeListen)
 	if err != nil {
 		return err
 	}
@@ -93,7 +86,7 @@ func shareAction(c *cli.Context) error {
 		return err
 	}
 
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
 	printShare(e, ticket, port, target, friends)
 	t.Go(func() error { return p.serve(ctx, srv) })
 	err = t.Wait()

@@ -42,19 +42,27 @@ func friendByName(e *env, name string) (keys.Friend, error) {
 	return fr, nil
 }
 
-// reachFriend looks a friend up and gets ready to dial them (through the
-// agent, or registered ourselves); the caller closes the link.
-func reachFriend(ctx context.Context, e *env, name string) (keys.Friend, *link, error) {
-	fr, err := friendByName(e, name)
-	if err != nil {
-		return fr, nil, err
+// dialFriend looks the friend called name up, reaches them (through the
+// agent, or registered ourselves) and runs the SSH handshake, which pins
+// their key: an impostor the signaling server sent us to fails here.
+// hangUp closes the connection and the link.
+func dialFriend(ctx context.Context, e *env, name string) (fr keys.Friend, client *session.Client, hangUp func(), err error) {
+	if fr, err = friendByName(e, name); err != nil {
+		return fr, nil, nil, err
 	}
 	id, err := e.loadIdentity()
 	if err != nil {
-		return fr, nil, err
+		return fr, nil, nil, err
 	}
 	l, err := reach(ctx, e, id, e.signal)
-	return fr, l, err
+	if err != nil {
+		return fr, nil, nil, err
+	}
+	if client, _, err = l.dial(ctx, e, fr.Key, nil, "", fr.Name); err != nil {
+		l.close()
+		return fr, nil, nil, err
+	}
+	return fr, client, func() { client.Close(); l.close() }, nil
 }
 
 func shellAction(c *cli.Context) error {
@@ -71,16 +79,11 @@ func shellAction(c *cli.Context) error {
 		rest = rest[1:]
 	}
 	command := shell.CommandLine(rest)
-	fr, p, err := reachFriend(c.Context, e, name)
+	fr, client, hangUp, err := dialFriend(c.Context, e, name)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	client, _, err := p.dial(c.Context, e, fr.Key, nil, "", fr.Name)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
+	defer hangUp()
 	s, err := client.NewSession()
 	if err != nil {
 		if errors.Is(err, session.ErrShellNotAllowed) && strings.Contains(err.Error(), rootShellOff) {

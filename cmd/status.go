@@ -36,11 +36,7 @@ func statusAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := e.loadIdentity()
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	id, friends, err := e.loadIdentityAndFriends()
 	if err != nil {
 		return err
 	}
