@@ -2,20 +2,14 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
-	"kin/signal"
+	"kin/internal/switchsignal"
 )
 
 // watchedLog is a writer whose text a test can wait on.
@@ -61,44 +55,13 @@ func (w *watchedLog) waitFor(t *testing.T, ctx context.Context, re string) {
 	}
 }
 
-// switchingSignal is a signaling server that can be restarted, and turned
-// into one that refuses every key.
-type switchingSignal struct {
-	cur atomic.Pointer[signal.Server] // nil: refuse
-}
-
-func (s *switchingSignal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if srv := s.cur.Load(); srv != nil {
-		srv.ServeHTTP(w, r)
-		return
-	}
-	ws, err := websocket.Accept(w, r, nil)
-	if err != nil {
-		return
-	}
-	b, _ := json.Marshal(signal.Message{V: signal.Version, Type: signal.TypeError, Code: signal.CodeAuth, Reason: "this key is banned here"})
-	ws.Write(r.Context(), websocket.MessageText, b)
-	ws.Close(websocket.StatusPolicyViolation, "banned")
-}
-
-// swap puts next in place of the running server (nil: refuse), and stops
-// the old one: its clients are told to go and come back.
-func (s *switchingSignal) swap(next *signal.Server) {
-	if old := s.cur.Swap(next); old != nil {
-		old.Close()
-	}
-}
-
 // kin up logs losing and regaining its signaling server, and when the
 // server then refuses it for good, it stops with an error (exit 1), so a
 // service manager restarts it, instead of running on unreachable.
 func TestUpStopsWhenTheSignalingServerRefusesIt(t *testing.T) {
-	sw := &switchingSignal{}
-	sw.cur.Store(signal.NewServer(signal.ServerConfig{}))
-	hs := httptest.NewServer(sw)
-	defer hs.Close()
-	defer sw.swap(nil)
-	url := "ws" + strings.TrimPrefix(hs.URL, "http")
+	sig := switchsignal.New()
+	defer sig.Close()
+	url := sig.URL
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
@@ -111,7 +74,7 @@ func TestUpStopsWhenTheSignalingServerRefusesIt(t *testing.T) {
 	}()
 	logs.waitFor(t, ctx, `kin is up`)
 
-	sw.swap(signal.NewServer(signal.ServerConfig{})) // a restart
+	sig.Restart()
 	logs.waitFor(t, ctx, `lost the signaling server`)
 	logs.waitFor(t, ctx, `registered with the signaling server again`)
 	select {
@@ -120,7 +83,7 @@ func TestUpStopsWhenTheSignalingServerRefusesIt(t *testing.T) {
 	default:
 	}
 
-	sw.swap(nil) // from now on, refused
+	sig.Refuse() // from now on, refused
 	select {
 	case code := <-exited:
 		if code != 1 {
@@ -129,7 +92,7 @@ func TestUpStopsWhenTheSignalingServerRefusesIt(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("kin up kept running after the signaling server refused it:\n%s", logs)
 	}
-	if !strings.Contains(logs.String(), "banned") {
+	if !strings.Contains(logs.String(), switchsignal.Refusal) {
 		t.Errorf("kin up did not say why it stopped:\n%s", logs)
 	}
 }

@@ -3,20 +3,15 @@ package transport
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
-
+	"kin/internal/switchsignal"
 	"kin/keys"
 	"kin/signal"
 )
@@ -107,32 +102,15 @@ func TestStartUnreachableServer(t *testing.T) {
 // closes, Err says it was refused, and Accept returns instead of waiting
 // for offers that cannot come.
 func TestStartedNodeStopsWhenRefused(t *testing.T) {
-	srv := signal.NewServer(signal.ServerConfig{})
-	var refuse atomic.Bool
-	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !refuse.Load() {
-			srv.ServeHTTP(w, r)
-			return
-		}
-		ws, err := websocket.Accept(w, r, nil)
-		if err != nil {
-			return
-		}
-		b, _ := json.Marshal(signal.Message{V: signal.Version, Type: signal.TypeError, Code: signal.CodeAuth, Reason: "this key is banned here"})
-		ws.Write(r.Context(), websocket.MessageText, b)
-		ws.Close(websocket.StatusPolicyViolation, "banned")
-	}))
-	defer hs.Close()
-	var closeOnce sync.Once
-	closeSrv := func() { closeOnce.Do(func() { srv.Close() }) }
-	defer closeSrv()
+	sig := switchsignal.New()
+	defer sig.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	id, err := keys.NewIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Start(ctx, StartConfig{Config: Config{Interfaces: []string{"lo"}}, Signal: signal.ClientConfig{URL: "ws" + strings.TrimPrefix(hs.URL, "http"), Signer: id.Signer}})
+	n, err := Start(ctx, StartConfig{Config: Config{Interfaces: []string{"lo"}}, Signal: signal.ClientConfig{URL: sig.URL, Signer: id.Signer}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,8 +119,7 @@ func TestStartedNodeStopsWhenRefused(t *testing.T) {
 		_, err := n.Accept(ctx)
 		accepted <- err
 	}()
-	refuse.Store(true)
-	closeSrv() // every client is told to go elsewhere; ours comes back to a refusal
+	sig.Refuse() // every client is told to go elsewhere; ours comes back to a refusal
 	select {
 	case <-n.Done():
 	case <-ctx.Done():
