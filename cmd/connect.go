@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"kin/keys"
+	"kin/session"
 )
 
 func connectCommand() *cli.Command {
@@ -109,7 +110,7 @@ func connectAction(c *cli.Context) error {
 		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port))
 	}
 	port := sharedPort{t.port, t.udp}
-	ln, err := listenLocal(listen, port)
+	ln, err := session.ListenLocal(listen, port.port, port.udp)
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", listen, err), "choose a free local address with --listen 127.0.0.1:PORT")
 	}
@@ -126,12 +127,12 @@ func connectAction(c *cli.Context) error {
 		return err
 	}
 	defer client.Close()
-	if err := ln.check(ctx, client); err != nil {
+	if err := ln.Check(ctx, client); err != nil {
 		return withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port)
 	}
 	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
 	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.Connected.Round(1e6))
-	err = ln.forward(ctx, client)
+	err = ln.Forward(ctx, client)
 	if ctx.Err() != nil {
 		return nil // Ctrl-C
 	}
