@@ -72,8 +72,8 @@ func statusAction(c *cli.Context) error {
 		online = map[keys.PeerID]bool{}
 	}
 	fmt.Fprintf(e.stdout, "signaling: %s: reachable\n", e.signal)
-	if nat, err := natKind(ctx, client.Registration().ICEServers); err == nil {
-		fmt.Fprintf(e.stdout, "network:   NAT %s: %s (details: kin doctor)\n", nat, nat.Advice())
+	if r, err := netcheck.Check(ctx, netcheck.STUNOnly(client.Registration().ICEServers)); err == nil {
+		fmt.Fprintf(e.stdout, "network:   NAT %s: %s (details: kin doctor)\n", r.NAT, r.NAT.Advice())
 	}
 	if online[id.ID()] {
 		fmt.Fprintln(e.stdout, "agent:     up (your key is registered: kin up, or kin share/send, runs somewhere)")
@@ -139,22 +139,4 @@ func inboxState(in *files.Inbox) string {
 	}
 	return fmt.Sprintf("%s: %s hold %s in %s (sending them again resumes them; removed after %d days)",
 		in.Dir, plural(n, "unfinished file"), humanBytes(size), filepath.Join(in.Dir, ".kin-partial"), int(files.PartialMaxAge.Hours()/24))
-}
-
-// natKind asks only the STUN servers among servers what NAT this machine
-// is behind (kin doctor also tries the relays).
-func natKind(ctx context.Context, servers []signal.ICEServer) (netcheck.NAT, error) {
-	var stuns []signal.ICEServer
-	for _, s := range servers {
-		for _, u := range s.URLs {
-			if strings.HasPrefix(u, "stun:") {
-				stuns = append(stuns, signal.ICEServer{URLs: []string{u}})
-			}
-		}
-	}
-	r, err := netcheck.Check(ctx, stuns)
-	if err != nil {
-		return "", err
-	}
-	return r.NAT, nil
 }
