@@ -250,30 +250,21 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 			}
 			return nil
 		case <-poll.C:
-			list, err := store.List()
-			if err != nil {
-				continue
-			}
-			for _, x := range list {
-				if x.ID != iv.ID {
-					continue
+			switch st, _ := store.Status(iv.ID, time.Now()); st {
+			case keys.InviteRevoked:
+				finish()
+				fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
+				return nil
+			case keys.InviteUsed:
+				// Usually by our own joiner, whose news is on its way.
+				select {
+				case fr := <-joined:
+					fmt.Fprintln(e.stdout, addedSentence(fr))
+				case <-time.After(5 * time.Second):
+					fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
 				}
-				switch x.Status(time.Now()) {
-				case keys.InviteRevoked:
-					finish()
-					fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
-					return nil
-				case keys.InviteUsed:
-					// Usually by our own joiner, whose news is on its way.
-					select {
-					case fr := <-joined:
-						fmt.Fprintln(e.stdout, addedSentence(fr))
-					case <-time.After(5 * time.Second):
-						fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
-					}
-					finish()
-					return nil
-				}
+				finish()
+				return nil
 			}
 		}
 	}
@@ -401,14 +392,7 @@ func joinAction(c *cli.Context) error {
 		fmt.Fprintf(e.stdout, "%s was already your friend; nothing changed in your friends file\n", name)
 	} else {
 		fr := keys.Friend{Name: name, Key: t.Peer}
-		friends, err := e.loadFriends()
-		if err == nil {
-			err = friends.Add(fr)
-		}
-		if err == nil {
-			err = friends.WriteFile(e.friendsPath())
-		}
-		if err != nil {
+		if err := keys.AddFriend(e.friendsPath(), fr); err != nil {
 			return withHint(fmt.Errorf("you joined, but adding %s to your friends failed: %w", name, err), `add them yourself: kin friends add %s "%s"`, name, keys.FormatKey(t.Peer))
 		}
 		fmt.Fprintf(e.stdout, "added %s (%s) to your friends, allowed: nothing (you can allow them things later)\n", name, fr.ID())

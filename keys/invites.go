@@ -301,6 +301,34 @@ func (s Invites) Redeem(secret []byte, joiner string, now time.Time, record func
 	return used, err
 }
 
+// Status is the state of the invite with this ID at now (see
+// Invite.Status); ErrInviteUnknown when there is none.
+func (s Invites) Status(id string, now time.Time) (string, error) {
+	list, err := s.List()
+	if err != nil {
+		return "", err
+	}
+	for _, iv := range list {
+		if iv.ID == id {
+			return iv.Status(now), nil
+		}
+	}
+	return "", ErrInviteUnknown
+}
+
+// AddFriend adds fr to the friends file at path, keeping the rest of the
+// file as it is.
+func AddFriend(path string, fr Friend) error {
+	friends, _, err := ReadFriends(path)
+	if err == nil {
+		err = friends.Add(fr)
+	}
+	if err == nil {
+		err = friends.WriteFile(path)
+	}
+	return err
+}
+
 // ErrFriendsFile says the inviter's friends file could not be read or
 // written, so the invite stays unused. The error Befriend returns with it
 // says what went wrong, for the inviter; the joiner needs only this.

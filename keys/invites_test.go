@@ -188,3 +188,50 @@ func TestBefriendAddsTheJoinerOrNothing(t *testing.T) {
 		t.Fatalf("second befriend: %v", err)
 	}
 }
+
+// Status follows an invite by ID; an ID nobody issued is unknown.
+func TestInviteStatusByID(t *testing.T) {
+	dir := t.TempDir()
+	store := Invites{Path: filepath.Join(dir, "invites")}
+	tk, iv := newTestInvite(t, store, "dad", time.Hour)
+	if st, err := store.Status(iv.ID, time.Now()); err != nil || st != InvitePending {
+		t.Fatalf("new invite: %q %v", st, err)
+	}
+	if _, _, err := store.Befriend(tk.Secret, mustIdentity(t).Public(), filepath.Join(dir, "friends"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := store.Status(iv.ID, time.Now()); err != nil || st != InviteUsed {
+		t.Fatalf("used invite: %q %v", st, err)
+	}
+	if _, err := store.Status("nosuchid", time.Now()); !errors.Is(err, ErrInviteUnknown) {
+		t.Fatalf("unknown ID: %v", err)
+	}
+}
+
+// AddFriend adds one line and leaves the others, even one kin skips, as
+// they were; a name that is taken is refused.
+func TestAddFriendKeepsTheRest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "friends")
+	const broken = "this line is not a friend\n"
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mom := Friend{Name: "mom", Key: mustIdentity(t).Public()}
+	if err := AddFriend(path, mom); err != nil {
+		t.Fatal(err)
+	}
+	if err := AddFriend(path, Friend{Name: "mom", Key: mustIdentity(t).Public()}); err == nil {
+		t.Fatal("a second mom was added")
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), broken) {
+		t.Fatalf("the skipped line is gone:\n%s", data)
+	}
+	got, _, err := ReadFriends(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := got.ByName("mom"); !ok || f.ID() != mom.ID() {
+		t.Fatalf("mom not in the file:\n%s", data)
+	}
+}
