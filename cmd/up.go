@@ -72,7 +72,7 @@ func upAction(c *cli.Context) error {
 	defer t.stop()
 	// The control socket first: a second kin up of this home stops here,
 	// before it registers and takes connections meant for the first.
-	ag := &upAgent{e: e, inbox: dir}
+	ag := &agent.NodeHandler{}
 	ctl, err := agent.Listen(e.home, ag, e.log.With("part", "agent"))
 	if errors.Is(err, agent.ErrAlreadyRunning) {
 		return withHint(errors.New("kin up is already running for this identity"), "kin share, send, receive, connect and shell use it; stop it first to run another")
@@ -89,7 +89,7 @@ func upAction(c *cli.Context) error {
 		return err
 	}
 	defer p.close()
-	ag.p = p
+	ag.Node, ag.Reply = p.node, agent.Reply{ID: id.ID(), Signal: p.url, Instance: p.instance, Inbox: dir}
 	if ctl != nil {
 		defer ctl.Close()
 		t.Go(func() error {
@@ -106,7 +106,7 @@ func upAction(c *cli.Context) error {
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
-		Tickets:  ag.shares.Tickets, // kin share through this agent
+		Tickets:  ag.Shares.Tickets, // kin share through this agent
 		AnyPort:  true,
 		Invites:  invites,
 		Inbox:    inbox,
