@@ -109,17 +109,17 @@ func demoAction(c *cli.Context) error {
 		return err
 	}
 	began = time.Now()
-	client, conn, err := bp.dial(ctx, e, parsed.Peer, parsed.Secret, "alice")
+	client, info, err := bp.dial(ctx, e, parsed.Peer, parsed.Secret, "alice")
 	if err != nil {
 		return err
 	}
 	defer client.Close()
 	sshDone := time.Since(began)
-	info := conn.Info()
 	step("offer/answer", "through the signaling server", info.Timings.Signaling)
 	step("ICE connected", info.Path+" "+info.Local+" <-> "+info.Remote, info.Timings.ICE)
 	step("DTLS up", "encrypted, keys pinned from the offer/answer", info.Timings.DTLS)
-	step("lane ready", conn.Lane()+": one connection carries everything", info.Timings.Connected)
+	where, _, _ := strings.Cut(info.Path, " ") // direct or relayed
+	step("lane ready", where+", "+info.Lane+": one connection carries everything", info.Timings.Connected)
 	step("SSH handshake", "alice's host key verified, ticket accepted", sshDone)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

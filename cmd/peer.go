@@ -119,21 +119,15 @@ func (t *tasks) stop() error {
 	return t.Wait()
 }
 
+// link is the peer as a link to dial others with; its close is p's.
+func (p *peer) link() *link {
+	return &link{id: p.id, url: p.url, close: p.close, raw: (&agent.NodeHandler{Node: p.node}).Dial}
+}
+
 // dial opens a peer connection to the owner of hostKey and runs the SSH
 // client handshake on it. name is how the user calls that peer.
-func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, *transport.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	conn, err := p.node.Dial(ctx, keys.IDOf(hostKey))
-	if err != nil {
-		return nil, nil, dialError(err, name, p.url)
-	}
-	client, err := sshHandshake(ctx, e, p.id, conn, hostKey, secret, name)
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return client, conn, nil
+func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, transport.Info, error) {
+	return p.link().dial(ctx, e, hostKey, secret, "", name)
 }
 
 // dialError explains a failed peer connection to name through url.

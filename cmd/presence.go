@@ -73,7 +73,7 @@ func reach(ctx context.Context, e *env, id *keys.Identity, url string) (*link, e
 	if err != nil {
 		return nil, err
 	}
-	return &link{id: id, url: url, close: p.close, raw: (&agent.NodeHandler{Node: p.node}).Dial}, nil
+	return p.link(), nil
 }
 
 // dial connects to the owner of hostKey (its registration instance, from a
