@@ -5,16 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"kin/keys"
+	"kin/signal"
 )
 
 func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
@@ -88,9 +86,9 @@ func getEnv(c *cli.Context) (*env, error) {
 		stdout:   c.App.Writer,
 		stderr:   c.App.ErrWriter,
 	}
-	signalURL, err := parseSignalURL(c.String("signal"))
+	signalURL, err := signal.ParseURL(c.String("signal"))
 	if err != nil {
-		return nil, err
+		return nil, withHint(err, "write KIN_SIGNAL (or --signal) as ws://HOST:PORT, e.g. ws://192.168.1.20:7000, or wss://HOST for a server with TLS; kin signal prints the address to use")
 	}
 	e.signal = signalURL
 	e.log = newLogger(e.stderr, c.Bool("verbose"))
@@ -123,49 +121,6 @@ func noSignal(alt string) error {
 	return withHint(errNoSignal, "%s", hint)
 }
 
-// parseSignalURL checks the signaling server address a person gave
-// (--signal or KIN_SIGNAL): a ws:// or wss:// URL, or HOST:PORT, which
-// means ws://HOST:PORT, as kin signal prints it. Empty stays empty.
-func parseSignalURL(s string) (string, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return "", nil
-	}
-	bad := func(why string) error {
-		return withHint(fmt.Errorf("signaling server %q: %s", s, why),
-			"write KIN_SIGNAL (or --signal) as ws://HOST:PORT, e.g. ws://192.168.1.20:7000, or wss://HOST for a server with TLS; kin signal prints the address to use")
-	}
-	if !strings.Contains(s, "://") {
-		host, port, err := net.SplitHostPort(s)
-		if err != nil || host == "" || strings.ContainsAny(host, "/?#@ ") {
-			return "", bad("not a URL, and not HOST:PORT")
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return "", bad("the port must be a number from 1 to 65535")
-		}
-		s = "ws://" + s
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", bad("not a URL")
-	}
-	switch strings.ToLower(u.Scheme) {
-	case "ws", "wss":
-	default:
-		return "", bad("a signaling server URL starts with ws:// or wss://")
-	}
-	if u.Hostname() == "" || u.User != nil || u.Opaque != "" || u.Fragment != "" {
-		return "", bad("the URL needs a host, and nothing before it")
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return "", bad("the port must be a number from 1 to 65535")
-		}
-	}
-	u.Scheme = strings.ToLower(u.Scheme)
-	return u.String(), nil
-}
-
 func (e *env) friendsPath() string { return filepath.Join(e.home, "friends") }
 
 // loadIdentity reads the identity, creating one under home on first use.
@@ -185,6 +140,28 @@ func (e *env) loadIdentity() (*keys.Identity, error) {
 		fmt.Fprintf(e.stderr, "kin made you a new identity, kin ID %s, kept in %s (the private key never leaves this computer)\n", id.ID(), path)
 	}
 	return id, nil
+}
+
+// getEnvAnd is getEnv, then what load reads with it, e.g. the identity
+// ((*env).loadIdentity) or the friends file ((*env).loadFriends).
+func getEnvAnd[T any](c *cli.Context, load func(*env) (T, error)) (*env, T, error) {
+	e, err := getEnv(c)
+	if err != nil {
+		var none T
+		return nil, none, err
+	}
+	v, err := load(e)
+	return e, v, err
+}
+
+// loadIdentityAndFriends is loadIdentity, then loadFriends.
+func (e *env) loadIdentityAndFriends() (*keys.Identity, *keys.Friends, error) {
+	id, err := e.loadIdentity()
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := e.loadFriends()
+	return id, f, err
 }
 
 // loadFriends reads the friends file for a command that runs once. Lines

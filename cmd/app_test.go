@@ -2,9 +2,7 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -82,64 +80,13 @@ func TestFirstRunNoticeIsASentence(t *testing.T) {
 	}
 }
 
-func TestParseSignalURL(t *testing.T) {
-	ok := map[string]string{
-		"":                         "",
-		"127.0.0.1:7000":           "ws://127.0.0.1:7000",
-		" signal.home.arpa:7000 ":  "ws://signal.home.arpa:7000",
-		"[::1]:7000":               "ws://[::1]:7000",
-		"ws://127.0.0.1:7000":      "ws://127.0.0.1:7000",
-		"WSS://signal.example.org": "wss://signal.example.org",
-		"wss://example.org:8443/k": "wss://example.org:8443/k",
+// A signaling server address that is no such thing is refused with the
+// hint that shows how to write one.
+func TestBadSignalURLGetsTheHint(t *testing.T) {
+	_, errs, code := kin(t, t.TempDir(), "--signal", "http://127.0.0.1:7000", "status")
+	if code != 1 || !strings.Contains(errs, "hint: write KIN_SIGNAL (or --signal) as ws://HOST:PORT") {
+		t.Fatalf("exit %d: %s", code, errs)
 	}
-	for in, want := range ok {
-		got, err := parseSignalURL(in)
-		if err != nil || got != want {
-			t.Errorf("parseSignalURL(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, in := range []string{
-		"127.0.0.1", "signal.example.org", ":7000", "127.0.0.1:0", "127.0.0.1:99999", "host:port",
-		"http://127.0.0.1:7000", "https://signal.example.org", "tcp://1.2.3.4:7000", "ws://", "ws://:7000",
-		"ws://user@host:7000", "ws:127.0.0.1:7000", "ws://host:http", "host/path:7000",
-	} {
-		got, err := parseSignalURL(in)
-		var h *hinted
-		if err == nil || !errors.As(err, &h) || !strings.Contains(h.hint, "ws://HOST:PORT") {
-			t.Errorf("parseSignalURL(%q) = %q, %v; want an error with the hint", in, got, err)
-		}
-	}
-}
-
-// Whatever a person writes, the result is refused with a hint, or is a
-// ws:// or wss:// URL with a host, which parses to itself again.
-func FuzzParseSignalURL(f *testing.F) {
-	for _, s := range []string{"127.0.0.1:7000", "ws://h:1", "wss://example.org/p?q", "[::1]:7000", "http://x", "h:0", "ws://u@h", "%zz:1", "WS://H:7000#f"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		got, err := parseSignalURL(s)
-		if err != nil {
-			var h *hinted
-			if !errors.As(err, &h) {
-				t.Fatalf("%q: error without a hint: %v", s, err)
-			}
-			return
-		}
-		if strings.TrimSpace(s) == "" {
-			if got != "" {
-				t.Fatalf("%q: %q", s, got)
-			}
-			return
-		}
-		u, err := url.Parse(got)
-		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Hostname() == "" {
-			t.Fatalf("%q gave %q: %v", s, got, err)
-		}
-		if again, err := parseSignalURL(got); err != nil || again != got {
-			t.Fatalf("%q gave %q, which gives %q, %v", s, got, again, err)
-		}
-	})
 }
 
 // Every command that needs a signaling server shared with friends says

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"kin/keys"
+	"kin/session"
 )
 
 func connectCommand() *cli.Command {
@@ -30,7 +31,7 @@ A UDP port (game servers, DNS) is FRIEND:PORT/udp, or a ticket from
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "local address to listen on (default 127.0.0.1:PORT)"},
 		},
-		Action: connect,
+		Action: connectAction,
 	}
 }
 
@@ -88,7 +89,7 @@ func parseTarget(arg string, e *env) (*target, error) {
 	return &target{name: fr.Name, hostKey: fr.Key, port: port, udp: udp, signal: e.signal}, nil
 }
 
-func connect(c *cli.Context) error {
+func connectAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("connect needs a ticket or FRIEND:PORT"), "kin connect kin1...   or   kin connect alice:3000   or   kin connect alice:30000/udp")
 	}
@@ -109,7 +110,7 @@ func connect(c *cli.Context) error {
 		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port))
 	}
 	port := sharedPort{t.port, t.udp}
-	ln, err := listenLocal(listen, port)
+	ln, err := session.ListenLocal(listen, port.port, port.udp)
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", listen, err), "choose a free local address with --listen 127.0.0.1:PORT")
 	}
@@ -126,12 +127,12 @@ func connect(c *cli.Context) error {
 		return err
 	}
 	defer client.Close()
-	if err := ln.check(ctx, client); err != nil {
+	if err := ln.Check(ctx, client); err != nil {
 		return withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port)
 	}
 	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
 	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.Connected.Round(1e6))
-	err = ln.forward(ctx, client)
+	err = ln.Forward(ctx, client)
 	if ctx.Err() != nil {
 		return nil // Ctrl-C
 	}

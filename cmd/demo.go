@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -28,11 +27,11 @@ bob), a small web server on alice's side shared with bob through a real
 WebRTC data channel with SSH on top, and one page fetched through it. Each
 step prints its time. Nothing is written to disk and no packet leaves this
 machine.`,
-		Action: demo,
+		Action: demoAction,
 	}
 }
 
-func demo(c *cli.Context) error {
+func demoAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
@@ -41,9 +40,8 @@ func demo(c *cli.Context) error {
 	out := e.stdout
 	ctx, cancel := context.WithTimeout(c.Context, time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	t, ctx := newTasks(ctx)
+	defer t.stop()
 	start := time.Now()
 	step := func(what, detail string, d time.Duration) {
 		fmt.Fprintf(out, "  %-20s %8s  %s\n", what, d.Round(100*time.Microsecond), detail)
@@ -62,16 +60,11 @@ func demo(c *cli.Context) error {
 	webPort := web.Addr().(*net.TCPAddr).Port
 
 	// The signaling server.
-	sl, err := net.Listen("tcp", "127.0.0.1:0")
+	sl, url, err := signal.ListenLocal(e.interfaces)
 	if err != nil {
 		return fmt.Errorf("start demo signaling server: %w", err)
 	}
-	url := "ws://" + sl.Addr().String()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		serveSignal(ctx, e, sl, signal.ServerConfig{})
-	}()
+	t.Go(func() error { return serveSignal(ctx, e, sl, signal.ServerConfig{}) })
 	step("signaling server", url, time.Since(start))
 
 	alice, err := keys.NewIdentity()
@@ -82,7 +75,7 @@ func demo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	t := time.Now()
+	began := time.Now()
 	ap, err := startPeer(ctx, e, alice, url)
 	if err != nil {
 		return fmt.Errorf("alice: %w", err)
@@ -93,7 +86,7 @@ func demo(c *cli.Context) error {
 		return fmt.Errorf("bob: %w", err)
 	}
 	defer bp.close()
-	step("both registered", fmt.Sprintf("alice=%s bob=%s (signed the server's challenge)", alice.ID(), bob.ID()), time.Since(t))
+	step("both registered", fmt.Sprintf("alice=%s bob=%s (signed the server's challenge)", alice.ID(), bob.ID()), time.Since(began))
 
 	secret := keys.NewSecret()
 	ticket := keys.Ticket{Kind: keys.TicketPort, Port: webPort, Peer: alice.Public(), Signal: url, Name: "alice", Secret: secret}
@@ -107,21 +100,7 @@ func demo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ap.node.Accept(ctx)
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				srv.ServeConn(ctx, conn, string(conn.Info().Peer))
-			}()
-		}
-	}()
+	t.Go(func() error { return ap.serve(ctx, srv) })
 	step("ticket", shorten(ticket.String()), 0)
 
 	// bob connects with the ticket, as kin connect does.
@@ -129,29 +108,25 @@ func demo(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	t = time.Now()
-	client, conn, err := bp.dial(ctx, e, parsed.Peer, parsed.Secret, "alice")
+	began = time.Now()
+	client, info, err := bp.dial(ctx, e, parsed.Peer, parsed.Secret, "alice")
 	if err != nil {
 		return err
 	}
 	defer client.Close()
-	sshDone := time.Since(t)
-	info := conn.Info()
+	sshDone := time.Since(began)
 	step("offer/answer", "through the signaling server", info.Timings.Signaling)
 	step("ICE connected", info.Path+" "+info.Local+" <-> "+info.Remote, info.Timings.ICE)
 	step("DTLS up", "encrypted, keys pinned from the offer/answer", info.Timings.DTLS)
-	step("lane ready", conn.Lane()+": one connection carries everything", info.Timings.Connected)
+	where, _, _ := strings.Cut(info.Path, " ") // direct or relayed
+	step("lane ready", where+", "+info.Lane+": one connection carries everything", info.Timings.Connected)
 	step("SSH handshake", "alice's host key verified, ticket accepted", sshDone)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		client.Forward(ctx, ln, parsed.Port)
-	}()
+	t.Go(func() error { return client.Forward(ctx, ln, parsed.Port) })
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+ln.Addr().String()+"/", nil)
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
@@ -165,8 +140,8 @@ func demo(c *cli.Context) error {
 	if resp.StatusCode != http.StatusOK || string(body) != page {
 		return errors.New("the page that came through the tunnel is not the one alice served")
 	}
-	step("first byte", fmt.Sprintf("GET http://%s/ -> %d %q", ln.Addr(), resp.StatusCode, strings.TrimSpace(string(body))), time.Since(t))
-	fmt.Fprintf(out, "ok: bob fetched alice's page peer to peer in %s (total %s)\n", time.Since(t).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	step("first byte", fmt.Sprintf("GET http://%s/ -> %d %q", ln.Addr(), resp.StatusCode, strings.TrimSpace(string(body))), time.Since(began))
+	fmt.Fprintf(out, "ok: bob fetched alice's page peer to peer in %s (total %s)\n", time.Since(began).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	fmt.Fprint(out, demoNext)
 	return nil
 }

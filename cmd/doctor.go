@@ -59,11 +59,11 @@ func doctorAction(c *cli.Context) error {
 		return err
 	}
 	defer p.close()
-	fmt.Fprintf(out, "signaling: %s: registered as %s in %s\n", e.signal, p.reg.ID, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(out, "signaling: %s: registered as %s in %s\n", e.signal, p.node.Registration().ID, time.Since(start).Round(time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(c.Context, 20*time.Second)
 	defer cancel()
-	r, err := netcheck.Check(ctx, p.reg.ICEServers)
+	r, err := netcheck.Check(ctx, p.node.Registration().ICEServers)
 	if err != nil {
 		return fmt.Errorf("check the network: %w", err)
 	}

@@ -38,20 +38,20 @@ A friend added with no --allow can still be connected TO by you.`,
 				Flags: []cli.Flag{
 					&cli.StringSliceFlag{Name: "allow", Usage: "what the friend may do: port=N, port=N/udp, port=*, shell, files (repeatable)"},
 				},
-				Action: friendsAdd,
+				Action: friendsAddAction,
 			},
 			{
 				Name:    "ls",
 				Aliases: []string{"list"},
 				Usage:   "list your friends and what they may do",
-				Action:  friendsList,
+				Action:  friendsListAction,
 			},
 			{
 				Name:      "rm",
 				Aliases:   []string{"remove"},
 				Usage:     "remove a friend (also a line kin skips, if it names them)",
 				ArgsUsage: "NAME",
-				Action:    friendsRemove,
+				Action:    friendsRemoveAction,
 			},
 			{
 				Name:      "allow",
@@ -61,7 +61,7 @@ A friend added with no --allow can still be connected TO by you.`,
     kin friends allow bob shell port=3000
     kin friends allow bob port=30000/udp     (a UDP port: permit-port=30000/udp)
 port=* is every port, TCP and UDP.`,
-				Action: func(c *cli.Context) error { return friendsChange(c, true) },
+				Action: friendsAllowAction,
 			},
 			{
 				Name:      "deny",
@@ -70,13 +70,13 @@ port=* is every port, TCP and UDP.`,
 				Description: `Takes away what a friend may do, changing only their line of the friends
 file. Their open connections close, and reconnect with what is left:
     kin friends deny bob shell port=*`,
-				Action: func(c *cli.Context) error { return friendsChange(c, false) },
+				Action: friendsDenyAction,
 			},
 		},
 	}
 }
 
-func friendsAdd(c *cli.Context) error {
+func friendsAddAction(c *cli.Context) error {
 	if c.NArg() < 2 {
 		return withHint(errors.New("friends add needs a name and a public key"), `kin friends add bob "ssh-ed25519 AAAA... bob@laptop"`)
 	}
@@ -132,12 +132,8 @@ func (e *env) editFriends() (*keys.Friends, error) {
 	return f, withHint(err, "check that %s is a readable file", e.friendsPath())
 }
 
-func friendsList(c *cli.Context) error {
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+func friendsListAction(c *cli.Context) error {
+	e, friends, err := getEnvAnd(c, (*env).loadFriends)
 	if err != nil {
 		return err
 	}
@@ -158,15 +154,11 @@ func friendsList(c *cli.Context) error {
 	return tw.Flush()
 }
 
-func friendsRemove(c *cli.Context) error {
+func friendsRemoveAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("friends rm needs one name"), "kin friends rm bob")
 	}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.editFriends()
+	e, friends, err := getEnvAnd(c, (*env).editFriends)
 	if err != nil {
 		return err
 	}
@@ -180,6 +172,9 @@ func friendsRemove(c *cli.Context) error {
 	e.warnSkipped(friends.Skipped())
 	return nil
 }
+
+func friendsAllowAction(c *cli.Context) error { return friendsChange(c, true) }
+func friendsDenyAction(c *cli.Context) error  { return friendsChange(c, false) }
 
 // friendsChange is kin friends allow (grant) and deny (!grant).
 func friendsChange(c *cli.Context, grant bool) error {

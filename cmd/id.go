@@ -15,18 +15,16 @@ friend; they add it with:
     kin friends add YOURNAME "ssh-ed25519 AAAA..."
 The private key stays in KIN_HOME/identity (or --identity) and never leaves
 this machine.`,
-		Action: func(c *cli.Context) error {
-			e, err := getEnv(c)
-			if err != nil {
-				return err
-			}
-			id, err := e.loadIdentity()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(e.stdout, id.AuthorizedKey())
-			fmt.Fprintf(e.stderr, "your kin ID is %s\n", id.ID())
-			return nil
-		},
+		Action: idAction,
 	}
+}
+
+func idAction(c *cli.Context) error {
+	e, id, err := getEnvAnd(c, (*env).loadIdentity)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, id.AuthorizedKey())
+	fmt.Fprintf(e.stderr, "your kin ID is %s\n", id.ID())
+	return nil
 }

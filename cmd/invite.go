@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"kin/keys"
 	"kin/session"
+	"kin/signal"
 )
 
 func inviteCommand() *cli.Command {
@@ -41,7 +41,7 @@ invite is used or expires, or you press Ctrl-C.
 			&cli.BoolFlag{Name: "list", Usage: "list your invites"},
 			&cli.StringFlag{Name: "revoke", Usage: "revoke the pending invite with this name or ID"},
 		},
-		Action: invite,
+		Action: inviteAction,
 	}
 }
 
@@ -59,7 +59,7 @@ the name in the invite, or --name.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "name", Usage: "what to call the inviter (default: the name in the invite)"},
 		},
-		Action: join,
+		Action: joinAction,
 	}
 }
 
@@ -78,33 +78,11 @@ func inviteHook(e *env, log *slog.Logger, joined func(keys.Invite, keys.Friend))
 			return nil, false
 		}
 		return func(key ssh.PublicKey) (session.Joined, error) {
-			var fr keys.Friend
-			iv, err := store.Redeem(secret, keys.FormatKey(key), time.Now(), func(iv keys.Invite) error {
-				perms, err := iv.Perms()
-				if err != nil {
-					return err
-				}
-				friends, err := e.loadFriends()
-				if err != nil {
-					log.Error("invite not used: the friends file has an error", "err", err)
-					return errors.New("the inviter's friends file has an error")
-				}
-				if old, ok := friends.ByKey(key); ok {
-					return fmt.Errorf("you are already a friend there, named %q", old.Name)
-				}
-				if _, ok := friends.ByName(iv.Name); ok {
-					return fmt.Errorf("the inviter already has a friend named %q", iv.Name)
-				}
-				fr = keys.Friend{Name: iv.Name, Key: key, Perms: perms}
-				if err := friends.Add(fr); err != nil {
-					return err
-				}
-				if err := friends.WriteFile(e.friendsPath()); err != nil {
-					log.Error("invite not used", "err", err)
-					return errors.New("the inviter could not save its friends file")
-				}
-				return nil
-			})
+			iv, fr, err := store.Befriend(secret, key, e.friendsPath(), time.Now())
+			if errors.Is(err, keys.ErrFriendsFile) {
+				log.Error("invite not used", "err", err)
+				return session.Joined{}, keys.ErrFriendsFile // the details are not the joiner's
+			}
 			if err != nil {
 				return session.Joined{}, err
 			}
@@ -119,7 +97,7 @@ func addedSentence(fr keys.Friend) string {
 	return fmt.Sprintf("%s joined: added %s (%s) to your friends, allowed: %s", fr.Name, fr.Name, fr.ID(), fr.Perms)
 }
 
-func invite(c *cli.Context) error {
+func inviteAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
@@ -155,11 +133,7 @@ func invite(c *cli.Context) error {
 	if life <= 0 || life > keys.MaxInviteLifetime {
 		return withHint(fmt.Errorf("--for %s is not a usable lifetime", life), "an invite may last from 1s to %dh, e.g. --for 30m", int(keys.MaxInviteLifetime.Hours()))
 	}
-	id, err := e.loadIdentity()
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	id, friends, err := e.loadIdentityAndFriends()
 	if err != nil {
 		return err
 	}
@@ -194,22 +168,16 @@ func newStoredInvite(e *env, store keys.Invites, id *keys.Identity, name string,
 // inviteOnline serves the invite itself, with no agent running, until it
 // is used or expires or the user presses Ctrl-C.
 func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity, name string, perms keys.Permissions, life time.Duration) error {
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel() // runs before wg.Wait
+	t, ctx := newTasks(c.Context)
+	defer t.stop()
 
 	builtin := e.signal == ""
-	url, err := signalURL(ctx, e, &wg, cancel)
-	if err != nil {
-		return err
-	}
-	p, err := startPeer(ctx, e, id, url)
+	p, err := e.startServing(ctx, t, id, signal.ModeListen)
 	if err != nil {
 		return err
 	}
 	defer p.close()
+	url := p.url
 	tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
 	if err != nil {
 		return err
@@ -237,32 +205,19 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 
 	// Connections are accepted until the invite is settled, then the
 	// joiner's connection gets to finish (it closes after the answer).
-	acceptCtx, stopAccept := context.WithCancel(ctx)
-	var sessions sync.WaitGroup
-	sessions.Add(1)
-	go func() {
-		defer sessions.Done()
-		for {
-			conn, err := p.node.Accept(acceptCtx)
-			if err != nil {
-				return
-			}
-			sessions.Add(1)
-			go func() {
-				defer sessions.Done()
-				srv.ServeConn(ctx, conn, string(conn.Info().Peer))
-			}()
-		}
-	}()
+	accepting, stopAccepting := context.WithCancel(ctx)
+	defer stopAccepting()
+	served := make(chan struct{})
+	t.Go(func() error {
+		defer close(served)
+		return p.serveUntil(ctx, accepting, srv)
+	})
 	finish := func() {
-		stopAccept()
-		done := make(chan struct{})
-		go func() { sessions.Wait(); close(done) }()
+		stopAccepting()
 		select {
-		case <-done:
+		case <-served:
 		case <-time.After(10 * time.Second):
 		}
-		cancel()
 	}
 
 	fmt.Fprintf(e.stderr, "waiting for %s to join until %s (or Ctrl-C); give %s this line:\n", name, iv.Expires.Format("15:04:05"), name)
@@ -286,7 +241,7 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 				store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
 			}
 			if c.Context.Err() == nil {
-				return errSignalFailed
+				return t.stop()
 			}
 			if builtin {
 				fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")
@@ -295,30 +250,21 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 			}
 			return nil
 		case <-poll.C:
-			list, err := store.List()
-			if err != nil {
-				continue
-			}
-			for _, x := range list {
-				if x.ID != iv.ID {
-					continue
+			switch st, _ := store.Status(iv.ID, time.Now()); st {
+			case keys.InviteRevoked:
+				finish()
+				fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
+				return nil
+			case keys.InviteUsed:
+				// Usually by our own joiner, whose news is on its way.
+				select {
+				case fr := <-joined:
+					fmt.Fprintln(e.stdout, addedSentence(fr))
+				case <-time.After(5 * time.Second):
+					fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
 				}
-				switch x.Status(time.Now()) {
-				case keys.InviteRevoked:
-					finish()
-					fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
-					return nil
-				case keys.InviteUsed:
-					// Usually by our own joiner, whose news is on its way.
-					select {
-					case fr := <-joined:
-						fmt.Fprintln(e.stdout, addedSentence(fr))
-					case <-time.After(5 * time.Second):
-						fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
-					}
-					finish()
-					return nil
-				}
+				finish()
+				return nil
 			}
 		}
 	}
@@ -351,7 +297,7 @@ func inviteList(e *env, store keys.Invites) error {
 	return tw.Flush()
 }
 
-func join(c *cli.Context) error {
+func joinAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("join needs the invite"), "kin join kin1...   (the line kin invite printed)")
 	}
@@ -446,14 +392,7 @@ func join(c *cli.Context) error {
 		fmt.Fprintf(e.stdout, "%s was already your friend; nothing changed in your friends file\n", name)
 	} else {
 		fr := keys.Friend{Name: name, Key: t.Peer}
-		friends, err := e.loadFriends()
-		if err == nil {
-			err = friends.Add(fr)
-		}
-		if err == nil {
-			err = friends.WriteFile(e.friendsPath())
-		}
-		if err != nil {
+		if err := keys.AddFriend(e.friendsPath(), fr); err != nil {
 			return withHint(fmt.Errorf("you joined, but adding %s to your friends failed: %w", name, err), `add them yourself: kin friends add %s "%s"`, name, keys.FormatKey(t.Peer))
 		}
 		fmt.Fprintf(e.stdout, "added %s (%s) to your friends, allowed: nothing (you can allow them things later)\n", name, fr.ID())

@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sync/errgroup"
 
 	"kin/agent"
 	"kin/keys"
@@ -25,17 +27,15 @@ const (
 	connectTimeout = 30 * time.Second
 )
 
-// peer is this machine on the kin network: registered with a signaling
-// server, ready to dial or accept peer connections. close stops it.
+// peer is this machine on the kin network: a transport node registered
+// with a signaling server, ready to dial or accept peer connections.
+// close stops it.
 type peer struct {
 	id       *keys.Identity
 	url      string
-	reg      signal.Registration
 	node     *transport.Node
 	instance string // this registration's name; tickets it serves carry it
-
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	log      *slog.Logger
 }
 
 // startPeer registers id with the signaling server at url, taking offers,
@@ -48,61 +48,86 @@ func startPeer(ctx context.Context, e *env, id *keys.Identity, url string) (*pee
 // process takes (see signal.ModeListen).
 func startPeerMode(ctx context.Context, e *env, id *keys.Identity, url, mode string) (*peer, error) {
 	tuneGC()
-	ctx, cancel := context.WithCancel(ctx)
-	p := &peer{id: id, url: url, cancel: cancel, instance: newInstance()}
-	client := signal.NewClient(signal.ClientConfig{URL: url, Signer: id.Signer, Mode: mode, Instance: p.instance, Logger: e.log.With("part", "signal")})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		client.Run(ctx)
-	}()
-	readyCtx, readyCancel := context.WithTimeout(ctx, signalTimeout)
-	reg, err := client.Ready(readyCtx)
-	readyCancel()
+	p := &peer{id: id, url: url, instance: newInstance(), log: e.log}
+	node, err := transport.Start(ctx, transport.StartConfig{
+		Config: transport.Config{Interfaces: e.interfaces, Logger: e.log.With("part", "transport")},
+		Signal: signal.ClientConfig{
+			URL: url, Signer: id.Signer, Mode: mode, Instance: p.instance, Logger: e.log.With("part", "signal"),
+			Lost:     func(err error) { e.log.Info("lost the signaling server; reconnecting", "signal", url, "err", err) },
+			Regained: func(signal.Registration) { e.log.Info("registered with the signaling server again", "signal", url) },
+		},
+		RegisterTimeout: signalTimeout,
+	})
 	if err != nil {
-		interrupted := ctx.Err()
-		p.close()
-		if interrupted != nil {
-			return nil, interrupted
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
 		return nil, withHint(fmt.Errorf("signaling server %s: %w", url, err),
 			"is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
 	}
-	p.reg = reg
-	e.log.Debug("registered", "id", reg.ID, "signal", url, "ice_servers", len(reg.ICEServers))
-	p.node = transport.NewNode(client, transport.Config{
-		ICEServers: func() []signal.ICEServer { return client.Registration().ICEServers },
-		Interfaces: e.interfaces,
-		Logger:     e.log.With("part", "transport"),
-	})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		p.node.Run(ctx)
-	}()
+	p.node = node
+	e.log.Debug("registered", "id", id.ID(), "signal", url, "ice_servers", len(node.Registration().ICEServers))
 	return p, nil
 }
 
-func (p *peer) close() {
-	p.cancel()
-	p.wg.Wait()
+func (p *peer) close() { p.node.Close() }
+
+// serve serves every peer connection with srv until ctx ends (then nil),
+// or the node stops: then it says why (the signaling server refused us).
+func (p *peer) serve(ctx context.Context, srv *session.Server) error {
+	return p.serveUntil(ctx, ctx, srv)
+}
+
+// serveUntil is serve taking connections only until accepting ends; those
+// taken go on until they end by themselves or ctx ends.
+func (p *peer) serveUntil(ctx, accepting context.Context, srv *session.Server) error {
+	err := srv.Serve(ctx, session.ListenerFunc(func(context.Context) (net.Conn, error) {
+		c, err := p.node.Accept(accepting)
+		switch {
+		case err == nil:
+			info := c.Info()
+			p.log.Debug("peer connection", "peer", info.Peer, "path", info.Path)
+			return c, nil
+		case accepting.Err() != nil:
+			return nil, io.EOF
+		}
+		return nil, err
+	}))
+	if nerr := p.node.Err(); nerr != nil {
+		return withHint(fmt.Errorf("signaling server %s: %w", p.url, nerr),
+			"the server turned this kin away; ask whoever runs it, or use another one with --signal or KIN_SIGNAL")
+	}
+	return err
+}
+
+// tasks are a command's goroutines under one ctx: the first to fail ends
+// the others, and stop ends them all and waits for them.
+type tasks struct {
+	*errgroup.Group
+	cancel context.CancelFunc
+}
+
+func newTasks(parent context.Context) (*tasks, context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	g, ctx := errgroup.WithContext(ctx)
+	return &tasks{g, cancel}, ctx
+}
+
+// stop ends the tasks and returns the first error one of them returned.
+func (t *tasks) stop() error {
+	t.cancel()
+	return t.Wait()
+}
+
+// link is the peer as a link to dial others with; its close is p's.
+func (p *peer) link() *link {
+	return &link{id: p.id, url: p.url, close: p.close, raw: (&agent.NodeHandler{Node: p.node}).Dial}
 }
 
 // dial opens a peer connection to the owner of hostKey and runs the SSH
 // client handshake on it. name is how the user calls that peer.
-func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, *transport.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	conn, err := p.node.Dial(ctx, keys.IDOf(hostKey))
-	if err != nil {
-		return nil, nil, dialError(err, name, p.url)
-	}
-	client, err := sshHandshake(ctx, e, p.id, conn, hostKey, secret, name)
-	if err != nil {
-		conn.Close()
-		return nil, nil, err
-	}
-	return client, conn, nil
+func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, transport.Info, error) {
+	return p.link().dial(ctx, e, hostKey, secret, "", name)
 }
 
 // dialError explains a failed peer connection to name through url.
@@ -136,6 +161,30 @@ func sshHandshake(ctx context.Context, e *env, id *keys.Identity, conn net.Conn,
 func serveSignal(ctx context.Context, e *env, ln net.Listener, cfg signal.ServerConfig) error {
 	cfg.Logger = e.log.With("part", "signal-server")
 	return signal.NewServer(cfg).Serve(ctx, ln)
+}
+
+var errSignalFailed = errors.New("the built-in signaling server failed")
+
+// startServing starts a peer (startPeerMode) that serves something for
+// the length of one command, on the configured signaling server, or on a
+// built-in one it starts as one of t's tasks (run with t's ctx).
+func (e *env) startServing(ctx context.Context, t *tasks, id *keys.Identity, mode string) (*peer, error) {
+	url := e.signal
+	if url == "" {
+		ln, local, err := signal.ListenLocal(e.interfaces)
+		if err != nil {
+			return nil, withHint(err, "use a running one with --signal ws://HOST:PORT")
+		}
+		url = local
+		e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
+		t.Go(func() error {
+			if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
+				return fmt.Errorf("%w: %w", errSignalFailed, err)
+			}
+			return nil
+		})
+	}
+	return startPeerMode(ctx, e, id, url, mode)
 }
 
 // tuneGC trades memory for speed in a process about to move bytes: pion

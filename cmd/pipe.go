@@ -42,18 +42,13 @@ func pipeAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fr, p, err := reachFriend(c.Context, e, c.Args().First())
-	if err != nil {
-		return err
-	}
-	defer p.close()
 	// The SSH handshake pins the friend's key: an impostor the signaling
-	// server sent us to fails here, before OpenSSH's first byte.
-	client, _, err := p.dial(c.Context, e, fr.Key, nil, "", fr.Name)
+	// server sent us to fails there, before OpenSSH's first byte.
+	fr, client, hangUp, err := dialFriend(c.Context, e, c.Args().First())
 	if err != nil {
 		return err
 	}
-	defer client.Close()
+	defer hangUp()
 	conn, err := client.Pipe()
 	if err != nil {
 		if errors.Is(err, session.ErrPipeNotAllowed) {
@@ -117,16 +112,12 @@ func sshConfigCommand() *cli.Command {
 their SSH host key) and prints a Host block per friend, e.g.:
     kin ssh-config dad >> ~/.ssh/config
     ssh dad`,
-		Action: sshConfig,
+		Action: sshConfigAction,
 	}
 }
 
-func sshConfig(c *cli.Context) error {
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+func sshConfigAction(c *cli.Context) error {
+	e, friends, err := getEnvAnd(c, (*env).loadFriends)
 	if err != nil {
 		return err
 	}
@@ -153,8 +144,11 @@ func sshConfig(c *cli.Context) error {
 	for _, fr := range friends.List() {
 		lines = append(lines, "kin-"+fr.Name+" "+keys.FormatKey(fr.Key))
 	}
-	if err := writeFile(known, strings.Join(lines, "\n")+"\n"); err != nil {
-		return err
+	if err := os.MkdirAll(e.home, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", e.home, err)
+	}
+	if err := keys.WriteFileAtomic(known, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", known, err)
 	}
 	identity := e.identity
 	if identity == "" {

@@ -73,14 +73,7 @@ func reach(ctx context.Context, e *env, id *keys.Identity, url string) (*link, e
 	if err != nil {
 		return nil, err
 	}
-	return &link{id: id, url: url, close: p.close,
-		raw: func(ctx context.Context, peer keys.PeerID, instance string) (net.Conn, transport.Info, error) {
-			c, err := p.node.DialInstance(ctx, peer, instance)
-			if err != nil {
-				return nil, transport.Info{}, err
-			}
-			return c, c.Info(), nil
-		}}, nil
+	return p.link(), nil
 }
 
 // dial connects to the owner of hostKey (its registration instance, from a
@@ -99,30 +92,4 @@ func (l *link) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret [
 		return nil, info, err
 	}
 	return client, info, nil
-}
-
-// upAgent is what kin up does for commands on its control socket.
-type upAgent struct {
-	e      *env
-	p      *peer
-	inbox  string
-	shares agent.Shares
-}
-
-func (a *upAgent) Hello() agent.Reply {
-	return agent.Reply{ID: a.p.id.ID(), Signal: a.p.url, Instance: a.p.instance, Inbox: a.inbox}
-}
-
-func (a *upAgent) Dial(ctx context.Context, peer keys.PeerID, instance string) (net.Conn, transport.Info, error) {
-	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	defer cancel()
-	c, err := a.p.node.DialInstance(ctx, peer, instance)
-	if err != nil {
-		return nil, transport.Info{}, err
-	}
-	return c, c.Info(), nil
-}
-
-func (a *upAgent) Share(port int, udp bool, secret []byte) (func(), error) {
-	return a.shares.Add(port, udp, secret), nil
 }

@@ -32,19 +32,15 @@ existing file is never overwritten: the new one becomes "name (1).ext".`,
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "accept without asking"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 		},
-		Action: receive,
+		Action: receiveAction,
 	}
 }
 
-func receive(c *cli.Context) error {
+func receiveAction(c *cli.Context) error {
 	if c.NArg() > 1 {
 		return withHint(errors.New("receive takes at most one ticket"), "kin receive kin1...")
 	}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	id, err := e.loadIdentity()
+	e, id, err := getEnvAnd(c, (*env).loadIdentity)
 	if err != nil {
 		return err
 	}
@@ -161,7 +157,7 @@ func confirm(in io.Reader, out io.Writer, question string) bool {
 }
 
 // receiveFromFriends waits for friends allowed files to push to us.
-func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox *files.Inbox, quiet bool) error {
+func receiveFromFriends(ctx context.Context, e *env, id *keys.Identity, inbox *files.Inbox, quiet bool) error {
 	if e.signal == "" {
 		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server your friends use, or receive with a ticket from kin send")
 	}
@@ -169,17 +165,12 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 	if err != nil {
 		return err
 	}
-	if r, ok := runningAgent(parent, e, id, e.signal); ok {
+	if r, ok := runningAgent(ctx, e, id, e.signal); ok {
 		// Friends' files already land where kin up puts them; a second
 		// listener of this identity would take its connections.
 		return withHint(fmt.Errorf("kin up is running for this identity and receives friends' files into %s", r.Inbox),
 			"they land there as friends send them; to receive elsewhere, stop kin up or start it with --dir")
 	}
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
 	p, err := startPeer(ctx, e, id, e.signal)
 	if err != nil {
 		return err
@@ -239,6 +230,5 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 		fmt.Fprintf(e.stderr, "note: no friend may send you files yet; allow one with: kin friends add NAME KEY --allow files\n")
 	}
 	fmt.Fprintf(e.stderr, "receiving into %s until you press Ctrl-C; friends run: kin send FILE %s\n", inbox.Dir, displayName())
-	acceptLoop(ctx, e, p, srv, &wg)
-	return nil
+	return p.serve(ctx, srv)
 }

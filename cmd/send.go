@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,19 +33,15 @@ run the same kin send again: it continues where it stopped.`,
 			&cli.StringFlag{Name: "name", Usage: "file name for data read from stdin (PATH -)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
 		},
-		Action: send,
+		Action: sendAction,
 	}
 }
 
-func send(c *cli.Context) error {
+func sendAction(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return withHint(errors.New("send needs something to send"), "kin send FILE FRIEND, or kin send FILE for a ticket")
 	}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	e, friends, err := getEnvAnd(c, (*env).loadFriends)
 	if err != nil {
 		return err
 	}
@@ -142,18 +135,11 @@ func printSkipped(e *env, st files.Stats) {
 // sendWithTicket waits for the holder of a fresh ticket to fetch plan, and
 // returns once one of them has received everything.
 func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *files.Plan, quiet bool) error {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	url, err := signalURL(ctx, e, &wg, cancel)
-	if err != nil {
-		return err
-	}
+	t, ctx := newTasks(parent)
+	defer t.stop()
 	// Only offers naming this process (from its ticket) reach it, so a
 	// running kin up (or another kin send) of this identity keeps its own.
-	p, err := startPeerMode(ctx, e, id, url, signal.ModeTicket)
+	p, err := e.startServing(ctx, t, id, signal.ModeTicket)
 	if err != nil {
 		return err
 	}
@@ -190,68 +176,19 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	if err != nil {
 		return err
 	}
-	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
+	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
 	fmt.Fprintf(e.stderr, "ready to send %s, %s; the receiver runs:\n", plural(nfiles, "file"), humanBytes(total))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		acceptLoop(ctx, e, p, srv, &wg)
-	}()
+	t.Go(func() error { return p.serve(ctx, srv) })
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		if parent.Err() == nil {
-			return errSignalFailed
+			return t.Wait()
 		}
 		fmt.Fprintln(e.stderr, "stopped; the ticket no longer works")
 		return nil
-	}
-}
-
-var errSignalFailed = errors.New("the built-in signaling server failed")
-
-// signalURL returns the configured signaling server, or starts the built-in
-// one (stopped when ctx ends; wg tracks it; cancel is called if it fails).
-func signalURL(ctx context.Context, e *env, wg *sync.WaitGroup, cancel context.CancelFunc) (string, error) {
-	if e.signal != "" {
-		return e.signal, nil
-	}
-	listenAddr, host := embeddedSignalAddr(e.interfaces)
-	ln, err := net.Listen("tcp", listenAddr)
-	if err != nil {
-		return "", withHint(fmt.Errorf("start the built-in signaling server: %w", err), "use a running one with --signal ws://HOST:PORT")
-	}
-	url := "ws://" + net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-	e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
-			e.log.Error("built-in signaling server stopped", "err", err)
-			cancel()
-		}
-	}()
-	return url, nil
-}
-
-// acceptLoop serves every incoming peer connection with srv until ctx ends.
-func acceptLoop(ctx context.Context, e *env, p *peer, srv *session.Server, wg *sync.WaitGroup) error {
-	for {
-		conn, err := p.node.Accept(ctx)
-		if err != nil {
-			return err
-		}
-		info := conn.Info()
-		e.log.Debug("peer connection", "peer", info.Peer, "path", info.Path)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := srv.ServeConn(ctx, conn, string(info.Peer)); err != nil && ctx.Err() == nil {
-				e.log.Debug("session ended", "peer", info.Peer, "err", err)
-			}
-		}()
 	}
 }
 

@@ -1,13 +1,10 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -15,6 +12,7 @@ import (
 	"kin/agent"
 	"kin/keys"
 	"kin/session"
+	"kin/signal"
 )
 
 func shareCommand() *cli.Command {
@@ -36,11 +34,11 @@ Friends need --allow port=30000/udp. UDP goes to 127.0.0.1:PORT.
 With no signaling server configured (--signal / KIN_SIGNAL), kin share runs
 one itself on this machine and puts its address in the ticket, which is all
 two computers on one network need.`,
-		Action: share,
+		Action: shareAction,
 	}
 }
 
-func share(c *cli.Context) error {
+func shareAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return withHint(errors.New("share needs one port"), "kin share 3000")
 	}
@@ -49,11 +47,7 @@ func share(c *cli.Context) error {
 		return err
 	}
 	port := sharedPort{num, udp}
-	e, err := getEnv(c)
-	if err != nil {
-		return err
-	}
-	id, err := e.loadIdentity()
+	e, id, err := getEnvAnd(c, (*env).loadIdentity)
 	if err != nil {
 		return err
 	}
@@ -61,22 +55,15 @@ func share(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel() // runs before wg.Wait
+	t, ctx := newTasks(c.Context)
+	defer t.stop()
 
 	target := port.target()
 	secret := keys.NewSecret()
 	if _, ok := runningAgent(ctx, e, id, e.signal); ok {
 		return shareThroughAgent(c, e, id, port, secret, friends)
 	}
-	url, err := signalURL(ctx, e, &wg, cancel)
-	if err != nil {
-		return err
-	}
-	p, err := startPeer(ctx, e, id, url)
+	p, err := e.startServing(ctx, t, id, signal.ModeListen)
 	if err != nil {
 		return err
 	}
@@ -99,14 +86,15 @@ func share(c *cli.Context) error {
 		return err
 	}
 
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
 	printShare(e, ticket, port, target, friends)
-	acceptLoop(ctx, e, p, srv, &wg)
+	t.Go(func() error { return p.serve(ctx, srv) })
+	err = t.Wait()
 	if c.Context.Err() != nil {
 		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
 		return nil
 	}
-	return errSignalFailed
+	return err
 }
 
 // shareThroughAgent has the running agent (kin up) serve the ticket, so
@@ -162,29 +150,4 @@ func joinNames(n []string) string {
 		s += x
 	}
 	return s
-}
-
-// embeddedSignalAddr picks where the built-in signaling server listens and
-// the host a peer elsewhere on the network reaches it at: loopback when ICE
-// is limited to loopback, otherwise the first LAN address.
-func embeddedSignalAddr(interfaces []string) (listen, host string) {
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return "127.0.0.1:0", "127.0.0.1"
-	}
-	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		if len(interfaces) > 0 && !slices.Contains(interfaces, ifc.Name) {
-			continue
-		}
-		addrs, _ := ifc.Addrs()
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
-				return ":0", ipn.IP.String()
-			}
-		}
-	}
-	return "127.0.0.1:0", "127.0.0.1"
 }

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -74,11 +72,11 @@ tells every client to reconnect (elsewhere), then exits.`,
 			&cli.DurationFlag{Name: "relay-lifetime", Value: 24 * time.Hour, Usage: "longest a relay allocation may live"},
 			&cli.StringSliceFlag{Name: "relay-allow", Usage: "let the relay also reach this range, e.g. 10.0.0.0/8 for a LAN (repeatable; default: public addresses only)"},
 		},
-		Action: runSignal,
+		Action: signalAction,
 	}
 }
 
-func runSignal(c *cli.Context) error {
+func signalAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
@@ -89,11 +87,8 @@ func runSignal(c *cli.Context) error {
 		// instead of 270 MB, for a little CPU (measured with bench/load).
 		debug.SetGCPercent(30)
 	}
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	t, ctx := newTasks(c.Context)
+	defer t.stop()
 	var allow []netip.Prefix
 	for _, a := range c.StringSlice("relay-allow") {
 		p, err := netip.ParsePrefix(a)
@@ -128,13 +123,12 @@ func runSignal(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		t.Go(func() error {
 			if err := tn.Serve(ctx); err != nil {
 				e.log.Error("STUN/TURN stopped", "err", err)
 			}
-		}()
+			return nil
+		})
 		servers = append(servers, tn.ICEServers()...)
 	}
 	cfg := signal.ServerConfig{
@@ -161,11 +155,10 @@ func runSignal(c *cli.Context) error {
 	}
 	srv := signal.NewServer(cfg)
 	if bus != nil {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		t.Go(func() error {
 			bus.Run(ctx, srv.Deliver)
-		}()
+			return nil
+		})
 	}
 	ln, err := net.Listen("tcp", c.String("listen"))
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -28,20 +27,16 @@ kin receive), and what each friend may use on this computer.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "dir", Usage: "the inbox to look at (default: ~/Downloads/kin)"},
 		},
-		Action: status,
+		Action: statusAction,
 	}
 }
 
-func status(c *cli.Context) error {
+func statusAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
 	}
-	id, err := e.loadIdentity()
-	if err != nil {
-		return err
-	}
-	friends, err := e.loadFriends()
+	id, friends, err := e.loadIdentityAndFriends()
 	if err != nil {
 		return err
 	}
@@ -58,11 +53,9 @@ func status(c *cli.Context) error {
 	ctx, cancel := context.WithTimeout(c.Context, signalTimeout)
 	defer cancel()
 	client := signal.NewClient(signal.ClientConfig{URL: e.signal, Signer: probe.Signer, Logger: e.log})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	wg.Add(1)
-	go func() { defer wg.Done(); client.Run(ctx) }()
+	t, ctx := newTasks(ctx)
+	defer t.stop()
+	t.Go(func() error { return client.Run(ctx) })
 	if _, err := client.Ready(ctx); err != nil {
 		fmt.Fprintf(e.stdout, "signaling: %s: unreachable\n", e.signal)
 		return withHint(fmt.Errorf("signaling server %s: %w", e.signal, err), "check the URL, and that the server runs")
@@ -79,8 +72,8 @@ func status(c *cli.Context) error {
 		online = map[keys.PeerID]bool{}
 	}
 	fmt.Fprintf(e.stdout, "signaling: %s: reachable\n", e.signal)
-	if nat, err := natKind(ctx, client.Registration().ICEServers); err == nil {
-		fmt.Fprintf(e.stdout, "network:   NAT %s: %s (details: kin doctor)\n", nat, nat.Advice())
+	if r, err := netcheck.Check(ctx, netcheck.STUNOnly(client.Registration().ICEServers)); err == nil {
+		fmt.Fprintf(e.stdout, "network:   NAT %s: %s (details: kin doctor)\n", r.NAT, r.NAT.Advice())
 	}
 	if online[id.ID()] {
 		fmt.Fprintln(e.stdout, "agent:     up (your key is registered: kin up, or kin share/send, runs somewhere)")
@@ -146,22 +139,4 @@ func inboxState(in *files.Inbox) string {
 	}
 	return fmt.Sprintf("%s: %s hold %s in %s (sending them again resumes them; removed after %d days)",
 		in.Dir, plural(n, "unfinished file"), humanBytes(size), filepath.Join(in.Dir, ".kin-partial"), int(files.PartialMaxAge.Hours()/24))
-}
-
-// natKind asks only the STUN servers among servers what NAT this machine
-// is behind (kin doctor also tries the relays).
-func natKind(ctx context.Context, servers []signal.ICEServer) (netcheck.NAT, error) {
-	var stuns []signal.ICEServer
-	for _, s := range servers {
-		for _, u := range s.URLs {
-			if strings.HasPrefix(u, "stun:") {
-				stuns = append(stuns, signal.ICEServer{URLs: []string{u}})
-			}
-		}
-	}
-	r, err := netcheck.Check(ctx, stuns)
-	if err != nil {
-		return "", err
-	}
-	return r.NAT, nil
 }

@@ -3,7 +3,6 @@ package cmd
 // UDP in kin share and kin connect: PORT/udp, as docker and firewalls write it.
 
 import (
-	"context"
 	"net"
 	"strconv"
 
@@ -50,64 +49,6 @@ func (p sharedPort) allows(perms keys.Permissions) bool {
 		return perms.AllowsUDPPort(p.port)
 	}
 	return perms.AllowsPort(p.port)
-}
-
-// localEnd is where kin connect takes what goes to the peer's port:
-// connections on a TCP listener, or datagrams on a UDP socket.
-type localEnd struct {
-	port sharedPort
-	ln   net.Listener
-	pc   *net.UDPConn
-}
-
-func listenLocal(addr string, port sharedPort) (*localEnd, error) {
-	if !port.udp {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		return &localEnd{port: port, ln: ln}, nil
-	}
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		return nil, err
-	}
-	pc, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		return nil, err
-	}
-	return &localEnd{port: port, pc: pc}, nil
-}
-
-// String names the local address, with /udp for UDP.
-func (l *localEnd) String() string {
-	if l.pc != nil {
-		return l.pc.LocalAddr().String() + "/udp"
-	}
-	return l.ln.Addr().String()
-}
-
-func (l *localEnd) Close() error {
-	if l.pc != nil {
-		return l.pc.Close()
-	}
-	return l.ln.Close()
-}
-
-// check asks the peer whether the port is ours to use.
-func (l *localEnd) check(ctx context.Context, c *session.Client) error {
-	if l.port.udp {
-		return c.CheckUDPPort(ctx, l.port.port)
-	}
-	return c.CheckPort(ctx, l.port.port)
-}
-
-// forward serves the local end until ctx ends or the connection does.
-func (l *localEnd) forward(ctx context.Context, c *session.Client) error {
-	if l.pc != nil {
-		return c.ForwardUDP(ctx, l.pc, l.port.port, session.UDPOptions{})
-	}
-	return c.Forward(ctx, l.ln, l.port.port)
 }
 
 // friendsAllowed names the friends allowed the port.

@@ -1,15 +1,10 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
-	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -44,11 +39,11 @@ sessions. Everything friends do is logged.
 			&cli.BoolFlag{Name: "uninstall", Usage: "remove the per-user service"},
 			&cli.BoolFlag{Name: "allow-root-shell", Usage: "when kin up runs as root, give friends allowed a shell a ROOT shell (refused without it)"},
 		},
-		Action: up,
+		Action: upAction,
 	}
 }
 
-func up(c *cli.Context) error {
+func upAction(c *cli.Context) error {
 	e, err := getEnv(c)
 	if err != nil {
 		return err
@@ -73,14 +68,11 @@ func up(c *cli.Context) error {
 	if err := inbox.Check(); err != nil {
 		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
 	}
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
+	t, ctx := newTasks(c.Context)
+	defer t.stop()
 	// The control socket first: a second kin up of this home stops here,
 	// before it registers and takes connections meant for the first.
-	ag := &upAgent{e: e, inbox: dir}
+	ag := &agent.NodeHandler{}
 	ctl, err := agent.Listen(e.home, ag, e.log.With("part", "agent"))
 	if errors.Is(err, agent.ErrAlreadyRunning) {
 		return withHint(errors.New("kin up is already running for this identity"), "kin share, send, receive, connect and shell use it; stop it first to run another")
@@ -97,16 +89,15 @@ func up(c *cli.Context) error {
 		return err
 	}
 	defer p.close()
-	ag.p = p
+	ag.Node, ag.Reply = p.node, agent.Reply{ID: id.ID(), Signal: p.url, Instance: p.instance, Inbox: dir}
 	if ctl != nil {
 		defer ctl.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		t.Go(func() error {
 			if err := ctl.Serve(ctx); err != nil {
 				e.log.Error("control socket stopped; kin commands will not use this agent", "err", err)
 			}
-		}()
+			return nil
+		})
 	}
 	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
 	invites := inviteHook(e, e.log, func(iv keys.Invite, fr keys.Friend) {
@@ -115,7 +106,7 @@ func up(c *cli.Context) error {
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
-		Tickets:  ag.shares.Tickets, // kin share through this agent
+		Tickets:  ag.Shares.Tickets, // kin share through this agent
 		AnyPort:  true,
 		Invites:  invites,
 		Inbox:    inbox,
@@ -139,9 +130,10 @@ func up(c *cli.Context) error {
 		return err
 	}
 	e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir, "backups", backupsDir(c))
-	acceptLoop(ctx, e, p, srv, &wg)
+	t.Go(func() error { return p.serve(ctx, srv) })
+	err = t.Wait()
 	e.log.Info("kin is down")
-	return nil
+	return err
 }
 
 // rootShellOff is what a friend allowed a shell is told when kin up runs
@@ -184,18 +176,12 @@ func installService(e *env, install bool, dir, backups string) error {
 	if err != nil {
 		return fmt.Errorf("find the kin binary: %w", err)
 	}
-	if install && temporaryBinary(self) {
-		return withHint(fmt.Errorf("this kin runs from a temporary directory (%s), which goes away; a service must start a kin that stays", filepath.Dir(self)),
-			"install kin first: go install . (it lands in $(go env GOPATH)/bin), or copy the binary to e.g. ~/.local/bin; then run that kin with up --install")
-	}
 	args := []string{"--home", e.home}
 	if e.identity != "" {
 		args = append(args, "--identity", e.identity)
 	}
 	if e.signal != "" {
 		args = append(args, "--signal", e.signal)
-	} else if install {
-		return noSignal("")
 	}
 	args = append(args, "up")
 	if dir != "" {
@@ -204,126 +190,19 @@ func installService(e *env, install bool, dir, backups string) error {
 	if backups != "" {
 		args = append(args, "--backups", backups)
 	}
-	home, _ := os.UserHomeDir()
-	switch runtime.GOOS {
-	case "linux":
-		unit := filepath.Join(home, ".config", "systemd", "user", "kin.service")
-		if !install {
-			runCmd(e, "systemctl", "--user", "disable", "--now", "kin.service")
-			os.Remove(unit)
-			fmt.Fprintf(e.stdout, "removed %s\n", unit)
-			return nil
-		}
-		text := fmt.Sprintf("[Unit]\nDescription=kin: stay reachable for friends\nAfter=network-online.target\n\n[Service]\nExecStart=%s %s\nRestart=always\nRestartSec=5\n\n[Install]\nWantedBy=default.target\n",
-			quoteArgs(self), quoteArgs(args...))
-		if err := writeFile(unit, text); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "wrote %s\n", unit)
-		return runCmd(e, "systemctl", "--user", "enable", "--now", "kin.service")
-	case "darwin":
-		plist := filepath.Join(home, "Library", "LaunchAgents", "org.kin.up.plist")
-		if !install {
-			runCmd(e, "launchctl", "unload", plist)
-			os.Remove(plist)
-			fmt.Fprintf(e.stdout, "removed %s\n", plist)
-			return nil
-		}
-		var b strings.Builder
-		for _, a := range append([]string{self}, args...) {
-			fmt.Fprintf(&b, "    <string>%s</string>\n", xmlEscape(a))
-		}
-		text := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0"><dict>
-  <key>Label</key><string>org.kin.up</string>
-  <key>ProgramArguments</key><array>
-%s  </array>
-  <key>RunAtLoad</key><true/>
-  <key>KeepAlive</key><true/>
-</dict></plist>
-`, b.String())
-		if err := writeFile(plist, text); err != nil {
-			return err
-		}
-		fmt.Fprintf(e.stdout, "wrote %s\n", plist)
-		return runCmd(e, "launchctl", "load", "-w", plist)
-	case "windows":
-		if !install {
-			return runCmd(e, "schtasks", "/Delete", "/F", "/TN", "kin")
-		}
-		return runCmd(e, "schtasks", "/Create", "/F", "/SC", "ONLOGON", "/TN", "kin", "/TR", quoteArgs(append([]string{self}, args...)...))
+	svc := agent.Service{Binary: self, Args: args, Out: e.stdout}
+	if !install {
+		return withHint(svc.Uninstall(), "remove it yourself, or from your startup scripts")
 	}
-	return fmt.Errorf("kin up --install does not know how to make a service on %s; run kin up from your startup scripts", runtime.GOOS)
-}
-
-// temporaryBinary reports whether the binary at path lives somewhere
-// that disappears: the system's temporary directory, $GOTMPDIR, the Go
-// build cache ($GOCACHE), or a go-build directory (go run, go test).
-func temporaryBinary(path string) bool {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return false
+	if e.signal == "" && !agent.TemporaryBinary(self) {
+		return noSignal("")
 	}
-	paths := []string{abs}
-	if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
-		paths = append(paths, real)
+	err = svc.Install()
+	switch {
+	case errors.Is(err, agent.ErrTemporaryBinary):
+		return withHint(err, "install kin first: go install . (it lands in $(go env GOPATH)/bin), or copy the binary to e.g. ~/.local/bin; then run that kin with up --install")
+	case errors.Is(err, agent.ErrNoServiceManager):
+		return withHint(err, "run kin up from your startup scripts")
 	}
-	var temps []string
-	for _, d := range []string{os.TempDir(), os.Getenv("GOTMPDIR"), os.Getenv("GOCACHE")} {
-		if d == "" {
-			continue
-		}
-		temps = append(temps, filepath.Clean(d))
-		if real, err := filepath.EvalSymlinks(d); err == nil {
-			temps = append(temps, real)
-		}
-	}
-	for _, p := range paths {
-		for _, d := range temps {
-			if rel, err := filepath.Rel(d, p); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
-				return true
-			}
-		}
-		for _, part := range strings.Split(filepath.ToSlash(p), "/") {
-			if strings.HasPrefix(part, "go-build") {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-func runCmd(e *env, name string, args ...string) error {
-	fmt.Fprintf(e.stdout, "running: %s %s\n", name, strings.Join(args, " "))
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return withHint(fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(string(out))), "run the command above yourself, or start kin up from your startup scripts")
-	}
-	return nil
-}
-
-func writeFile(path, text string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(path), err)
-	}
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
-func quoteArgs(args ...string) string {
-	q := make([]string, len(args))
-	for i, a := range args {
-		if strings.ContainsAny(a, " \t\"'\\") {
-			a = `"` + strings.ReplaceAll(strings.ReplaceAll(a, `\`, `\\`), `"`, `\"`) + `"`
-		}
-		q[i] = a
-	}
-	return strings.Join(q, " ")
-}
-
-func xmlEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+	return withHint(err, "run the command above yourself, or start kin up from your startup scripts")
 }

@@ -8,25 +8,6 @@ import (
 	"testing"
 )
 
-func TestTemporaryBinary(t *testing.T) {
-	tmp := os.TempDir()
-	cases := map[string]bool{
-		filepath.Join(tmp, "go-build1234", "b001", "exe", "kin"): true,
-		filepath.Join(tmp, "kin"):                                true,
-		filepath.Join(tmp, "x", "y", "kin"):                      true,
-		"/home/ann/.cache/go-build98/b001/exe/kin":               true,
-		"/usr/local/bin/kin":                                     false,
-		"/home/ann/go/bin/kin":                                   false,
-		"/home/ann/.local/bin/kin":                               false,
-		tmp + "-not-temp/kin":                                    false,
-	}
-	for path, want := range cases {
-		if got := temporaryBinary(path); got != want {
-			t.Errorf("temporaryBinary(%q) = %v, want %v", path, got, want)
-		}
-	}
-}
-
 // go test runs this binary from a go-build directory, as go run would:
 // up --install must refuse it and write no service file.
 func TestInstallRefusesATemporaryBinary(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // Why an invite no longer works. They travel to the joiner (through SSH)
@@ -297,6 +299,72 @@ func (s Invites) Redeem(secret []byte, joiner string, now time.Time, record func
 		return list, nil
 	})
 	return used, err
+}
+
+// Status is the state of the invite with this ID at now (see
+// Invite.Status); ErrInviteUnknown when there is none.
+func (s Invites) Status(id string, now time.Time) (string, error) {
+	list, err := s.List()
+	if err != nil {
+		return "", err
+	}
+	for _, iv := range list {
+		if iv.ID == id {
+			return iv.Status(now), nil
+		}
+	}
+	return "", ErrInviteUnknown
+}
+
+// AddFriend adds fr to the friends file at path, keeping the rest of the
+// file as it is.
+func AddFriend(path string, fr Friend) error {
+	friends, _, err := ReadFriends(path)
+	if err == nil {
+		err = friends.Add(fr)
+	}
+	if err == nil {
+		err = friends.WriteFile(path)
+	}
+	return err
+}
+
+// ErrFriendsFile says the inviter's friends file could not be read or
+// written, so the invite stays unused. The error Befriend returns with it
+// says what went wrong, for the inviter; the joiner needs only this.
+var ErrFriendsFile = errors.New("the inviter's friends file could not be read or written")
+
+// Befriend redeems the invite whose secret this is for joiner (see
+// Redeem) and adds the joiner to the friends file at friendsPath, under
+// the invite's name and with its permissions: both, or neither. A joiner
+// who is a friend already, or a name that is taken, is refused.
+func (s Invites) Befriend(secret []byte, joiner ssh.PublicKey, friendsPath string, now time.Time) (Invite, Friend, error) {
+	var fr Friend
+	iv, err := s.Redeem(secret, FormatKey(joiner), now, func(iv Invite) error {
+		perms, err := iv.Perms()
+		if err != nil {
+			return err
+		}
+		friends, _, err := ReadFriends(friendsPath)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrFriendsFile, err)
+		}
+		if old, ok := friends.ByKey(joiner); ok {
+			return fmt.Errorf("you are already a friend there, named %q", old.Name)
+		}
+		if _, ok := friends.ByName(iv.Name); ok {
+			return fmt.Errorf("the inviter already has a friend named %q", iv.Name)
+		}
+		fr = Friend{Name: iv.Name, Key: joiner, Perms: perms}
+		if err := friends.Add(fr); err != nil {
+			return err
+		}
+		if err := friends.WriteFile(friendsPath); err != nil {
+			return fmt.Errorf("%w: %w", ErrFriendsFile, err)
+		}
+		return nil
+	})
+	return iv, fr, err
 }
 
 // Revoke revokes the pending invites with this ID or name and returns

@@ -139,3 +139,99 @@ func FuzzParseInvites(f *testing.F) {
 		}
 	})
 }
+
+// Befriend adds the joiner with the invite's name and permissions and
+// uses the invite, both or neither: an unreadable friends file or a name
+// that is taken leaves the invite pending and the file as it was.
+func TestBefriendAddsTheJoinerOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	store := Invites{Path: filepath.Join(dir, "invites")}
+	friendsPath := filepath.Join(dir, "friends")
+	tk, iv := newTestInvite(t, store, "dad", time.Hour)
+	joiner := mustIdentity(t).Public()
+
+	if err := os.Mkdir(friendsPath, 0o700); err != nil { // not a file: cannot be read
+		t.Fatal(err)
+	}
+	if _, _, err := store.Befriend(tk.Secret, joiner, friendsPath, time.Now()); !errors.Is(err, ErrFriendsFile) {
+		t.Fatalf("befriend with an unreadable friends file: %v", err)
+	}
+	os.Remove(friendsPath)
+
+	taken, _ := ParseFriends(nil)
+	if err := taken.Add(Friend{Name: "dad", Key: mustIdentity(t).Public()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := taken.WriteFile(friendsPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Befriend(tk.Secret, joiner, friendsPath, time.Now()); err == nil || !strings.Contains(err.Error(), `friend named "dad"`) {
+		t.Fatalf("befriend under a taken name: %v", err)
+	}
+	os.Remove(friendsPath)
+
+	used, fr, err := store.Befriend(tk.Secret, joiner, friendsPath, time.Now())
+	if err != nil {
+		t.Fatalf("befriend: %v", err)
+	}
+	if used.ID != iv.ID || used.State != InviteUsed || fr.Name != "dad" || !fr.Perms.Shell {
+		t.Fatalf("befriend gave %+v, %+v", used, fr)
+	}
+	got, _, err := ReadFriends(friendsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := got.ByKey(joiner); !ok || f.Name != "dad" || !f.Perms.Shell {
+		t.Fatalf("friends file after befriend: %+v %v", f, ok)
+	}
+	if _, _, err := store.Befriend(tk.Secret, mustIdentity(t).Public(), friendsPath, time.Now()); !errors.Is(err, ErrInviteUsed) {
+		t.Fatalf("second befriend: %v", err)
+	}
+}
+
+// Status follows an invite by ID; an ID nobody issued is unknown.
+func TestInviteStatusByID(t *testing.T) {
+	dir := t.TempDir()
+	store := Invites{Path: filepath.Join(dir, "invites")}
+	tk, iv := newTestInvite(t, store, "dad", time.Hour)
+	if st, err := store.Status(iv.ID, time.Now()); err != nil || st != InvitePending {
+		t.Fatalf("new invite: %q %v", st, err)
+	}
+	if _, _, err := store.Befriend(tk.Secret, mustIdentity(t).Public(), filepath.Join(dir, "friends"), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := store.Status(iv.ID, time.Now()); err != nil || st != InviteUsed {
+		t.Fatalf("used invite: %q %v", st, err)
+	}
+	if _, err := store.Status("nosuchid", time.Now()); !errors.Is(err, ErrInviteUnknown) {
+		t.Fatalf("unknown ID: %v", err)
+	}
+}
+
+// AddFriend adds one line and leaves the others, even one kin skips, as
+// they were; a name that is taken is refused.
+func TestAddFriendKeepsTheRest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "friends")
+	const broken = "this line is not a friend\n"
+	if err := os.WriteFile(path, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mom := Friend{Name: "mom", Key: mustIdentity(t).Public()}
+	if err := AddFriend(path, mom); err != nil {
+		t.Fatal(err)
+	}
+	if err := AddFriend(path, Friend{Name: "mom", Key: mustIdentity(t).Public()}); err == nil {
+		t.Fatal("a second mom was added")
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), broken) {
+		t.Fatalf("the skipped line is gone:\n%s", data)
+	}
+	got, _, err := ReadFriends(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := got.ByName("mom"); !ok || f.ID() != mom.ID() {
+		t.Fatalf("mom not in the file:\n%s", data)
+	}
+}

@@ -200,7 +200,7 @@ func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("port %d: %w", port, err)
 	}
-	return newChannelConn(o.ch, o.reqs), nil
+	return newChannelConn(o.ch, o.reqs, c.ssh), nil
 }
 
 // Forward serves ln: each accepted connection goes to the peer's port over
@@ -343,7 +343,7 @@ func (c *Client) Pipe() (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("open pipe: %w", err)
 	}
-	return newChannelConn(ch, reqs), nil
+	return newChannelConn(ch, reqs, c.ssh), nil
 }
 
 // Wait returns when the SSH connection ends.
@@ -352,16 +352,18 @@ func (c *Client) Wait() error { return c.ssh.Wait() }
 // Close closes the connection.
 func (c *Client) Close() error { return c.ssh.Close() }
 
-// channelConn is an SSH channel as a net.Conn (without deadlines).
+// channelConn is an SSH channel as a net.Conn (without deadlines); its
+// addresses are those of the connection that carries it.
 type channelConn struct {
 	ssh.Channel
+	ends   ssh.ConnMetadata
 	closed chan struct{} // see Closed; nil when nobody watches
 }
 
-// newChannelConn wraps a channel this side opened, discarding its
+// newChannelConn wraps a channel this side opened on conn, discarding its
 // requests and watching for its end.
-func newChannelConn(ch ssh.Channel, reqs <-chan *ssh.Request) *channelConn {
-	c := &channelConn{Channel: ch, closed: make(chan struct{})}
+func newChannelConn(ch ssh.Channel, reqs <-chan *ssh.Request, conn ssh.ConnMetadata) *channelConn {
+	c := &channelConn{Channel: ch, ends: conn, closed: make(chan struct{})}
 	go func() {
 		ssh.DiscardRequests(reqs) // returns when the channel is closed
 		close(c.closed)
@@ -374,13 +376,8 @@ func newChannelConn(ch ssh.Channel, reqs <-chan *ssh.Request) *channelConn {
 // readable. (Client.Pipe and Client.DialPort conns only.)
 func (c *channelConn) Closed() <-chan struct{} { return c.closed }
 
-func (channelConn) LocalAddr() net.Addr                { return addr("kin") }
-func (channelConn) RemoteAddr() net.Addr               { return addr("kin-peer") }
+func (c *channelConn) LocalAddr() net.Addr             { return c.ends.LocalAddr() }
+func (c *channelConn) RemoteAddr() net.Addr            { return c.ends.RemoteAddr() }
 func (channelConn) SetDeadline(t time.Time) error      { return errors.ErrUnsupported }
 func (channelConn) SetReadDeadline(t time.Time) error  { return errors.ErrUnsupported }
 func (channelConn) SetWriteDeadline(t time.Time) error { return errors.ErrUnsupported }
-
-type addr string
-
-func (a addr) Network() string { return "ssh" }
-func (a addr) String() string  { return string(a) }

@@ -2,7 +2,9 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 
 	"golang.org/x/sync/errgroup"
@@ -33,15 +35,18 @@ func (f ListenerFunc) Accept(ctx context.Context) (net.Conn, error) { return f(c
 // Serve runs ServeConn on every connection l accepts, labelled with its
 // RemoteAddr, until ctx ends (it then returns nil) or l fails (it returns
 // l's error). Either way the connections it started are told to end, and
-// Serve returns only once every one of them has. A connection that fails
-// (a stranger, a broken handshake) is logged, not returned.
+// Serve returns only once every one of them has. A listener with no more
+// connections to give returns io.EOF: then the connections Serve started
+// go on until they end by themselves (or ctx does), and Serve returns nil.
+// A connection that fails (a stranger, a broken handshake) is logged, not
+// returned.
 func (s *Server) Serve(ctx context.Context, l Listener) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		for {
 			conn, err := l.Accept(ctx)
 			if err != nil {
-				if ctx.Err() != nil {
+				if ctx.Err() != nil || errors.Is(err, io.EOF) {
 					return nil
 				}
 				return fmt.Errorf("accept: %w", err)

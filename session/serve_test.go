@@ -201,3 +201,57 @@ func TestServeReturnsListenerError(t *testing.T) {
 	}
 	c.Wait()
 }
+
+// A listener that has no more to give (io.EOF) lets the connections Serve
+// started finish: the friend's connection keeps working, and Serve returns
+// nil once it has ended.
+func TestServeDrainsAfterTheLastConnection(t *testing.T) {
+	bob := ident(t)
+	port, addr, _ := silentService(t)
+	s := startServe(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+	})
+	c := s.dial(bob)
+	s.l <- accepted{err: io.EOF}
+	if err := c.CheckPort(context.Background(), port); err != nil {
+		t.Fatalf("the connection ended with the listener: %v", err)
+	}
+	select {
+	case <-s.done:
+		t.Fatalf("Serve returned (%v) while its connection was still in use", s.err)
+	default:
+	}
+	c.Close()
+	if err := s.wait(); err != nil {
+		t.Fatalf("Serve after the listener's io.EOF: %v", err)
+	}
+	if !s.allClosed() {
+		t.Fatal("Serve returned before closing its connection")
+	}
+}
+
+// A forwarded port's connection names the addresses of the connection
+// that carries it, not made-up ones.
+func TestChannelConnAddressesAreTheCarriers(t *testing.T) {
+	bob := ident(t)
+	port, addr, _ := silentService(t)
+	s := startServe(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+	})
+	carrier := s.conn()
+	c, err := NewClient(context.Background(), carrier, ClientConfig{Identity: bob, HostKey: s.host.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pc, err := c.DialPort(context.Background(), port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if pc.RemoteAddr().String() != carrier.RemoteAddr().String() || pc.LocalAddr().String() != carrier.LocalAddr().String() {
+		t.Fatalf("port conn %v -> %v, carrier %v -> %v", pc.LocalAddr(), pc.RemoteAddr(), carrier.LocalAddr(), carrier.RemoteAddr())
+	}
+}

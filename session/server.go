@@ -267,7 +267,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.channel(ctx, g, nc, log)
+			s.channel(ctx, g, nc, sc, log)
 		}()
 	}
 	log.Info("disconnected")
@@ -335,7 +335,7 @@ func (s *Server) watchGrant(ctx context.Context, g *Grant, sc *ssh.ServerConn, l
 }
 
 // channel serves one channel the client opened.
-func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *slog.Logger) {
+func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *ssh.ServerConn, log *slog.Logger) {
 	switch nc.ChannelType() {
 	case "direct-tcpip":
 		s.forward(ctx, g, nc, log)
@@ -395,7 +395,7 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 			return
 		}
 		log.Info("pipe: an SSH connection inside this one")
-		err := s.ServeConn(ctx, &channelConn{Channel: ch}, "pipe from "+g.who())
+		err := s.ServeConn(ctx, &channelConn{Channel: ch, ends: sc}, "pipe from "+g.who())
 		log.Info("pipe ended", "err", err)
 	case "session":
 		cfg, ok := s.sessionConfig(g)

@@ -27,6 +27,12 @@ type ClientConfig struct {
 	Mode     string
 	Instance string
 	Logger   *slog.Logger
+	// Lost, when set, hears why the registration dropped, once per drop
+	// (not per failed attempt to come back); Regained hears of each new
+	// registration after a drop (not of the first one). Both run on Run's
+	// goroutine and must return soon.
+	Lost     func(err error)
+	Regained func(Registration)
 }
 
 // Registration is what the server told us when we registered.
@@ -50,6 +56,9 @@ type Client struct {
 	lastErr error
 	fatal   error
 	changed chan struct{} // closed and replaced whenever ws/lastErr change
+
+	// Run's goroutine only: registered now, and ever, for Lost/Regained.
+	up, wasUp bool
 }
 
 // NewClient makes a client; Run connects it.
@@ -78,7 +87,9 @@ func (c *Client) setState(ws *websocket.Conn, reg *Registration, err error, fata
 }
 
 // Run connects, registers and keeps the registration alive, reconnecting
-// with backoff after any disconnect, until ctx is done.
+// with backoff after any disconnect, until ctx is done (it then returns
+// ctx's error) or the server refuses us for good (an error wrapping
+// ErrRefused).
 func (c *Client) Run(ctx context.Context) error {
 	backoff := 250 * time.Millisecond
 	for {
@@ -93,9 +104,15 @@ func (c *Client) Run(ctx context.Context) error {
 		// A refused key or an untrusted certificate will not fix itself.
 		fatal := (errors.As(err, &refused) && refused.code == CodeAuth) || errors.As(err, &badCert)
 		c.setState(nil, nil, err, fatal)
+		if c.up {
+			c.up = false
+			if c.cfg.Lost != nil {
+				c.cfg.Lost(err)
+			}
+		}
 		if fatal {
 			c.cfg.Logger.Error("signaling server refused us", "err", err)
-			return err
+			return fmt.Errorf("%w: %v", ErrRefused, err)
 		}
 		if time.Since(start) > time.Minute {
 			backoff = 250 * time.Millisecond // it was up for a while: retry fast
@@ -157,8 +174,13 @@ func (c *Client) session(ctx context.Context) error {
 		return fmt.Errorf("register: server answered %q", m.Type)
 	}
 	cancel()
-	c.setState(ws, &Registration{ID: m.From, ICEServers: m.ICEServers}, nil, false)
+	got := Registration{ID: m.From, ICEServers: m.ICEServers}
+	c.setState(ws, &got, nil, false)
 	c.cfg.Logger.Debug("registered", "id", m.From, "url", c.cfg.URL)
+	if c.wasUp && c.cfg.Regained != nil {
+		c.cfg.Regained(got)
+	}
+	c.up, c.wasUp = true, true
 	defer c.setState(nil, nil, nil, false)
 	for {
 		m, err := readMessage(ctx, ws)

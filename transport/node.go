@@ -208,13 +208,16 @@ func (n *Node) dispatch(ctx context.Context, m signal.Message) {
 }
 
 // Accept returns the next incoming connection. Who is on the other end is
-// not authenticated here: SSH does that above.
+// not authenticated here: SSH does that above. For a node made by Start,
+// it fails with net.ErrClosed once the node has stopped (Err says why).
 func (n *Node) Accept(ctx context.Context) (*Conn, error) {
 	select {
 	case c := <-n.accepted:
 		return c, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-n.Done(): // nil, never ready, for a node not made by Start
+		return nil, fmt.Errorf("accept: node stopped: %w", net.ErrClosed)
 	}
 }
 

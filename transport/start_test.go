@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"net"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"kin/internal/switchsignal"
 	"kin/keys"
 	"kin/signal"
 )
@@ -94,4 +96,40 @@ func TestStartUnreachableServer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Fatalf("start with no server: %v", err)
 	}
+}
+
+// A server that later refuses the node's key stops it for good: Done
+// closes, Err says it was refused, and Accept returns instead of waiting
+// for offers that cannot come.
+func TestStartedNodeStopsWhenRefused(t *testing.T) {
+	sig := switchsignal.New()
+	defer sig.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := keys.NewIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Start(ctx, StartConfig{Config: Config{Interfaces: []string{"lo"}}, Signal: signal.ClientConfig{URL: sig.URL, Signer: id.Signer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := n.Accept(ctx)
+		accepted <- err
+	}()
+	sig.Refuse() // every client is told to go elsewhere; ours comes back to a refusal
+	select {
+	case <-n.Done():
+	case <-ctx.Done():
+		t.Fatal("the node kept running after the server refused it")
+	}
+	if err := n.Err(); !errors.Is(err, signal.ErrRefused) {
+		t.Fatalf("Err = %v, want the refusal", err)
+	}
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept = %v, want net.ErrClosed", err)
+	}
+	n.Close()
 }

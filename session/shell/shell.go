@@ -2,7 +2,8 @@
 // shell or one command, with or without a terminal, environment variables,
 // window changes, signals, the exit status, and the sftp subsystem, so that
 // kin shell and OpenSSH's ssh, scp and sftp all work against a kin agent.
-// Commands run as the user running the agent.
+// Commands run as the user running the agent. Run is the other end: what
+// kin shell does with a session channel to a friend's agent.
 package shell
 
 import (

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pion/stun"
@@ -128,6 +129,20 @@ func Check(ctx context.Context, servers []signal.ICEServer) (*Report, error) {
 	}
 	r.NAT = classify(ctx, seen, stuns)
 	return r, nil
+}
+
+// STUNOnly is servers without their TURN URLs: what to Check for the NAT
+// alone, quickly, without allocating relays.
+func STUNOnly(servers []signal.ICEServer) []signal.ICEServer {
+	var stuns []signal.ICEServer
+	for _, s := range servers {
+		for _, u := range s.URLs {
+			if strings.HasPrefix(u, "stun:") {
+				stuns = append(stuns, signal.ICEServer{URLs: []string{u}})
+			}
+		}
+	}
+	return stuns
 }
 
 // classify names the NAT from the mappings seen from one socket.

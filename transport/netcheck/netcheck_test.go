@@ -63,3 +63,16 @@ func TestUDPBlockedWhenNobodyAnswers(t *testing.T) {
 		t.Fatalf("%+v %v", r, err)
 	}
 }
+
+// STUNOnly keeps each stun: URL, as a server of its own, and drops the
+// TURN ones, so that a NAT check allocates no relay.
+func TestSTUNOnly(t *testing.T) {
+	got := STUNOnly([]signal.ICEServer{
+		{URLs: []string{"stun:a.example:3478", "turn:a.example:3478"}, Username: "u", Credential: "c"},
+		{URLs: []string{"turns:b.example:5349"}},
+		{URLs: []string{"stun:c.example:3479"}},
+	})
+	if len(got) != 2 || got[0].URLs[0] != "stun:a.example:3478" || got[1].URLs[0] != "stun:c.example:3479" || got[0].Username != "" {
+		t.Fatalf("STUNOnly = %+v", got)
+	}
+}
