@@ -83,7 +83,7 @@ func parseTarget(arg string, e *env) (*target, error) {
 		return nil, withHint(fmt.Errorf("you have no friend named %q", name), `add them with: kin friends add %s "ssh-ed25519 AAAA..." (see kin friends ls)`, name)
 	}
 	if e.signal == "" {
-		return nil, withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or ask them for a ticket", fr.Name)
+		return nil, noSignal("ask " + fr.Name + " for a ticket: they run kin share PORT and give you the line it prints")
 	}
 	return &target{name: fr.Name, hostKey: fr.Key, port: port, udp: udp, signal: e.signal}, nil
 }

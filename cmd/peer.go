@@ -111,6 +111,10 @@ func dialError(err error, name, url string) error {
 		return withHint(fmt.Errorf("%s is not online", name),
 			"ask %s to run kin (kin share / kin up) with the same signaling server (%s)", name, url)
 	}
+	if errors.Is(err, transport.ErrNoRoute) {
+		return withHint(fmt.Errorf("connect to %s: %w", name, err),
+			"run kin doctor (on both computers) to see what your networks let through; a relay (kin signal --turn) gets through where nothing else does")
+	}
 	return withHint(fmt.Errorf("connect to %s: %w", name, err), "run with --verbose to see what was tried")
 }
 

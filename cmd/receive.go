@@ -163,7 +163,7 @@ func confirm(in io.Reader, out io.Writer, question string) bool {
 // receiveFromFriends waits for friends allowed files to push to us.
 func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox *files.Inbox, quiet bool) error {
 	if e.signal == "" {
-		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server your friends use, or receive with a ticket from kin send")
+		return noSignal("receive with a ticket: the sender runs kin send FILE without a name and gives you the line it prints")
 	}
 	friendsFile, friends, err := e.watchFriends()
 	if err != nil {

@@ -98,7 +98,7 @@ func planFor(args []string, name string) (*files.Plan, error) {
 
 func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend, plan *files.Plan, quiet bool) error {
 	if e.signal == "" {
-		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or send with a ticket (leave out the name)", to.Name)
+		return noSignal("send with a ticket: leave out the name, and give " + to.Name + " the line kin send prints")
 	}
 	l, err := reach(ctx, e, id, e.signal)
 	if err != nil {

@@ -61,6 +61,10 @@ type Config struct {
 // peer is not registered.
 var ErrPeerOffline = errors.New("peer is not online")
 
+// ErrNoRoute is returned by Dial and Accept when ICE found no path between
+// the two peers (firewalls, NATs that cannot be traversed, no relay).
+var ErrNoRoute = errors.New("no route to the peer")
+
 const (
 	handshakeTimeout = 20 * time.Second
 	maxHandshakes    = 16 // incoming handshakes in flight
@@ -827,7 +831,7 @@ func (h *handshake) failure(err error) error {
 	if !strings.Contains(local+remote, "relay") {
 		hint = "; no relay was available"
 	}
-	return fmt.Errorf("no route to the peer: ICE did not connect (local candidates: %s; remote candidates: %s%s) — run `kin doctor`: %w", local, remote, hint, err)
+	return fmt.Errorf("%w: ICE did not connect (local candidates: %s; remote candidates: %s%s): %w", ErrNoRoute, local, remote, hint, err)
 }
 
 func kinds(m map[string]bool) string {
