@@ -65,8 +65,10 @@ func startPeerMode(ctx context.Context, e *env, id *keys.Identity, url, mode str
 		if interrupted != nil {
 			return nil, interrupted
 		}
-		return nil, withHint(fmt.Errorf("signaling server %s: %w", url, err),
-			"is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
+		if !errors.Is(err, signal.ErrUnreachable) { // that one names the server already
+			err = fmt.Errorf("signaling server %s: %w", url, err)
+		}
+		return nil, withHint(err, "is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
 	}
 	p.reg = reg
 	e.log.Debug("registered", "id", reg.ID, "signal", url, "ice_servers", len(reg.ICEServers))
@@ -108,7 +110,7 @@ func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret [
 // dialError explains a failed peer connection to name through url.
 func dialError(err error, name, url string) error {
 	if errors.Is(err, transport.ErrPeerOffline) || errors.Is(err, agent.ErrOffline) {
-		return withHint(fmt.Errorf("%s is not online", name),
+		return withHint(&notOnline{name, err},
 			"ask %s to run kin (kin share / kin up) with the same signaling server (%s)", name, url)
 	}
 	if errors.Is(err, transport.ErrNoRoute) {
@@ -117,6 +119,15 @@ func dialError(err error, name, url string) error {
 	}
 	return withHint(fmt.Errorf("connect to %s: %w", name, err), "run with --verbose to see what was tried")
 }
+
+// notOnline says that name is not online; it wraps why we know.
+type notOnline struct {
+	name string
+	err  error
+}
+
+func (n *notOnline) Error() string { return n.name + " is not online" }
+func (n *notOnline) Unwrap() error { return n.err }
 
 // sshHandshake runs the SSH client handshake as id over conn, which must
 // lead to the owner of hostKey.

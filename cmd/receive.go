@@ -78,12 +78,12 @@ func receive(c *cli.Context) error {
 	ask := !c.Bool("yes") && isTerminal(c.App.Reader) && isTerminal(e.stderr)
 	l, err := reach(c.Context, e, id, t.Signal)
 	if err != nil {
-		return err
+		return ticketGone(err, e, name, "kin send", t.Signal)
 	}
 	defer l.close()
 	client, _, err := l.dial(c.Context, e, t.Peer, t.Secret, t.Instance, name)
 	if err != nil {
-		return err
+		return ticketGone(err, e, name, "kin send", t.Signal)
 	}
 	defer client.Close()
 	pp := newProgress(e.stderr, "received", quiet)
