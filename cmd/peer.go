@@ -19,11 +19,11 @@ import (
 	"kin/transport"
 )
 
-// How long kin waits for the signaling server and for a peer.
-const (
-	signalTimeout  = 10 * time.Second
-	connectTimeout = 30 * time.Second
-)
+// How long kin waits for the signaling server and for a peer. (A
+// variable so that tests of what a gone server means need not wait.)
+var signalTimeout = 10 * time.Second
+
+const connectTimeout = 30 * time.Second
 
 // peer is this machine on the kin network: registered with a signaling
 // server, ready to dial or accept peer connections. close stops it.

@@ -4,8 +4,12 @@ package cmd
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
 	"strconv"
+	"sync"
+	"time"
 
 	"kin/keys"
 	"kin/session"
@@ -53,20 +57,36 @@ func (p sharedPort) allows(perms keys.Permissions) bool {
 }
 
 // localEnd is where kin connect takes what goes to the peer's port:
-// connections on a TCP listener, or datagrams on a UDP socket.
+// connections on a TCP listener, or datagrams on a UDP socket. It stays
+// open across reconnections: a TCP connection made while kin connect is
+// reconnecting waits (up to connectTimeout) for the connection to be back.
 type localEnd struct {
 	port sharedPort
 	ln   net.Listener
 	pc   *net.UDPConn
+
+	mu      sync.Mutex
+	cur     *liveClient   // the connection TCP connections use; nil while there is none
+	changed chan struct{} // closed and replaced when cur changes
+	wg      sync.WaitGroup
+}
+
+// liveClient is a connection to the peer while it lasts: ctx ends when it
+// is lost, which closes the local connections it carries.
+type liveClient struct {
+	c   *session.Client
+	ctx context.Context
 }
 
 func listenLocal(addr string, port sharedPort) (*localEnd, error) {
+	l := &localEnd{port: port, changed: make(chan struct{})}
 	if !port.udp {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, err
 		}
-		return &localEnd{port: port, ln: ln}, nil
+		l.ln = ln
+		return l, nil
 	}
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
@@ -76,7 +96,8 @@ func listenLocal(addr string, port sharedPort) (*localEnd, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &localEnd{port: port, pc: pc}, nil
+	l.pc = pc
+	return l, nil
 }
 
 // String names the local address, with /udp for UDP.
@@ -87,11 +108,84 @@ func (l *localEnd) String() string {
 	return l.ln.Addr().String()
 }
 
-func (l *localEnd) Close() error {
-	if l.pc != nil {
-		return l.pc.Close()
+// start accepts TCP connections until Close; each is carried to the peer
+// by the connection forward serves at the time.
+func (l *localEnd) start(ctx context.Context, log *slog.Logger) {
+	if l.ln == nil {
+		return
 	}
-	return l.ln.Close()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			local, err := l.ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+					return
+				}
+				log.Warn("accept", "err", err) // e.g. out of file descriptors: try again shortly
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+					return
+				}
+				continue
+			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				lc := l.client(ctx)
+				if lc == nil {
+					local.Close()
+					return
+				}
+				if err := lc.c.ForwardConn(lc.ctx, local, l.port.port); err != nil && lc.ctx.Err() == nil {
+					log.Warn("forwarded connection failed", "port", l.port.port, "err", err)
+				}
+			}()
+		}
+	}()
+}
+
+// client waits (up to connectTimeout) for a connection to the peer.
+func (l *localEnd) client(ctx context.Context) *liveClient {
+	t := time.NewTimer(connectTimeout)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		cur, changed := l.cur, l.changed
+		l.mu.Unlock()
+		if cur != nil {
+			return cur
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (l *localEnd) set(lc *liveClient) {
+	l.mu.Lock()
+	l.cur = lc
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+}
+
+// Close closes the local end and waits for the connections it carries.
+func (l *localEnd) Close() error {
+	var err error
+	if l.pc != nil {
+		err = l.pc.Close()
+	} else {
+		err = l.ln.Close()
+	}
+	l.wg.Wait()
+	return err
 }
 
 // check asks the peer whether the port is ours to use.
@@ -102,12 +196,26 @@ func (l *localEnd) check(ctx context.Context, c *session.Client) error {
 	return c.CheckPort(ctx, l.port.port)
 }
 
-// forward serves the local end until ctx ends or the connection does.
+// forward serves the local end through c until ctx ends (nil) or the
+// connection does (its error). The local end stays open for the next one.
 func (l *localEnd) forward(ctx context.Context, c *session.Client) error {
 	if l.pc != nil {
 		return c.ForwardUDP(ctx, l.pc, l.port.port, session.UDPOptions{})
 	}
-	return c.Forward(ctx, l.ln, l.port.port)
+	cctx, cancel := context.WithCancel(ctx)
+	l.set(&liveClient{c: c, ctx: cctx})
+	defer func() {
+		l.set(nil)
+		cancel() // closes the local connections it carried
+	}()
+	lost := make(chan error, 1)
+	go func() { lost <- c.Wait() }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-lost:
+		return err
+	}
 }
 
 // friendsAllowed names the friends allowed the port.

@@ -233,6 +233,25 @@ func (c *Client) Forward(ctx context.Context, ln net.Listener, port int) error {
 	}
 }
 
+// ForwardConn carries local to the peer's port over a channel of its own
+// until both directions have ended or ctx ends. local is closed when it
+// returns, and when the port cannot be opened.
+func (c *Client) ForwardConn(ctx context.Context, local net.Conn, port int) error {
+	remote, err := c.DialPort(ctx, port)
+	if err != nil {
+		local.Close()
+		return err
+	}
+	ch := remote.(*channelConn).Channel
+	stop := context.AfterFunc(ctx, func() {
+		local.Close()
+		ch.Close()
+	})
+	defer stop()
+	pipe(ch, local)
+	return nil
+}
+
 // Push sends plan to the peer's inbox.
 func (c *Client) Push(ctx context.Context, plan *files.Plan, progress func(files.Progress)) (files.Stats, error) {
 	ch, err := c.open(pushChannel, ErrFilesNotAllowed)
