@@ -24,7 +24,7 @@ func ticketGone(err error, e *env, name, maker, ticketSignal string) error {
 		return withHint(fmt.Errorf("the ticket no longer works: the %s that made it has stopped (its signaling server does not answer): %w", maker, err),
 			"ask %s for a new ticket; if their %s is still running, this computer cannot reach theirs: are you on the same network?", name, maker)
 	case errors.Is(err, transport.ErrPeerOffline), errors.Is(err, agent.ErrOffline):
-		return withHint(fmt.Errorf("the ticket no longer works: the %s that made it has stopped: %w", maker, err),
+		return withHint(fmt.Errorf("the ticket no longer works: the %s that made it has stopped (%w)", maker, err),
 			"ask %s to run %s again and give you the new ticket", name, maker)
 	}
 	return err

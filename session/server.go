@@ -470,8 +470,12 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		local.Close()
 		return
 	}
-	log.Debug("forwarding", "port", port)
+	// Everything friends do is in the agent's log: one line as a forwarded
+	// connection opens, one as it closes.
+	log.Info("port forward opened", "port", port)
+	start := time.Now()
 	pipe(ch, local)
+	log.Info("port forward closed", "port", port, "after", time.Since(start).Round(time.Millisecond))
 }
 
 // pipe copies both ways with half-close, then closes both.

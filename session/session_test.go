@@ -656,3 +656,59 @@ func TestPipeCarriesAnSSHConnection(t *testing.T) {
 		t.Fatalf("pipe with a ticket: %v", err)
 	}
 }
+
+// Everything a friend does is in the server's log at info: each forwarded
+// connection opens and closes with a line naming the friend and the port.
+// ForwardConn carries one local connection.
+func TestPortForwardsAreLoggedAtInfo(t *testing.T) {
+	port, addr := webServer(t, []byte("logged"))
+	bob := ident(t)
+	var logs lockedBuffer
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+		Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs := tcpPair(t)
+	done := make(chan error, 1)
+	go func() { done <- c.ForwardConn(e.ctx, theirs, port) }()
+	io.WriteString(mine, "GET / HTTP/1.0\r\n\r\n")
+	body, _ := io.ReadAll(mine)
+	mine.Close()
+	if err := <-done; err != nil || !strings.HasSuffix(string(body), "logged") {
+		t.Fatalf("ForwardConn: %v, got %q", err, body)
+	}
+	c.Close()
+	e.cancel()
+	e.wg.Wait() // the server has logged all it will
+	who := `who="bob (` + ssh.FingerprintSHA256(bob.Public()) + `)"`
+	for _, want := range []string{
+		fmt.Sprintf(`level=INFO msg="port forward opened" peer=test %s port=%d`, who, port),
+		fmt.Sprintf(`level=INFO msg="port forward closed" peer=test %s port=%d after=`, who, port),
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
