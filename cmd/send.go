@@ -123,6 +123,8 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 			return withHint(err, "ask %s to allow you files: kin friends add ... --allow files", to.Name)
 		case errors.Is(err, files.ErrInboxUnwritable):
 			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "ask %s to make their inbox writable (or to receive into another folder with --dir); sending again before that cannot help", to.Name)
+		case errors.Is(err, session.ErrConnectionLost):
+			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "%s's kin stopped, or the network between you did: once it is back, run the same kin send again to continue where it stopped", to.Name)
 		case errors.Is(err, files.ErrDiskFull):
 			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "ask %s to free some space, then run the same kin send again to continue where it stopped", to.Name)
 		}

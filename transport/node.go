@@ -381,8 +381,16 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 	})
 	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
 		h.log.Debug("ICE state", "state", s)
-		if s == webrtc.ICEConnectionStateConnected {
+		switch s {
+		case webrtc.ICEConnectionStateConnected:
 			h.mark(&h.timings.ICE)
+		case webrtc.ICEConnectionStateDisconnected:
+			h.mu.Lock()
+			c := h.conn
+			h.mu.Unlock()
+			if c != nil {
+				c.iceDisconnected()
+			}
 		}
 	})
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
@@ -393,7 +401,11 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 			h.mu.Lock()
 			c := h.conn
 			h.mu.Unlock()
-			if c != nil {
+			switch {
+			case c == nil:
+			case s == webrtc.PeerConnectionStateFailed:
+				c.lose()
+			default:
 				go c.closeFromPeer()
 			}
 		}
