@@ -712,3 +712,47 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// A push whose connection breaks says the connection was lost, and why,
+// not only that the channel ended.
+func TestPushOnALostConnectionSaysSo(t *testing.T) {
+	mom := ident(t)
+	host := ident(t)
+	srv, err := NewServer(ServerConfig{
+		Identity: host,
+		Friends:  friends(t, keys.Friend{Name: "mom", Key: mom.Public(), Perms: keys.Permissions{Files: true}}),
+		Inbox:    &files.Inbox{Dir: t.TempDir()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeConn(ctx, b, "test") }()
+	c, err := NewClient(ctx, a, ClientConfig{Identity: mom, HostKey: host.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	plan, err := files.StreamPlan("endless", zeros{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	_, err = c.Push(ctx, plan, func(p files.Progress) {
+		if p.Done > 1<<20 {
+			once.Do(func() { b.Close() }) // the receiver's end breaks mid-send
+		}
+	})
+	if !errors.Is(err, ErrConnectionLost) {
+		t.Fatalf("push over a broken connection: %v, want ErrConnectionLost", err)
+	}
+	cancel()
+	<-served
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
