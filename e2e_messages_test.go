@@ -6,11 +6,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -160,4 +164,114 @@ func (l *lockedLines) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Data piped to kin send is "a stream (size unknown)", never "1 file, 0 B",
+// and its bytes show as they go.
+func TestSendingAStreamSaysSo(t *testing.T) {
+	a := startAgent(t)
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	cmd := a.kid.command(context.Background(), "send", "-", "dad", "--name", "stream.bin")
+	cmd.Stdin = bytes.NewReader(data)
+	var out lockedLines
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kin send -: %v\n%s", err, out.String())
+	}
+	got, _ := os.ReadFile(filepath.Join(a.inbox, "stream.bin"))
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("the stream landed different (SHA-256)")
+	}
+	text := out.String()
+	for _, want := range []string{"sending a stream (size unknown) to dad", " so far", "sent 1 file, 3.1 MB in "} {
+		if !strings.Contains(text, want) {
+			t.Errorf("kin send - says no %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "0 B") {
+		t.Errorf("kin send - speaks of 0 B:\n%s", text)
+	}
+}
+
+var movedRE = regexp.MustCompile(`^(sent|received) 1 file, ([0-9.]+) ([kMG]?)B in \S+ \([0-9.]+ [kMG]?B/s\); ([0-9.]+) ([kMG]?)B were already there$`)
+
+func bytesOf(num, unit string) float64 {
+	f, _ := strconv.ParseFloat(num, 64)
+	return f * map[string]float64{"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[unit]
+}
+
+// A ticket send the first receiver did not finish is finished by a second
+// kin receive with the same ticket: both ends count only what moved this
+// time (bytes and speed), say what was already there, and the sender's
+// last line is that summary, not the first receiver's old error.
+func TestResumedTicketSendEndsWithTheSummary(t *testing.T) {
+	url, _ := startSignal(t)
+	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
+	src := filepath.Join(t.TempDir(), "big.bin")
+	const size = 256 << 20
+	data := make([]byte, size)
+	rand.Read(data)
+	os.WriteFile(src, data, 0o600)
+	want := sha256.Sum256(data)
+	data = nil
+
+	snd := kid.start("send", src)
+	ticket := snd.waitFor(`^kin receive (kin1[a-z2-7]+)$`)[1]
+	stranger := newUser(t, "stranger")
+	dir := filepath.Join(t.TempDir(), "got")
+	first := stranger.start("receive", ticket, "--dir", dir)
+	for !partialHasBytes(filepath.Join(dir, ".kin-partial")) {
+		select {
+		case <-first.done:
+			t.Fatalf("the first receive ended before it was killed:\n%s", first.output())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	first.cmd.Process.Kill()
+	first.exit()
+
+	out, errs, code := stranger.run("receive", ticket, "--dir", dir)
+	if code != 0 {
+		t.Fatalf("second receive: exit %d\n%s%s", code, out, errs)
+	}
+	if code := snd.exit(); code != 0 {
+		t.Fatalf("send exit %d", code)
+	}
+	got := hashOf(t, filepath.Join(dir, "big.bin"))
+	if got != want {
+		t.Fatal("resumed file differs (SHA-256)")
+	}
+	lines := strings.Split(strings.TrimSpace(snd.output()), "\n")
+	last := lines[len(lines)-1]
+	t.Logf("sender:\n%s\nsecond receiver:\n%s", snd.output(), errs)
+	for who, line := range map[string]string{"sender's last line": last, "receiver's summary": lastLine(errs)} {
+		m := movedRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Errorf("%s is %q, want the summary with what was already there", who, line)
+			continue
+		}
+		moved, already := bytesOf(m[2], m[3]), bytesOf(m[4], m[5])
+		if already <= 0 || moved+already < size*0.98 || moved > size-already+1e6 {
+			t.Errorf("%s: moved %.0f, already %.0f of %d", who, moved, already, size)
+		}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func hashOf(t *testing.T, path string) [32]byte {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
 }

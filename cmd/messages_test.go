@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kin/keys"
+	"kin/session/files"
 	"kin/signal"
 	"kin/transport"
 )
@@ -95,4 +96,47 @@ func TestStoppedSharersTicketSaysSo(t *testing.T) {
 			t.Errorf("kin %s: no hint to ask bob:\n%s", c.args[0], errs)
 		}
 	}
+}
+
+// What an offer holds, in words: a stream has no size to speak of.
+func TestDescribeOffer(t *testing.T) {
+	stream, err := files.StreamPlan("dir.tar", strings.NewReader(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := describeOffer(stream.Offer); got != "a stream (size unknown)" {
+		t.Errorf("stream: %q", got)
+	}
+	o := files.Offer{Entries: []files.Entry{{Path: "a", Size: 1500}, {Path: "b", Size: 500}}}
+	if got := describeOffer(o); got != "2 files, 2.0 kB" {
+		t.Errorf("two files: %q", got)
+	}
+}
+
+// The speed and the summary count only bytes that moved in this run: a
+// resumed file's bytes already there are neither.
+func TestProgressCountsOnlyWhatMoved(t *testing.T) {
+	var b bytes.Buffer
+	pp := newProgress(&b, "received", false)
+	const total = 1_000_000_000
+	pp.update(files.Progress{Total: total, FilesTotal: 1})
+	pp.mu.Lock()
+	pp.last = pp.last.Add(-10 * time.Second) // as if 10 s passed
+	pp.mu.Unlock()
+	// The receiver had 900 MB from an earlier run; 1 MB moved since.
+	pp.update(files.Progress{Done: 901_000_000, Moved: 1_000_000, Total: total, FilesTotal: 1})
+	if pp.rate < 90_000 || pp.rate > 110_000 {
+		t.Errorf("speed %.0f B/s, want about 100 kB/s (1 MB in 10 s): only what moved counts", pp.rate)
+	}
+	pp.update(files.Progress{Done: total, Moved: 100_000_000, Total: total, FilesTotal: 1})
+	pp.finishReceived(1)
+	last := lastLineOf(b.String())
+	if !strings.HasPrefix(last, "received 1 file, 100.0 MB in ") || !strings.HasSuffix(last, "; 900.0 MB were already there") {
+		t.Errorf("summary %q", last)
+	}
+}
+
+func lastLineOf(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }

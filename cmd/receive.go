@@ -89,9 +89,8 @@ func receive(c *cli.Context) error {
 	pp := newProgress(e.stderr, "received", quiet)
 	var nfiles int
 	decide := func(o files.Offer) error {
-		n, total := o.Files()
-		nfiles = n
-		if ask && !confirm(c.App.Reader, e.stderr, fmt.Sprintf("accept %s, %s from %s into %s? [y/N] ", plural(n, "file"), humanBytes(total), name, dir)) {
+		nfiles, _ = o.Files()
+		if ask && !confirm(c.App.Reader, e.stderr, fmt.Sprintf("accept %s from %s into %s? [y/N] ", describeOffer(o), name, dir)) {
 			return errors.New("declined")
 		}
 		return nil
@@ -100,7 +99,7 @@ func receive(c *cli.Context) error {
 	if err != nil {
 		return withHint(fmt.Errorf("receive from %s: %w", name, err), "run the same kin receive again to continue where it stopped")
 	}
-	pp.finish(pp.lastDone, nfiles, 0)
+	pp.finishReceived(nfiles)
 	printLanded(e, dir, results)
 	return nil
 }
@@ -193,8 +192,7 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 		Inbox:    inbox,
 		Files: session.FileHooks{
 			Offered: func(g session.Grant, o files.Offer) error {
-				n, total := o.Files()
-				fmt.Fprintf(e.stderr, "%s is sending %s, %s\n", g.Name, plural(n, "file"), humanBytes(total))
+				fmt.Fprintf(e.stderr, "%s is sending %s\n", g.Name, describeOffer(o))
 				mu.Lock()
 				printers[g.Name] = newProgress(e.stderr, "received", quiet)
 				mu.Unlock()
@@ -219,7 +217,7 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 					return
 				}
 				if pp != nil {
-					pp.finish(pp.lastDone, len(st.Results), 0)
+					pp.finishReceived(len(st.Results))
 				}
 				printLanded(e, inbox.Dir, st.Results)
 			},

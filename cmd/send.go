@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
 
@@ -110,9 +111,9 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 		return err
 	}
 	defer client.Close()
-	nfiles, total := plan.Offer.Files()
+	nfiles, _ := plan.Offer.Files()
 	if !quiet {
-		fmt.Fprintf(e.stderr, "sending %s, %s to %s (%s)\n", plural(nfiles, "file"), humanBytes(total), to.Name, info.Path)
+		fmt.Fprintf(e.stderr, "sending %s to %s (%s)\n", describeOffer(plan.Offer), to.Name, info.Path)
 	}
 	pp := newProgress(e.stderr, "sent", quiet)
 	st, err := client.Push(ctx, plan, pp.update)
@@ -161,8 +162,9 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	}
 	defer p.close()
 	secret := keys.NewSecret()
-	nfiles, total := plan.Offer.Files()
+	nfiles, _ := plan.Offer.Files()
 	done := make(chan error, 1)
+	var finished atomic.Bool // one receiver has everything
 	pp := newProgress(e.stderr, "sent", quiet)
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
@@ -173,8 +175,14 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		Files: session.FileHooks{
 			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
 			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
+				if finished.Load() || ctx.Err() != nil {
+					// An earlier receiver's session ending now (its
+					// connection lost, or closed as we stop) is old news.
+					return
+				}
 				printSkipped(e, st)
 				if sent && err == nil {
+					finished.Store(true)
 					pp.finish(st.Sent, nfiles, st.Resumed)
 					select {
 					case done <- nil:
@@ -193,7 +201,7 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		return err
 	}
 	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: p.instance}
-	fmt.Fprintf(e.stderr, "ready to send %s, %s; the receiver runs:\n", plural(nfiles, "file"), humanBytes(total))
+	fmt.Fprintf(e.stderr, "ready to send %s; the receiver runs:\n", describeOffer(plan.Offer))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
 	wg.Add(1)
 	go func() {

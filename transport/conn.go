@@ -360,7 +360,12 @@ func isTimeout(err error) bool {
 // Write writes all of p, waiting while the send buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.st != nil {
+		// A write waiting for flow-control credit from a peer that is gone
+		// must end with the connection (measured: quic-go left it waiting
+		// after the connection had timed out, and SSH's Close waited on it).
+		stop := context.AfterFunc(c.qc.Context(), func() { c.st.CancelWrite(quic.StreamErrorCode(quicCodeClosed)) })
 		n, err := c.st.Write(p)
+		stop()
 		if err != nil {
 			err = c.quicErr("write", err)
 		}

@@ -390,6 +390,7 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 			}
 			rc.pr.FileDone = rc.written
 			rc.pr.Done += int64(len(payload))
+			rc.pr.Moved += int64(len(payload))
 			rc.report()
 		case frameEnd:
 			if rc.cur < 0 {

@@ -201,6 +201,7 @@ type Progress struct {
 	FileDone   int64
 	FileSize   int64 // -1 when unknown
 	Done       int64 // bytes of all files, including what the receiver already had
+	Moved      int64 // bytes that crossed the wire in this transfer (Done without what was already there)
 	Total      int64
 	FilesDone  int
 	FilesTotal int
@@ -332,6 +333,7 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 			pr.FileDone = have
 			sum, err := sendData(ctx, w, plan, i, have, buf, func(n int) {
 				st.Sent += int64(n)
+				pr.Moved += int64(n)
 				pr.FileDone += int64(n)
 				pr.Done += int64(n)
 				report()
