@@ -275,3 +275,41 @@ func hashOf(t *testing.T, path string) [32]byte {
 	copy(sum[:], h.Sum(nil))
 	return sum
 }
+
+// kin share and kin receive print commands friends can run as printed:
+// each friend knows us by a name we cannot know, or by our kin ID, which
+// kin connect and kin send take in place of the name.
+func TestPrintedCommandsForFriendsWork(t *testing.T) {
+	url, _ := startSignal(t)
+	webPort, page, _ := webServer(t, 0)
+	alice := newUser(t, "alice", "KIN_SIGNAL="+url)
+	bob := newUser(t, "bob", "KIN_SIGNAL="+url)
+	alice.mustRun("friends", "add", "bobby", strings.TrimSpace(bob.mustRun("id")), "--allow", fmt.Sprintf("port=%d", webPort), "--allow", "files")
+	bob.mustRun("friends", "add", "al", strings.TrimSpace(alice.mustRun("id")))
+
+	share := alice.start("share", fmt.Sprint(webPort))
+	m := share.waitFor(`^friends allowed port (\d+) \(bobby\) can also run: kin connect NAME:(\d+)  \(NAME: what they call you in their friends list; or your kin ID: kin connect ([a-z2-7]{16}):(\d+)\)$`)
+	if m[1] != fmt.Sprint(webPort) || m[4] != m[1] {
+		t.Fatalf("share names port %s / %s", m[1], m[4])
+	}
+	conn := bob.start("connect", m[3]+":"+m[4], "--listen", "127.0.0.1:0")
+	local := conn.waitFor(forwardingRE)[1]
+	if got := string(get(t, local, "/")); got != page {
+		t.Fatalf("page through kin connect ID:PORT = %q", got)
+	}
+	conn.interrupt()
+	conn.exit()
+	share.interrupt()
+	share.exit()
+
+	inbox := t.TempDir()
+	recv := alice.start("receive", "--dir", inbox)
+	m = recv.waitFor(`^friends allowed files \(bobby\) run: kin send FILE NAME  \(NAME: what they call you in their friends list; or your kin ID: kin send FILE ([a-z2-7]{16})\)$`)
+	file := filepath.Join(t.TempDir(), "note.txt")
+	os.WriteFile(file, []byte("to alice by her ID"), 0o600)
+	bob.mustRun("send", file, m[1])
+	recv.waitFor(`^` + regexp.QuoteMeta(filepath.Join(inbox, "note.txt")) + `$`)
+	if got, _ := os.ReadFile(filepath.Join(inbox, "note.txt")); string(got) != "to alice by her ID" {
+		t.Fatalf("note.txt = %q", got)
+	}
+}

@@ -233,10 +233,12 @@ func receiveFromFriends(parent context.Context, e *env, id *keys.Identity, inbox
 			allowed = append(allowed, f.Name)
 		}
 	}
+	fmt.Fprintf(e.stderr, "receiving into %s until you press Ctrl-C\n", inbox.Dir)
 	if len(allowed) == 0 {
 		fmt.Fprintf(e.stderr, "note: no friend may send you files yet; allow one with: kin friends add NAME KEY --allow files\n")
+	} else {
+		fmt.Fprintf(e.stderr, "friends allowed files (%s) run: %s\n", joinNames(allowed), howFriendsReachUs("kin send FILE @", id.ID()))
 	}
-	fmt.Fprintf(e.stderr, "receiving into %s until you press Ctrl-C; friends run: kin send FILE %s\n", inbox.Dir, displayName())
 	acceptLoop(ctx, e, p, srv, &wg)
 	return nil
 }

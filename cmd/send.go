@@ -57,7 +57,7 @@ func send(c *cli.Context) error {
 	var to *keys.Friend
 	if len(args) >= 2 {
 		last := args[len(args)-1]
-		if fr, ok := friends.ByName(last); ok {
+		if fr, ok := friendNamed(friends, last); ok {
 			to = &fr
 			args = args[:len(args)-1]
 		} else if _, err := os.Lstat(last); err != nil {

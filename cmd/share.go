@@ -146,7 +146,7 @@ func printShare(e *env, ticket keys.Ticket, port sharedPort, target string, frie
 	fmt.Fprintf(e.stderr, "sharing %s until you press Ctrl-C; give this line to the person who should get it:\n", target)
 	fmt.Fprintf(e.stdout, "kin connect %s\n", ticket)
 	if allowed := friendsAllowed(friends, port); len(allowed) > 0 {
-		fmt.Fprintf(e.stderr, "friends allowed port %s (%s) can also run: kin connect %s:%s\n", port, joinNames(allowed), displayName(), port)
+		fmt.Fprintf(e.stderr, "friends allowed port %s (%s) can also run: %s\n", port, joinNames(allowed), howFriendsReachUs("kin connect @:"+port.String(), keys.IDOf(ticket.Peer)))
 	}
 }
 

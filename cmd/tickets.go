@@ -3,8 +3,10 @@ package cmd
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"kin/agent"
+	"kin/keys"
 	"kin/signal"
 	"kin/transport"
 )
@@ -28,4 +30,31 @@ func ticketGone(err error, e *env, name, maker, ticketSignal string) error {
 			"ask %s to run %s again and give you the new ticket", name, maker)
 	}
 	return err
+}
+
+// friendNamed finds the friend a person means by s: the name they gave
+// the friend, or the friend's kin ID (what kin share and kin receive can
+// print for others, who know us under names we cannot know).
+func friendNamed(f *keys.Friends, s string) (keys.Friend, bool) {
+	if fr, ok := f.ByName(s); ok {
+		return fr, true
+	}
+	id := keys.PeerID(strings.ToLower(s))
+	if !id.Valid() {
+		return keys.Friend{}, false
+	}
+	for _, fr := range f.List() {
+		if keys.IDOf(fr.Key) == id {
+			return fr, true
+		}
+	}
+	return keys.Friend{}, false
+}
+
+// howFriendsReachUs is how kin share and kin receive tell the user what
+// their friends type: each friend knows us under the name they chose,
+// which this computer cannot know, or by our kin ID.
+func howFriendsReachUs(command string, id keys.PeerID) string {
+	return fmt.Sprintf("%s  (NAME: what they call you in their friends list; or your kin ID: %s)",
+		strings.ReplaceAll(command, "@", "NAME"), strings.ReplaceAll(command, "@", string(id)))
 }
