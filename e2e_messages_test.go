@@ -313,3 +313,29 @@ func TestPrintedCommandsForFriendsWork(t *testing.T) {
 		t.Fatalf("note.txt = %q", got)
 	}
 }
+
+// A name Windows cannot take goes to a receiver that is not on Windows as
+// it is, with a note that says so and offers --rename; --rename sends it
+// with _ in place of what Windows refuses.
+func TestNamesNotPortableToWindows(t *testing.T) {
+	a := startAgent(t)
+	name := filepath.Join(t.TempDir(), "notes: what?.txt")
+	os.WriteFile(name, []byte("colon and question mark"), 0o600)
+	_, errs, code := a.kid.run("send", name, "dad")
+	if code != 0 {
+		t.Fatalf("send: exit %d\n%s", code, errs)
+	}
+	if want := "note: 1 name not portable to Windows (" + name + "): a receiver on Windows refuses them, others keep them as they are; --rename sends them"; !strings.Contains(errs, want) {
+		t.Errorf("send says no %q:\n%s", want, errs)
+	}
+	if got, _ := os.ReadFile(filepath.Join(a.inbox, "notes: what?.txt")); string(got) != "colon and question mark" {
+		t.Errorf("kept as it is: %q", got)
+	}
+	_, errs, code = a.kid.run("send", "--rename", name, "dad")
+	if code != 0 || !strings.Contains(errs, "renamed: "+name+" is sent as notes_ what_.txt") || strings.Contains(errs, "note:") {
+		t.Fatalf("send --rename: exit %d\n%s", code, errs)
+	}
+	if got, _ := os.ReadFile(filepath.Join(a.inbox, "notes_ what_.txt")); string(got) != "colon and question mark" {
+		t.Errorf("renamed: %q", got)
+	}
+}

@@ -36,6 +36,7 @@ run the same kin send again: it continues where it stopped.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "name", Usage: "file name for data read from stdin (PATH -)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+			&cli.BoolFlag{Name: "rename", Usage: `send names Windows cannot take (with : ? * < > | " \ or a trailing dot or space) with _ in their place`},
 		},
 		Action: send,
 	}
@@ -64,12 +65,19 @@ func send(c *cli.Context) error {
 			return withHint(fmt.Errorf("you have no friend named %q, and there is no file %s", last, last), "see kin friends ls; leave out the name to get a ticket instead")
 		}
 	}
-	plan, err := planFor(args, c.String("name"))
+	plan, err := planFor(args, c.String("name"), c.Bool("rename"))
 	if err != nil {
 		return err
 	}
 	for _, w := range plan.Warnings {
 		fmt.Fprintf(e.stderr, "warning: %s\n", w)
+	}
+	for _, r := range plan.Renamed {
+		fmt.Fprintf(e.stderr, "renamed: %s is sent as %s\n", r[0], r[1])
+	}
+	if n := len(plan.NotPortable); n > 0 {
+		fmt.Fprintf(e.stderr, "note: %s not portable to Windows (%s): a receiver on Windows refuses them, others keep them as they are; --rename sends them with _ in place of what Windows refuses\n",
+			plural(n, "name"), joinNames(plan.NotPortable))
 	}
 	id, err := e.loadIdentity()
 	if err != nil {
@@ -81,21 +89,39 @@ func send(c *cli.Context) error {
 	return sendWithTicket(c.Context, e, id, plan, c.Bool("quiet"))
 }
 
-func planFor(args []string, name string) (*files.Plan, error) {
+func planFor(args []string, name string, rename bool) (*files.Plan, error) {
 	if len(args) == 1 && args[0] == "-" {
 		if name == "" {
 			return nil, withHint(errors.New("sending stdin needs a name"), "tar c dir | kin send - mom --name dir.tar")
 		}
-		return files.StreamPlan(name, os.Stdin)
+		if rename {
+			name = files.PortableName(name)
+		}
+		plan, err := files.StreamPlan(name, os.Stdin)
+		if errors.Is(err, files.ErrNotPortable) {
+			return nil, withHint(err, "choose another --name, or add --rename")
+		}
+		return plan, err
 	}
 	for _, a := range args {
 		if a == "-" {
 			return nil, errors.New("stdin (-) can only be sent alone")
 		}
 	}
-	plan, err := files.Scan(args...)
+	scan := files.Scan
+	if rename {
+		scan = files.ScanPortable
+	}
+	plan, err := scan(args...)
+	if errors.Is(err, files.ErrNotPortable) {
+		return nil, withHint(err, "send it with --rename (kin send --rename ...), which puts _ in place of what cannot be sent")
+	}
 	return plan, withHint(err, "check the path, and that you may read it")
 }
+
+// notPortableHint is the advice for a receiver that refused names Windows
+// cannot take.
+const notPortableHint = "send again with --rename, which puts _ in place of what Windows refuses"
 
 func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend, plan *files.Plan, quiet bool) error {
 	if e.signal == "" {
@@ -120,6 +146,8 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 	printSkipped(e, st)
 	if err != nil {
 		switch {
+		case errors.Is(err, files.ErrNotPortable):
+			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), notPortableHint)
 		case errors.Is(err, session.ErrFilesNotAllowed):
 			return withHint(err, "ask %s to allow you files: kin friends add ... --allow files", to.Name)
 		case errors.Is(err, files.ErrInboxUnwritable):
@@ -188,6 +216,8 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 					case done <- nil:
 					default:
 					}
+				} else if errors.Is(err, files.ErrNotPortable) {
+					fmt.Fprintf(e.stderr, "\ntransfer stopped: %v (%s)\n", err, notPortableHint)
 				} else if errors.Is(err, files.ErrInboxUnwritable) {
 					fmt.Fprintf(e.stderr, "\ntransfer stopped: %v\n", err)
 				} else if err != nil {
