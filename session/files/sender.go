@@ -252,9 +252,9 @@ func StreamPlan(name string, r io.Reader) (*Plan, error) {
 	}
 	return &Plan{
 		NotPortable: np,
-		Offer:   Offer{V: 1, Entries: []Entry{{Path: name, Size: -1, Mode: 0o644, ModTime: time.Now()}}},
-		sources: []string{""},
-		stream:  r,
+		Offer:       Offer{V: 1, Entries: []Entry{{Path: name, Size: -1, Mode: 0o644, ModTime: time.Now()}}},
+		sources:     []string{""},
+		stream:      r,
 	}, nil
 }
 
