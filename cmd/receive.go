@@ -24,7 +24,8 @@ func receiveCommand() *cli.Command {
 		Description: `With a ticket printed by "kin send FILE":
     kin receive kin1...
 Without one, wait (until Ctrl-C) for friends who may send you files
-(kin friends add NAME KEY --allow files) to run "kin send FILE YOURNAME".
+(kin friends add NAME KEY --allow files) to run "kin send FILE YOURNAME",
+where YOURNAME is the name they gave you, or your kin ID.
 Files land in --dir (default: Downloads/kin in your home directory). An
 existing file is never overwritten: the new one becomes "name (1).ext".`,
 		Flags: []cli.Flag{

@@ -27,7 +27,8 @@ line, a ticket; whoever runs it gets your port on their own localhost:
     kin share 3000        ->  kin connect kin1...
 The ticket grants that one port and nothing else, and stops working when
 kin share exits. Friends allowed the port (kin friends add ... --allow
-port=3000) can connect without a ticket: kin connect YOURNAME:3000.
+port=3000) can connect without a ticket: kin connect YOURNAME:3000, where
+YOURNAME is the name they gave you, or your kin ID.
 
 PORT/udp shares a UDP port (game servers, DNS, WireGuard):
     kin share 30000/udp   ->  kin connect kin1...  (listens on UDP)
