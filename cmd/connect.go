@@ -174,6 +174,14 @@ func connect(c *cli.Context) error {
 			err = errors.New("the other side closed it")
 		}
 		fmt.Fprintf(e.stderr, "lost the connection to %s (%v); reconnecting until you press Ctrl-C, %s stays open\n", t.name, err, ln)
+		// Not at once: a peer that just stopped may still look registered
+		// for a moment, and an offer to it waits out connectTimeout.
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+		wait = min(2*wait, reconnectMax)
 	}
 }
 

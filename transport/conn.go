@@ -159,7 +159,7 @@ var ErrPeerGone = errors.New("the peer stopped answering")
 // (quicConfig) is the same total.
 const (
 	iceDisconnectedAfter = 2 * time.Second
-	iceLostGrace         = 2 * time.Second
+	iceLostGrace         = 1500 * time.Millisecond
 	peerSilence          = iceDisconnectedAfter + iceLostGrace
 )
 
