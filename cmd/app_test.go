@@ -98,7 +98,11 @@ func TestNoSignalingServerIsOneError(t *testing.T) {
 		t.Fatal(errs)
 	}
 	const want = "kin: no signaling server configured\nhint: set the server you and your friends use, e.g. KIN_SIGNAL=ws://HOST:7000 (or --signal): one of you runs it with kin signal"
-	for _, args := range [][]string{{"shell", "bob", "--", "true"}, {"up", "--dir", t.TempDir()}, {"doctor"}, {"doctor", "bob"}} {
+	kin(t, home, "id") // the first-run notice is not what this test reads
+	file := filepath.Join(t.TempDir(), "f.txt")
+	os.WriteFile(file, []byte("x"), 0o600)
+	for _, args := range [][]string{{"shell", "bob", "--", "true"}, {"up", "--dir", t.TempDir()}, {"doctor"}, {"doctor", "bob"},
+		{"send", file, "bob"}, {"receive", "--dir", t.TempDir()}, {"connect", "bob:3000"}} {
 		_, errs, code := kin(t, home, args...)
 		if code != 1 || !strings.HasPrefix(errs, want) {
 			t.Errorf("kin %v: exit %d\n%s\nwant it to start with\n%s", args, code, errs, want)

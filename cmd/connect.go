@@ -6,12 +6,15 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
 	"kin/keys"
 	"kin/session"
+	"kin/signal"
+	"kin/transport"
 )
 
 func connectCommand() *cli.Command {
@@ -79,12 +82,12 @@ func parseTarget(arg string, e *env) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	fr, ok := friends.ByName(name)
+	fr, ok := friendNamed(friends, name)
 	if !ok {
 		return nil, withHint(fmt.Errorf("you have no friend named %q", name), `add them with: kin friends add %s "ssh-ed25519 AAAA..." (see kin friends ls)`, name)
 	}
 	if e.signal == "" {
-		return nil, withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or ask them for a ticket", fr.Name)
+		return nil, noSignal("ask " + fr.Name + " for a ticket: they run kin share PORT and give you the line it prints")
 	}
 	return &target{name: fr.Name, hostKey: fr.Key, port: port, udp: udp, signal: e.signal}, nil
 }
@@ -114,30 +117,94 @@ func connectAction(c *cli.Context) error {
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", listen, err), "choose a free local address with --listen 127.0.0.1:PORT")
 	}
+	ctx := c.Context
+	ln.Start(ctx, e.log)
 	defer ln.Close()
 
-	ctx := c.Context
 	l, err := reach(ctx, e, id, t.signal)
 	if err != nil {
-		return err
+		return t.explain(err, e)
 	}
 	defer l.close()
-	client, info, err := l.dial(ctx, e, t.hostKey, t.secret, t.instance, t.name)
-	if err != nil {
-		return err
+	// Like autossh: after the first connection, a lost one is made again,
+	// with backoff, while the local listener stays; only a refusal (which
+	// trying again cannot change) or Ctrl-C ends kin connect.
+	connected := false
+	wait := reconnectMin
+	for {
+		client, info, err := l.dial(ctx, e, t.hostKey, t.secret, t.instance, t.name)
+		if err == nil {
+			if err = ln.Check(ctx, client); err != nil {
+				client.Close()
+				err = withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port)
+			}
+		}
+		if ctx.Err() != nil {
+			return nil // Ctrl-C
+		}
+		if err != nil {
+			if !connected || refused(err) {
+				return t.explain(err, e)
+			}
+			if t.secret != nil && errors.Is(err, transport.ErrPeerOffline) {
+				return t.explain(err, e) // the ticket's kin share stopped: it never comes back
+			}
+			e.log.Debug("reconnect failed", "err", err, "next", wait)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil
+			}
+			wait = min(2*wait, reconnectMax)
+			continue
+		}
+		e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
+		if !connected {
+			fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.Connected.Round(1e6))
+		} else {
+			fmt.Fprintf(e.stderr, "connected to %s again (%s); forwarding %s -> %s:%s\n", t.name, info.Path, ln, t.name, port)
+		}
+		connected, wait = true, reconnectMin
+		err = ln.Forward(ctx, client)
+		client.Close()
+		if ctx.Err() != nil {
+			return nil // Ctrl-C
+		}
+		if err == nil {
+			err = errors.New("the other side closed it")
+		}
+		fmt.Fprintf(e.stderr, "lost the connection to %s (%v); reconnecting until you press Ctrl-C, %s stays open\n", t.name, err, ln)
+		// Not at once: a peer that just stopped may still look registered
+		// for a moment, and an offer to it waits out connectTimeout.
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil
+		}
+		wait = min(2*wait, reconnectMax)
 	}
-	defer client.Close()
-	if err := ln.Check(ctx, client); err != nil {
-		return withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port)
+}
+
+// How long kin connect waits between attempts to reconnect: doubling from
+// reconnectMin up to reconnectMax.
+const (
+	reconnectMin = time.Second
+	reconnectMax = 30 * time.Second
+)
+
+// refused reports whether err is a refusal, which trying again would only
+// repeat: the peer does not let us in, not to this port, or is not who we
+// meant.
+func refused(err error) bool {
+	return errors.Is(err, session.ErrAuthRefused) || errors.Is(err, session.ErrPortNotAllowed) ||
+		errors.Is(err, session.ErrHostKeyMismatch) || errors.Is(err, signal.ErrRefused)
+}
+
+// explain adds to err what it means for this target: for a ticket, that
+// its kin share has stopped, when that is what err says.
+func (t *target) explain(err error, e *env) error {
+	if t.secret != nil {
+		return ticketGone(err, e, t.name, "kin share", t.signal)
 	}
-	e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
-	fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.Connected.Round(1e6))
-	err = ln.Forward(ctx, client)
-	if ctx.Err() != nil {
-		return nil // Ctrl-C
-	}
-	if err == nil {
-		err = errors.New("the other side closed it")
-	}
-	return withHint(fmt.Errorf("lost the connection to %s: %w", t.name, err), "run the same kin connect again to reconnect")
+	return err
 }

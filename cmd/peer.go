@@ -21,11 +21,11 @@ import (
 	"kin/transport"
 )
 
-// How long kin waits for the signaling server and for a peer.
-const (
-	signalTimeout  = 10 * time.Second
-	connectTimeout = 30 * time.Second
-)
+// How long kin waits for the signaling server and for a peer. (A
+// variable so that tests of what a gone server means need not wait.)
+var signalTimeout = 10 * time.Second
+
+const connectTimeout = 30 * time.Second
 
 // peer is this machine on the kin network: a transport node registered
 // with a signaling server, ready to dial or accept peer connections.
@@ -62,8 +62,10 @@ func startPeerMode(ctx context.Context, e *env, id *keys.Identity, url, mode str
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, withHint(fmt.Errorf("signaling server %s: %w", url, err),
-			"is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
+		if !errors.Is(err, signal.ErrUnreachable) { // that one names the server already
+			err = fmt.Errorf("signaling server %s: %w", url, err)
+		}
+		return nil, withHint(err, "is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
 	}
 	p.node = node
 	e.log.Debug("registered", "id", id.ID(), "signal", url, "ice_servers", len(node.Registration().ICEServers))
@@ -133,11 +135,24 @@ func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret [
 // dialError explains a failed peer connection to name through url.
 func dialError(err error, name, url string) error {
 	if errors.Is(err, transport.ErrPeerOffline) || errors.Is(err, agent.ErrOffline) {
-		return withHint(fmt.Errorf("%s is not online", name),
+		return withHint(&notOnline{name, err},
 			"ask %s to run kin (kin share / kin up) with the same signaling server (%s)", name, url)
+	}
+	if errors.Is(err, transport.ErrNoRoute) {
+		return withHint(fmt.Errorf("connect to %s: %w", name, err),
+			"run kin doctor (on both computers) to see what your networks let through; a relay (kin signal --turn) gets through where nothing else does")
 	}
 	return withHint(fmt.Errorf("connect to %s: %w", name, err), "run with --verbose to see what was tried")
 }
+
+// notOnline says that name is not online; it wraps why we know.
+type notOnline struct {
+	name string
+	err  error
+}
+
+func (n *notOnline) Error() string { return n.name + " is not online" }
+func (n *notOnline) Unwrap() error { return n.err }
 
 // sshHandshake runs the SSH client handshake as id over conn, which must
 // lead to the owner of hostKey.

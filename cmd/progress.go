@@ -20,9 +20,10 @@ type progressPrinter struct {
 
 	mu        sync.Mutex
 	start     time.Time
-	last      time.Time
-	lastDone  int64
-	rate      float64 // bytes/s, smoothed
+	latest    files.Progress // the newest update, printed or not
+	last      time.Time      // when a line was last printed
+	lastMoved int64          // bytes moved then
+	rate      float64        // bytes/s moved in this run, smoothed
 	lastWidth int
 }
 
@@ -32,11 +33,12 @@ func newProgress(w io.Writer, verb string, quiet bool) *progressPrinter {
 
 // update is the files.Progress callback.
 func (p *progressPrinter) update(pr files.Progress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.latest = pr
 	if p.quiet {
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	now := time.Now()
 	every := 5 * time.Second
 	if p.tty {
@@ -46,14 +48,16 @@ func (p *progressPrinter) update(pr files.Progress) {
 		return
 	}
 	if !p.last.IsZero() {
-		inst := float64(pr.Done-p.lastDone) / now.Sub(p.last).Seconds()
+		// Only what moved counts: a resumed file's bytes already there
+		// are not speed.
+		inst := float64(pr.Moved-p.lastMoved) / now.Sub(p.last).Seconds()
 		if p.rate == 0 {
 			p.rate = inst
 		} else {
 			p.rate = 0.7*p.rate + 0.3*inst
 		}
 	}
-	p.last, p.lastDone = now, pr.Done
+	p.last, p.lastMoved = now, pr.Moved
 	line := p.format(pr)
 	if p.tty {
 		pad := ""
@@ -78,7 +82,7 @@ func (p *progressPrinter) format(pr files.Progress) string {
 		}
 		fmt.Fprintf(&b, "%3.0f%% %s/%s", pct*100, humanBytes(pr.Done), humanBytes(pr.Total))
 	} else {
-		fmt.Fprintf(&b, "%s", humanBytes(pr.Done))
+		fmt.Fprintf(&b, "%s so far", humanBytes(pr.Done)) // a stream: its size is known at its end
 	}
 	fmt.Fprintf(&b, " %d/%d files", pr.FilesDone, pr.FilesTotal)
 	if p.rate > 0 {
@@ -101,11 +105,18 @@ func (p *progressPrinter) format(pr files.Progress) string {
 	return b.String()
 }
 
-// done is how many bytes the last update reported.
-func (p *progressPrinter) done() int64 {
+// soFar is the newest progress reported.
+func (p *progressPrinter) soFar() files.Progress {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.lastDone
+	return p.latest
+}
+
+// finishReceived ends a receiver's progress with its summary: what moved
+// in this run, and what was already here from an earlier one.
+func (p *progressPrinter) finishReceived(nfiles int) {
+	pr := p.soFar()
+	p.finish(pr.Moved, nfiles, pr.Done-pr.Moved)
 }
 
 // finish ends the progress line with a summary: bytes moved this time,
@@ -125,6 +136,25 @@ func (p *progressPrinter) finish(bytes int64, nfiles int, already int64) {
 		fmt.Fprintf(p.w, "; %s were already there", humanBytes(already))
 	}
 	fmt.Fprintln(p.w)
+}
+
+// describeOffer says what an offer holds: "2 files, 3.1 MB", or "a
+// stream (size unknown)" for data piped to kin send.
+func describeOffer(o files.Offer) string {
+	n, total := o.Files()
+	streams := 0
+	for _, e := range o.Entries {
+		if !e.IsDir() && !e.IsLink() && e.Size < 0 {
+			streams++
+		}
+	}
+	switch {
+	case streams == 0:
+		return fmt.Sprintf("%s, %s", plural(n, "file"), humanBytes(total))
+	case n == 1:
+		return "a stream (size unknown)"
+	}
+	return fmt.Sprintf("%s, %s and %s of unknown size", plural(n-streams, "file"), humanBytes(total), plural(streams, "stream"))
 }
 
 func humanBytes(n int64) string {

@@ -23,7 +23,7 @@ func TestProgressDoneWhileUpdating(t *testing.T) {
 			p.update(files.Progress{Done: i, Total: total})
 		}
 	}()
-	for p.done() != total {
+	for p.soFar().Done != total {
 		runtime.Gosched()
 	}
 	wg.Wait()

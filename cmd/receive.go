@@ -24,7 +24,8 @@ func receiveCommand() *cli.Command {
 		Description: `With a ticket printed by "kin send FILE":
     kin receive kin1...
 Without one, wait (until Ctrl-C) for friends who may send you files
-(kin friends add NAME KEY --allow files) to run "kin send FILE YOURNAME".
+(kin friends add NAME KEY --allow files) to run "kin send FILE YOURNAME",
+where YOURNAME is the name they gave you, or your kin ID.
 Files land in --dir (default: Downloads/kin in your home directory). An
 existing file is never overwritten: the new one becomes "name (1).ext".`,
 		Flags: []cli.Flag{
@@ -74,20 +75,19 @@ func receiveAction(c *cli.Context) error {
 	ask := !c.Bool("yes") && isTerminal(c.App.Reader) && isTerminal(e.stderr)
 	l, err := reach(c.Context, e, id, t.Signal)
 	if err != nil {
-		return err
+		return ticketGone(err, e, name, "kin send", t.Signal)
 	}
 	defer l.close()
 	client, _, err := l.dial(c.Context, e, t.Peer, t.Secret, t.Instance, name)
 	if err != nil {
-		return err
+		return ticketGone(err, e, name, "kin send", t.Signal)
 	}
 	defer client.Close()
 	pp := newProgress(e.stderr, "received", quiet)
 	var nfiles int
 	decide := func(o files.Offer) error {
-		n, total := o.Files()
-		nfiles = n
-		if ask && !confirm(c.App.Reader, e.stderr, fmt.Sprintf("accept %s, %s from %s into %s? [y/N] ", plural(n, "file"), humanBytes(total), name, dir)) {
+		nfiles, _ = o.Files()
+		if ask && !confirm(c.App.Reader, e.stderr, fmt.Sprintf("accept %s from %s into %s? [y/N] ", describeOffer(o), name, dir)) {
 			return errors.New("declined")
 		}
 		return nil
@@ -96,7 +96,7 @@ func receiveAction(c *cli.Context) error {
 	if err != nil {
 		return withHint(fmt.Errorf("receive from %s: %w", name, err), "run the same kin receive again to continue where it stopped")
 	}
-	pp.finish(pp.done(), nfiles, 0)
+	pp.finishReceived(nfiles)
 	printLanded(e, dir, results)
 	return nil
 }
@@ -159,7 +159,7 @@ func confirm(in io.Reader, out io.Writer, question string) bool {
 // receiveFromFriends waits for friends allowed files to push to us.
 func receiveFromFriends(ctx context.Context, e *env, id *keys.Identity, inbox *files.Inbox, quiet bool) error {
 	if e.signal == "" {
-		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server your friends use, or receive with a ticket from kin send")
+		return noSignal("receive with a ticket: the sender runs kin send FILE without a name and gives you the line it prints")
 	}
 	friendsFile, friends, err := e.watchFriends()
 	if err != nil {
@@ -184,8 +184,7 @@ func receiveFromFriends(ctx context.Context, e *env, id *keys.Identity, inbox *f
 		Inbox:    inbox,
 		Files: session.FileHooks{
 			Offered: func(g session.Grant, o files.Offer) error {
-				n, total := o.Files()
-				fmt.Fprintf(e.stderr, "%s is sending %s, %s\n", g.Name, plural(n, "file"), humanBytes(total))
+				fmt.Fprintf(e.stderr, "%s is sending %s\n", g.Name, describeOffer(o))
 				mu.Lock()
 				printers[g.Name] = newProgress(e.stderr, "received", quiet)
 				mu.Unlock()
@@ -210,7 +209,7 @@ func receiveFromFriends(ctx context.Context, e *env, id *keys.Identity, inbox *f
 					return
 				}
 				if pp != nil {
-					pp.finish(pp.done(), len(st.Results), 0)
+					pp.finishReceived(len(st.Results))
 				}
 				printLanded(e, inbox.Dir, st.Results)
 			},
@@ -226,9 +225,11 @@ func receiveFromFriends(ctx context.Context, e *env, id *keys.Identity, inbox *f
 			allowed = append(allowed, f.Name)
 		}
 	}
+	fmt.Fprintf(e.stderr, "receiving into %s until you press Ctrl-C\n", inbox.Dir)
 	if len(allowed) == 0 {
 		fmt.Fprintf(e.stderr, "note: no friend may send you files yet; allow one with: kin friends add NAME KEY --allow files\n")
+	} else {
+		fmt.Fprintf(e.stderr, "friends allowed files (%s) run: %s\n", joinNames(allowed), howFriendsReachUs("kin send FILE @", id.ID()))
 	}
-	fmt.Fprintf(e.stderr, "receiving into %s until you press Ctrl-C; friends run: kin send FILE %s\n", inbox.Dir, displayName())
 	return p.serve(ctx, srv)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
 
@@ -32,6 +33,7 @@ run the same kin send again: it continues where it stopped.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "name", Usage: "file name for data read from stdin (PATH -)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress output"},
+			&cli.BoolFlag{Name: "rename", Usage: `send names Windows cannot take (with : ? * < > | " \ or a trailing dot or space) with _ in their place`},
 		},
 		Action: sendAction,
 	}
@@ -49,19 +51,26 @@ func sendAction(c *cli.Context) error {
 	var to *keys.Friend
 	if len(args) >= 2 {
 		last := args[len(args)-1]
-		if fr, ok := friends.ByName(last); ok {
+		if fr, ok := friendNamed(friends, last); ok {
 			to = &fr
 			args = args[:len(args)-1]
 		} else if _, err := os.Lstat(last); err != nil {
 			return withHint(fmt.Errorf("you have no friend named %q, and there is no file %s", last, last), "see kin friends ls; leave out the name to get a ticket instead")
 		}
 	}
-	plan, err := planFor(args, c.String("name"))
+	plan, err := planFor(args, c.String("name"), c.Bool("rename"))
 	if err != nil {
 		return err
 	}
 	for _, w := range plan.Warnings {
 		fmt.Fprintf(e.stderr, "warning: %s\n", w)
+	}
+	for _, r := range plan.Renamed {
+		fmt.Fprintf(e.stderr, "renamed: %s is sent as %s\n", r[0], r[1])
+	}
+	if n := len(plan.NotPortable); n > 0 {
+		fmt.Fprintf(e.stderr, "note: %s not portable to Windows (%s): a receiver on Windows refuses them, others keep them as they are; --rename sends them with _ in place of what Windows refuses\n",
+			plural(n, "name"), joinNames(plan.NotPortable))
 	}
 	id, err := e.loadIdentity()
 	if err != nil {
@@ -73,25 +82,43 @@ func sendAction(c *cli.Context) error {
 	return sendWithTicket(c.Context, e, id, plan, c.Bool("quiet"))
 }
 
-func planFor(args []string, name string) (*files.Plan, error) {
+func planFor(args []string, name string, rename bool) (*files.Plan, error) {
 	if len(args) == 1 && args[0] == "-" {
 		if name == "" {
 			return nil, withHint(errors.New("sending stdin needs a name"), "tar c dir | kin send - mom --name dir.tar")
 		}
-		return files.StreamPlan(name, os.Stdin)
+		if rename {
+			name = files.PortableName(name)
+		}
+		plan, err := files.StreamPlan(name, os.Stdin)
+		if errors.Is(err, files.ErrNotPortable) {
+			return nil, withHint(err, "choose another --name, or add --rename")
+		}
+		return plan, err
 	}
 	for _, a := range args {
 		if a == "-" {
 			return nil, errors.New("stdin (-) can only be sent alone")
 		}
 	}
-	plan, err := files.Scan(args...)
+	scan := files.Scan
+	if rename {
+		scan = files.ScanPortable
+	}
+	plan, err := scan(args...)
+	if errors.Is(err, files.ErrNotPortable) {
+		return nil, withHint(err, "send it with --rename (kin send --rename ...), which puts _ in place of what cannot be sent")
+	}
 	return plan, withHint(err, "check the path, and that you may read it")
 }
 
+// notPortableHint is the advice for a receiver that refused names Windows
+// cannot take.
+const notPortableHint = "send again with --rename, which puts _ in place of what Windows refuses"
+
 func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend, plan *files.Plan, quiet bool) error {
 	if e.signal == "" {
-		return withHint(errors.New("no signaling server configured"), "set --signal or KIN_SIGNAL to the server %s uses, or send with a ticket (leave out the name)", to.Name)
+		return noSignal("send with a ticket: leave out the name, and give " + to.Name + " the line kin send prints")
 	}
 	l, err := reach(ctx, e, id, e.signal)
 	if err != nil {
@@ -103,19 +130,23 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 		return err
 	}
 	defer client.Close()
-	nfiles, total := plan.Offer.Files()
+	nfiles, _ := plan.Offer.Files()
 	if !quiet {
-		fmt.Fprintf(e.stderr, "sending %s, %s to %s (%s)\n", plural(nfiles, "file"), humanBytes(total), to.Name, info.Path)
+		fmt.Fprintf(e.stderr, "sending %s to %s (%s)\n", describeOffer(plan.Offer), to.Name, info.Path)
 	}
 	pp := newProgress(e.stderr, "sent", quiet)
 	st, err := client.Push(ctx, plan, pp.update)
 	printSkipped(e, st)
 	if err != nil {
 		switch {
+		case errors.Is(err, files.ErrNotPortable):
+			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), notPortableHint)
 		case errors.Is(err, session.ErrFilesNotAllowed):
 			return withHint(err, "ask %s to allow you files: kin friends add ... --allow files", to.Name)
 		case errors.Is(err, files.ErrInboxUnwritable):
 			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "ask %s to make their inbox writable (or to receive into another folder with --dir); sending again before that cannot help", to.Name)
+		case errors.Is(err, session.ErrConnectionLost):
+			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "%s's kin stopped, or the network between you did: once it is back, run the same kin send again to continue where it stopped", to.Name)
 		case errors.Is(err, files.ErrDiskFull):
 			return withHint(fmt.Errorf("send to %s: %w", to.Name, err), "ask %s to free some space, then run the same kin send again to continue where it stopped", to.Name)
 		}
@@ -145,8 +176,9 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	}
 	defer p.close()
 	secret := keys.NewSecret()
-	nfiles, total := plan.Offer.Files()
+	nfiles, _ := plan.Offer.Files()
 	done := make(chan error, 1)
+	var finished atomic.Bool // one receiver has everything
 	pp := newProgress(e.stderr, "sent", quiet)
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
@@ -157,13 +189,21 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		Files: session.FileHooks{
 			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
 			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
+				if finished.Load() || ctx.Err() != nil {
+					// An earlier receiver's session ending now (its
+					// connection lost, or closed as we stop) is old news.
+					return
+				}
 				printSkipped(e, st)
 				if sent && err == nil {
+					finished.Store(true)
 					pp.finish(st.Sent, nfiles, st.Resumed)
 					select {
 					case done <- nil:
 					default:
 					}
+				} else if errors.Is(err, files.ErrNotPortable) {
+					fmt.Fprintf(e.stderr, "\ntransfer stopped: %v (%s)\n", err, notPortableHint)
 				} else if errors.Is(err, files.ErrInboxUnwritable) {
 					fmt.Fprintf(e.stderr, "\ntransfer stopped: %v\n", err)
 				} else if err != nil {
@@ -177,7 +217,7 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		return err
 	}
 	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
-	fmt.Fprintf(e.stderr, "ready to send %s, %s; the receiver runs:\n", plural(nfiles, "file"), humanBytes(total))
+	fmt.Fprintf(e.stderr, "ready to send %s; the receiver runs:\n", describeOffer(plan.Offer))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
 	t.Go(func() error { return p.serve(ctx, srv) })
 	select {

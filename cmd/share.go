@@ -25,7 +25,8 @@ line, a ticket; whoever runs it gets your port on their own localhost:
     kin share 3000        ->  kin connect kin1...
 The ticket grants that one port and nothing else, and stops working when
 kin share exits. Friends allowed the port (kin friends add ... --allow
-port=3000) can connect without a ticket: kin connect YOURNAME:3000.
+port=3000) can connect without a ticket: kin connect YOURNAME:3000, where
+YOURNAME is the name they gave you, or your kin ID.
 
 PORT/udp shares a UDP port (game servers, DNS, WireGuard):
     kin share 30000/udp   ->  kin connect kin1...  (listens on UDP)
@@ -134,7 +135,7 @@ func printShare(e *env, ticket keys.Ticket, port sharedPort, target string, frie
 	fmt.Fprintf(e.stderr, "sharing %s until you press Ctrl-C; give this line to the person who should get it:\n", target)
 	fmt.Fprintf(e.stdout, "kin connect %s\n", ticket)
 	if allowed := friendsAllowed(friends, port); len(allowed) > 0 {
-		fmt.Fprintf(e.stderr, "friends allowed port %s (%s) can also run: kin connect %s:%s\n", port, joinNames(allowed), displayName(), port)
+		fmt.Fprintf(e.stderr, "friends allowed port %s (%s) can also run: %s\n", port, joinNames(allowed), howFriendsReachUs("kin connect @:"+port.String(), keys.IDOf(ticket.Peer)))
 	}
 }
 

@@ -28,30 +28,52 @@ var (
 	ErrShellNotAllowed  = errors.New("shell not allowed")
 	ErrPipeNotAllowed   = errors.New("pipe not allowed")
 	errConnectionClosed = errors.New("connection closed")
-	errNoAuthLeft       = errors.New("the peer refused every way in we have")
+	// ErrConnectionLost: the connection under SSH failed (the peer went
+	// away, or the network did); wrapped with the transport's error.
+	ErrConnectionLost = errors.New("the connection was lost")
+	errNoAuthLeft     = errors.New("the peer refused every way in we have")
 )
 
 // failWatchConn notes that a read or write on the connection failed, so
 // that a handshake cut short is not taken for a refusal.
+// It keeps the first error, which says why a connection ended: the SSH
+// layer above tells its channels only that they ended (io.EOF).
 type failWatchConn struct {
 	net.Conn
 	failed atomic.Bool
+	first  atomic.Pointer[error]
+}
+
+func (c *failWatchConn) note(err error) {
+	if err != nil {
+		c.first.CompareAndSwap(nil, &err)
+		c.failed.Store(true)
+	}
 }
 
 func (c *failWatchConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.failed.Store(true)
-	}
+	c.note(err)
 	return n, err
 }
 
 func (c *failWatchConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if err != nil {
-		c.failed.Store(true)
-	}
+	c.note(err)
 	return n, err
+}
+
+// lost returns, wrapped in ErrConnectionLost, why the connection failed;
+// nil while it has not. A connection failed before the SSH layer ends
+// its channels, so a channel's error can be checked against it.
+func (c *failWatchConn) lost() error {
+	if p := c.first.Load(); p != nil {
+		if errors.Is(*p, io.EOF) {
+			return fmt.Errorf("%w: the other side closed it", ErrConnectionLost)
+		}
+		return fmt.Errorf("%w: %w", ErrConnectionLost, *p)
+	}
+	return nil
 }
 
 // ClientConfig says who we are and whom we meant to reach.
@@ -64,6 +86,7 @@ type ClientConfig struct {
 
 // Client is an SSH connection to a kin peer.
 type Client struct {
+	conn    *failWatchConn
 	ssh     *ssh.Client
 	hostKey ssh.PublicKey
 	id      *keys.Identity
@@ -133,7 +156,7 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 		}
 		return nil, err
 	}
-	return &Client{ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger}, nil
+	return &Client{conn: watched, ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger}, nil
 }
 
 // CheckPort asks whether the peer lets us use port. If ctx ends before the
@@ -277,6 +300,25 @@ func (c *Client) Forward(ctx context.Context, ln net.Listener, port int) error {
 	}
 }
 
+// ForwardConn carries local to the peer's port over a channel of its own
+// until both directions have ended or ctx ends. local is closed when it
+// returns, and when the port cannot be opened.
+func (c *Client) ForwardConn(ctx context.Context, local net.Conn, port int) error {
+	remote, err := c.DialPort(ctx, port)
+	if err != nil {
+		local.Close()
+		return err
+	}
+	ch := remote.(*channelConn).Channel
+	stop := context.AfterFunc(ctx, func() {
+		local.Close()
+		ch.Close()
+	})
+	defer stop()
+	pipe(ch, local)
+	return nil
+}
+
 // Push sends plan to the peer's inbox.
 func (c *Client) Push(ctx context.Context, plan *files.Plan, progress func(files.Progress)) (files.Stats, error) {
 	ch, err := c.open(pushChannel, ErrFilesNotAllowed)
@@ -286,7 +328,24 @@ func (c *Client) Push(ctx context.Context, plan *files.Plan, progress func(files
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	return files.Send(ctx, ch, plan, progress)
+	st, err := files.Send(ctx, ch, plan, progress)
+	return st, c.why(err)
+}
+
+// why explains err, from a channel, by the connection's failure if it
+// failed.
+func (c *Client) why(err error) error {
+	if err == nil {
+		return nil
+	}
+	lost := c.conn.lost()
+	switch {
+	case lost == nil:
+		return err
+	case errors.Is(err, *c.conn.first.Load()): // the channel's error says why already
+		return fmt.Errorf("%w: %w", ErrConnectionLost, err)
+	}
+	return fmt.Errorf("%w (%w)", lost, err)
 }
 
 // Pull receives what the peer offers into inbox; decide may decline.
@@ -298,7 +357,8 @@ func (c *Client) Pull(ctx context.Context, inbox *files.Inbox, decide func(files
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	return inbox.Receive(ctx, ch, ssh.FingerprintSHA256(c.hostKey), decide, progress)
+	res, err := inbox.Receive(ctx, ch, ssh.FingerprintSHA256(c.hostKey), decide, progress)
+	return res, c.why(err)
 }
 
 // NewSession opens a standard SSH session channel (a shell or a command).

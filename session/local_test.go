@@ -53,6 +53,7 @@ func TestLocalPortForwardsToThePeersPort(t *testing.T) {
 		}
 		other.Close()
 	}
+	l.Start(ctx, nil)
 	done := make(chan error, 1)
 	go func() { done <- l.Forward(ctx, c) }()
 	conn, err := net.Dial("tcp", l.String())

@@ -476,11 +476,15 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		local.Close()
 		return
 	}
-	log.Debug("forwarding", "port", port)
 	// A local service may never close its end: ctx ending closes it.
 	stop := context.AfterFunc(ctx, func() { ch.Close(); local.Close() })
 	defer stop()
+	// Everything friends do is in the agent's log: one line as a forwarded
+	// connection opens, one as it closes.
+	log.Info("port forward opened", "port", port)
+	start := time.Now()
 	pipe(ch, local)
+	log.Info("port forward closed", "port", port, "after", time.Since(start).Round(time.Millisecond))
 }
 
 // pipe copies both ways with half-close, then closes both.

@@ -656,3 +656,103 @@ func TestPipeCarriesAnSSHConnection(t *testing.T) {
 		t.Fatalf("pipe with a ticket: %v", err)
 	}
 }
+
+// Everything a friend does is in the server's log at info: each forwarded
+// connection opens and closes with a line naming the friend and the port.
+// ForwardConn carries one local connection.
+func TestPortForwardsAreLoggedAtInfo(t *testing.T) {
+	port, addr := webServer(t, []byte("logged"))
+	bob := ident(t)
+	var logs lockedBuffer
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+		Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	})
+	c, err := e.dial(bob, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs := tcpPair(t)
+	done := make(chan error, 1)
+	go func() { done <- c.ForwardConn(e.ctx, theirs, port) }()
+	io.WriteString(mine, "GET / HTTP/1.0\r\n\r\n")
+	body, _ := io.ReadAll(mine)
+	mine.Close()
+	if err := <-done; err != nil || !strings.HasSuffix(string(body), "logged") {
+		t.Fatalf("ForwardConn: %v, got %q", err, body)
+	}
+	c.Close()
+	e.cancel()
+	e.wg.Wait() // the server has logged all it will
+	who := `who="bob (` + ssh.FingerprintSHA256(bob.Public()) + `)"`
+	for _, want := range []string{
+		fmt.Sprintf(`level=INFO msg="port forward opened" peer=test %s port=%d`, who, port),
+		fmt.Sprintf(`level=INFO msg="port forward closed" peer=test %s port=%d after=`, who, port),
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A push whose connection breaks says the connection was lost, and why,
+// not only that the channel ended.
+func TestPushOnALostConnectionSaysSo(t *testing.T) {
+	mom := ident(t)
+	host := ident(t)
+	srv, err := NewServer(ServerConfig{
+		Identity: host,
+		Friends:  friends(t, keys.Friend{Name: "mom", Key: mom.Public(), Perms: keys.Permissions{Files: true}}),
+		Inbox:    &files.Inbox{Dir: t.TempDir()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeConn(ctx, b, "test") }()
+	c, err := NewClient(ctx, a, ClientConfig{Identity: mom, HostKey: host.Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	plan, err := files.StreamPlan("endless", zeros{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	_, err = c.Push(ctx, plan, func(p files.Progress) {
+		if p.Done > 1<<20 {
+			once.Do(func() { b.Close() }) // the receiver's end breaks mid-send
+		}
+	})
+	if !errors.Is(err, ErrConnectionLost) {
+		t.Fatalf("push over a broken connection: %v, want ErrConnectionLost", err)
+	}
+	cancel()
+	<-served
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }

@@ -238,8 +238,10 @@ func (s *Server) forwardUDP(ctx context.Context, g *Grant, nc ssh.NewChannel, lo
 		return
 	}
 	log = log.With("port", name, "client", net.JoinHostPort(d.OriginHost, strconv.Itoa(int(d.OriginPort))))
-	log.Debug("forwarding UDP", "upstream", up.LocalAddr())
+	log.Info("UDP port forward opened", "upstream", up.LocalAddr())
+	start := time.Now()
 	relayUDP(ctx, ch, up, s.cfg.UDP, log)
+	log.Info("UDP port forward closed", "after", time.Since(start).Round(time.Millisecond))
 }
 
 // relayUDP carries datagrams between ch and the connected socket up until

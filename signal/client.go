@@ -44,6 +44,10 @@ type Registration struct {
 // ErrRefused is returned by Ready when the server refused our registration.
 var ErrRefused = errors.New("signaling server refused the registration")
 
+// ErrUnreachable is returned by Ready when no connection to the server
+// could be made (nothing listens there, or no route to it).
+var ErrUnreachable = errors.New("cannot reach the signaling server")
+
 // Client keeps one registration with a signaling server alive and carries
 // routed messages both ways.
 type Client struct {
@@ -139,7 +143,11 @@ func (c *Client) session(ctx context.Context) error {
 	ws, _, err := websocket.Dial(dctx, c.cfg.URL, nil)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("cannot reach signaling server %s: %w", c.cfg.URL, err)
+		var badCert *tls.CertificateVerificationError
+		if errors.As(err, &badCert) {
+			return fmt.Errorf("signaling server %s: %w", c.cfg.URL, err)
+		}
+		return fmt.Errorf("%w %s: %w", ErrUnreachable, c.cfg.URL, err)
 	}
 	defer ws.CloseNow()
 	ws.SetReadLimit(1 << 20)

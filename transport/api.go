@@ -39,8 +39,13 @@ func newAPI(cfg Config, n transport.Net) *webrtc.API {
 	// HelloVerifyRequest cookie, which guards against spoofed sources, adds
 	// nothing but a round trip to every connection.
 	se.SetDTLSInsecureSkipHelloVerify(true)
-	// Notice a vanished peer in seconds, not pion's default 25 s.
-	se.SetICETimeouts(4*time.Second, 10*time.Second, 2*time.Second)
+	// Notice a vanished peer in seconds, not pion's default 25 s: ICE
+	// says "disconnected" after iceDisconnectedAfter without a packet (a
+	// keep-alive goes out every second), and an established Conn ends
+	// iceLostGrace later unless packets come back (see Conn.iceDisconnected).
+	// Disconnected plus failed is also how long connectivity checks may
+	// take before a connection is made: 14 s, for slow relays.
+	se.SetICETimeouts(iceDisconnectedAfter, 14*time.Second-iceDisconnectedAfter, time.Second)
 	se.LoggerFactory = pionlog.Factory(cfg.Logger)
 	if n != nil {
 		se.SetNet(n)

@@ -148,6 +148,47 @@ func (c *Conn) pathChanged(p *webrtc.ICECandidatePair) {
 	c.fail(fmt.Errorf("%w (now %s:%d -> %s:%d)", ErrPathChanged, p.Local.Address, p.Local.Port, p.Remote.Address, p.Remote.Port))
 }
 
+// ErrPeerGone is what Read and Write return once nothing has come from
+// the peer for a few seconds (peerSilence): its program or its computer
+// stopped without a goodbye, or the network between went away.
+var ErrPeerGone = errors.New("the peer stopped answering")
+
+// How long a peer may be silent before its Conn ends with ErrPeerGone:
+// ICE reports the pair disconnected after iceDisconnectedAfter, and the
+// Conn gives it iceLostGrace more to come back. QUIC's idle timeout
+// (quicConfig) is the same total.
+const (
+	iceDisconnectedAfter = 2 * time.Second
+	iceLostGrace         = 1500 * time.Millisecond
+	peerSilence          = iceDisconnectedAfter + iceLostGrace
+)
+
+// iceDisconnected is called when ICE stops hearing from the peer: unless
+// it is heard again within iceLostGrace, the connection ends.
+func (c *Conn) iceDisconnected() {
+	time.AfterFunc(iceLostGrace, func() {
+		switch c.pc.ICEConnectionState() {
+		case webrtc.ICEConnectionStateDisconnected, webrtc.ICEConnectionStateFailed:
+			c.lose()
+		}
+	})
+}
+
+// lose ends the connection because the peer went silent.
+func (c *Conn) lose() {
+	err := fmt.Errorf("%w: nothing came from it for %s", ErrPeerGone, peerSilence)
+	c.failed.CompareAndSwap(nil, &err)
+	go c.closeFromPeer()
+}
+
+// closedErr is what Write returns on a closed connection.
+func (c *Conn) closedErr() error {
+	if f := c.failure(); f != nil {
+		return f
+	}
+	return net.ErrClosed
+}
+
 // fail ends the connection with err: Read and Write return it.
 func (c *Conn) fail(err error) {
 	c.failed.CompareAndSwap(nil, &err)
@@ -272,7 +313,7 @@ func (c *Conn) quicErr(op string, err error) error {
 	}
 	var idle *quic.IdleTimeoutError
 	if errors.As(err, &idle) {
-		return fmt.Errorf("%s: the peer stopped answering: %w", op, err)
+		return fmt.Errorf("%s: %w (%w)", op, ErrPeerGone, err)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
 		return os.ErrDeadlineExceeded
@@ -294,6 +335,9 @@ func (c *Conn) quicErr(op string, err error) error {
 }
 
 func (c *Conn) readErr(err error) error {
+	if f := c.failure(); f != nil {
+		return fmt.Errorf("read: %w", f)
+	}
 	if errors.Is(err, os.ErrDeadlineExceeded) || isTimeout(err) {
 		return os.ErrDeadlineExceeded
 	}
@@ -316,7 +360,12 @@ func isTimeout(err error) bool {
 // Write writes all of p, waiting while the send buffer is full.
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.st != nil {
+		// A write waiting for flow-control credit from a peer that is gone
+		// must end with the connection (measured: quic-go left it waiting
+		// after the connection had timed out, and SSH's Close waited on it).
+		stop := context.AfterFunc(c.qc.Context(), func() { c.st.CancelWrite(quic.StreamErrorCode(quicCodeClosed)) })
 		n, err := c.st.Write(p)
+		stop()
 		if err != nil {
 			err = c.quicErr("write", err)
 		}
@@ -333,7 +382,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			select {
 			case <-c.drained:
 			case <-c.closed:
-				return written, net.ErrClosed
+				return written, c.closedErr()
 			case <-expired:
 				return written, os.ErrDeadlineExceeded
 			case <-time.After(100 * time.Millisecond): // belt and braces
@@ -341,7 +390,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		select {
 		case <-c.closed:
-			return written, net.ErrClosed
+			return written, c.closedErr()
 		default:
 		}
 		chunk := p

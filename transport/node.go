@@ -61,6 +61,10 @@ type Config struct {
 // peer is not registered.
 var ErrPeerOffline = errors.New("peer is not online")
 
+// ErrNoRoute is returned by Dial and Accept when ICE found no path between
+// the two peers (firewalls, NATs that cannot be traversed, no relay).
+var ErrNoRoute = errors.New("no route to the peer")
+
 const (
 	handshakeTimeout = 20 * time.Second
 	maxHandshakes    = 16 // incoming handshakes in flight
@@ -380,8 +384,16 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 	})
 	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
 		h.log.Debug("ICE state", "state", s)
-		if s == webrtc.ICEConnectionStateConnected {
+		switch s {
+		case webrtc.ICEConnectionStateConnected:
 			h.mark(&h.timings.ICE)
+		case webrtc.ICEConnectionStateDisconnected:
+			h.mu.Lock()
+			c := h.conn
+			h.mu.Unlock()
+			if c != nil {
+				c.iceDisconnected()
+			}
 		}
 	})
 	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
@@ -392,7 +404,11 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 			h.mu.Lock()
 			c := h.conn
 			h.mu.Unlock()
-			if c != nil {
+			switch {
+			case c == nil:
+			case s == webrtc.PeerConnectionStateFailed:
+				c.lose()
+			default:
 				go c.closeFromPeer()
 			}
 		}
@@ -830,7 +846,7 @@ func (h *handshake) failure(err error) error {
 	if !strings.Contains(local+remote, "relay") {
 		hint = "; no relay was available"
 	}
-	return fmt.Errorf("no route to the peer: ICE did not connect (local candidates: %s; remote candidates: %s%s) — run `kin doctor`: %w", local, remote, hint, err)
+	return fmt.Errorf("%w: ICE did not connect (local candidates: %s; remote candidates: %s%s): %w", ErrNoRoute, local, remote, hint, err)
 }
 
 func kinds(m map[string]bool) string {

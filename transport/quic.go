@@ -144,9 +144,10 @@ func (q *quicIdentity) clientTLS(peerFP []byte) *tls.Config {
 }
 
 // quicConfig: windows large enough for a fast LAN; idle timeout and
-// keep-alives in step with ICE's (failed after 10 s, keep-alive 2 s).
+// keep-alives in step with ICE's (a silent peer is gone after
+// peerSilence; keep-alive every second).
 func quicConfig() *quic.Config {
-	return &quic.Config{MaxIdleTimeout: 10 * time.Second, KeepAlivePeriod: 2 * time.Second,
+	return &quic.Config{MaxIdleTimeout: peerSilence, KeepAlivePeriod: time.Second,
 		HandshakeIdleTimeout:   quicHandshakeTimeout,
 		MaxStreamReceiveWindow: 16 << 20, MaxConnectionReceiveWindow: 24 << 20}
 }

@@ -218,3 +218,17 @@ func TestDialTimeoutExplainsCandidates(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// A handshake ICE could not complete is ErrNoRoute, so that cmd can give
+// its advice (kin doctor); the transport itself says what failed, no more.
+func TestNoRouteIsErrNoRoute(t *testing.T) {
+	h := &handshake{dialer: true, localKinds: map[string]bool{"host": true}, remoteKind: map[string]bool{"srflx": true}}
+	h.timings.Signaling = time.Millisecond
+	err := h.failure(errors.New("ICE failed"))
+	if !errors.Is(err, ErrNoRoute) {
+		t.Fatalf("failure() = %v, want ErrNoRoute", err)
+	}
+	if strings.Contains(err.Error(), "kin doctor") {
+		t.Errorf("transport gives advice: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,10 @@ import (
 // new transfer runs out of space.
 type Inbox struct {
 	Dir string
+
+	// windows makes the inbox take only names Windows can (Portable), as
+	// it does on Windows; for tests elsewhere.
+	windows bool
 
 	mu     sync.Mutex
 	inUse  map[string]int // partial files of running transfers, by name
@@ -191,7 +196,17 @@ func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, 
 	if typ != frameOffer {
 		return nil, fmt.Errorf("expected an offer, got frame type %d", typ)
 	}
-	offer, err := decodeOffer(payload)
+	offer, err := decodeOffer(payload, in.windows || runtime.GOOS == "windows")
+	if errors.Is(err, ErrNotPortable) {
+		// The sender can do something about it (kin send --rename).
+		reason := err.Error()
+		if why := errors.Unwrap(err); why != nil {
+			reason = why.Error() // which name, and why; not our wording for the peer
+		}
+		w.writeJSON(frameRefuse, refusal{Code: codeNotPortable, Reason: reason})
+		w.w.Flush()
+		return nil, err
+	}
 	if err != nil {
 		w.write(frameReject, []byte(err.Error()))
 		w.w.Flush()
@@ -390,6 +405,7 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 			}
 			rc.pr.FileDone = rc.written
 			rc.pr.Done += int64(len(payload))
+			rc.pr.Moved += int64(len(payload))
 			rc.report()
 		case frameEnd:
 			if rc.cur < 0 {

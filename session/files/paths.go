@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"runtime"
 	"strings"
 	"unicode/utf8"
 )
@@ -11,12 +12,23 @@ import (
 // partialDir is the inbox's hidden directory for resumable state.
 const partialDir = ".kin-partial"
 
+// ErrNotPortable is in the error for a name Windows cannot take (see
+// Portable); a receiver on Windows refuses such names, other receivers
+// keep them.
+var ErrNotPortable = errors.New("not portable to Windows")
+
 // CleanPath checks a relative path that came from a peer and returns it
-// unchanged if it is safe to create under an inbox on any OS: no absolute
-// paths, no "..", ".", or empty components, no NUL or control characters, no
-// backslashes or drive letters, no Windows reserved names, no trailing dots or
-// spaces, and not kin's own state directory.
+// unchanged if it is safe to create under an inbox on this computer: no
+// absolute paths, no "..", ".", or empty components, no NUL or control
+// characters, no backslashes, not kin's own state directory, and on
+// Windows nothing Windows cannot name (Portable: drive letters, streams,
+// reserved names and characters, trailing dots or spaces).
 func CleanPath(p string) (string, error) {
+	return cleanPath(p, runtime.GOOS == "windows")
+}
+
+// cleanPath is CleanPath for a receiver on Windows (windows) or not.
+func cleanPath(p string, windows bool) (string, error) {
 	bad := func(why string) (string, error) {
 		return "", fmt.Errorf("refused path %q from the peer: %s", p, why)
 	}
@@ -47,22 +59,87 @@ func CleanPath(p string) (string, error) {
 			return bad("dot component")
 		case len(c) > 255:
 			return bad("component too long")
-		case strings.ContainsRune(c, ':'):
-			return bad("colon (drive letter or stream)")
-		case strings.HasSuffix(c, ".") || strings.HasSuffix(c, " "):
-			return bad("trailing dot or space")
 		case i == 0 && c == partialDir:
 			return bad("reserved name")
-		case reservedOnWindows(c):
-			return bad("reserved name on Windows")
 		}
 		for _, r := range c {
-			if r < 0x20 || r == 0x7f || strings.ContainsRune(`<>"|?*`, r) {
-				return bad("control or reserved character")
+			if r < 0x20 || r == 0x7f {
+				return bad("control character")
 			}
 		}
 	}
+	if windows {
+		if err := Portable(p); err != nil {
+			return "", fmt.Errorf("refused path %q from the peer: %w", p, err)
+		}
+	}
 	return p, nil
+}
+
+// windowsReserved are the characters Windows does not allow in a name
+// (besides / and \, and control characters).
+const windowsReserved = `:<>"|?*`
+
+// Portable returns nil if Windows can take every component of the
+// slash-separated path p as a file name, and otherwise an error wrapping
+// ErrNotPortable that says which component and why.
+func Portable(p string) error {
+	for _, c := range strings.Split(p, "/") {
+		why := ""
+		switch {
+		case c == "." || c == "..":
+		case strings.ContainsAny(c, windowsReserved+"\\"):
+			why = `it has one of \ : < > " | ? *`
+		case strings.IndexFunc(c, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+			why = "it has a control character"
+		case strings.HasSuffix(c, ".") || strings.HasSuffix(c, " "):
+			why = "it ends in a dot or a space"
+		case reservedOnWindows(c):
+			why = "Windows reserves the name " + strings.ToUpper(windowsStem(c))
+		}
+		if why != "" {
+			return fmt.Errorf("%q is %w: %s", c, ErrNotPortable, why)
+		}
+	}
+	return nil
+}
+
+// PortableName returns the slash-separated path p with every component
+// made a name Windows takes: \ : < > " | ? * and control characters become
+// _, so does a trailing dot or space, and a reserved name (CON, NUL.txt,
+// COM1...) gets a _ after its stem. "." and ".." stay as they are. A
+// portable path comes back unchanged.
+func PortableName(p string) string {
+	parts := strings.Split(p, "/")
+	for i, c := range parts {
+		if c == "." || c == ".." || Portable(c) == nil {
+			continue
+		}
+		c = strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f || strings.ContainsRune(windowsReserved+"\\", r) {
+				return '_'
+			}
+			return r
+		}, c)
+		if c != "" && (c[len(c)-1] == '.' || c[len(c)-1] == ' ') {
+			c = c[:len(c)-1] + "_"
+		}
+		if reservedOnWindows(c) {
+			stem := windowsStem(c)
+			c = stem + "_" + c[len(stem):]
+		}
+		parts[i] = c
+	}
+	return strings.Join(parts, "/")
+}
+
+// windowsStem is the part of a name Windows compares with its reserved
+// names: up to the first dot.
+func windowsStem(c string) string {
+	if i := strings.IndexByte(c, '.'); i >= 0 {
+		return c[:i]
+	}
+	return c
 }
 
 func reservedOnWindows(c string) bool {

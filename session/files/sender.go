@@ -21,8 +21,14 @@ import (
 type Plan struct {
 	Offer    Offer
 	Warnings []string // e.g. symlinks that point outside what is sent, skipped
-	sources  []string // local path per entry ("" for a stream)
-	stream   io.Reader
+	// NotPortable are the local paths sent under names Windows cannot take
+	// (see Portable): a receiver on Windows refuses the offer.
+	NotPortable []string
+	// Renamed are the local paths ScanPortable sent under another name,
+	// with that name.
+	Renamed [][2]string
+	sources []string // local path per entry ("" for a stream)
+	stream  io.Reader
 }
 
 // Scan builds a plan for local paths: each file is sent under its base
@@ -30,16 +36,45 @@ type Plan struct {
 // directory are sent as symlinks when they point inside it and skipped with
 // a warning otherwise. A path that does not exist or cannot be read is an
 // error, before anything is sent.
-func Scan(paths ...string) (*Plan, error) {
+func Scan(paths ...string) (*Plan, error) { return scan(false, paths) }
+
+// ScanPortable is Scan that sends every name Windows cannot take under
+// PortableName (e.g. "a:b?" as "a_b_"), so that any receiver takes it.
+func ScanPortable(paths ...string) (*Plan, error) { return scan(true, paths) }
+
+func scan(rename bool, paths []string) (*Plan, error) {
 	p := &Plan{Offer: Offer{V: 1}}
+	given := map[string]string{} // name in the offer -> local path
+	named := func(local, name string) error {
+		if other, ok := given[name]; ok && rename {
+			return fmt.Errorf("cannot send %s: renamed it would be %s, as %s is", local, name, other)
+		}
+		given[name] = local
+		return nil
+	}
 	for _, root := range paths {
 		st, err := os.Stat(root) // follows a symlink given by name, like cp
 		if err != nil {
 			return nil, fmt.Errorf("cannot send %s: %w", root, err)
 		}
 		base := filepath.Base(filepath.Clean(root))
+		if rename && base != "/" {
+			if b := PortableName(base); b != base {
+				p.Renamed = append(p.Renamed, [2]string{root, b})
+				base = b
+			}
+		}
 		if _, err := CleanPath(base); err != nil || base == "/" {
-			return nil, fmt.Errorf("cannot send %s: its name %q is not portable", root, base)
+			if perr := Portable(base); perr != nil {
+				return nil, fmt.Errorf("cannot send %s: its name %w", root, perr)
+			}
+			return nil, fmt.Errorf("cannot send %s: a name is needed (give the directory itself, or its contents)", root)
+		}
+		if Portable(base) != nil {
+			p.NotPortable = append(p.NotPortable, root)
+		}
+		if err := named(root, base); err != nil {
+			return nil, err
 		}
 		if !st.IsDir() {
 			if !st.Mode().IsRegular() {
@@ -58,14 +93,31 @@ func Scan(paths ...string) (*Plan, error) {
 			rel, _ := filepath.Rel(root, local)
 			name := base
 			if rel != "." {
-				name = base + "/" + filepath.ToSlash(rel)
-			}
-			if _, err := CleanPath(name); err != nil {
-				p.Warnings = append(p.Warnings, fmt.Sprintf("skipped %s: name not portable", local))
-				if d.IsDir() {
-					return filepath.SkipDir
+				rel = filepath.ToSlash(rel)
+				if rename {
+					if r := PortableName(rel); path.Base(r) != path.Base(rel) {
+						p.Renamed = append(p.Renamed, [2]string{local, base + "/" + r})
+					}
+					rel = PortableName(rel)
 				}
-				return nil
+				name = base + "/" + rel
+				if _, err := CleanPath(name); err != nil {
+					why := "its name cannot be sent"
+					if perr := Portable(path.Base(name)); perr != nil {
+						why = "its name " + perr.Error()
+					}
+					p.Warnings = append(p.Warnings, fmt.Sprintf("skipped %s: %s", local, why))
+					if d.IsDir() {
+						return filepath.SkipDir
+					}
+					return nil
+				}
+				if Portable(path.Base(name)) != nil {
+					p.NotPortable = append(p.NotPortable, local)
+				}
+				if err := named(local, name); err != nil {
+					return err
+				}
 			}
 			info, err := d.Info()
 			if err != nil {
@@ -80,6 +132,9 @@ func Scan(paths ...string) (*Plan, error) {
 					return fmt.Errorf("cannot send %s: %w", local, err)
 				}
 				target = filepath.ToSlash(target)
+				if rename {
+					target = PortableName(target) // the names it leads to are renamed too
+				}
 				if err := checkLink(name, target); err != nil {
 					p.Warnings = append(p.Warnings, fmt.Sprintf("skipped symlink %s -> %s: it points outside what is sent", local, target))
 					return nil
@@ -186,12 +241,20 @@ func (p *Plan) add(e Entry, local string) {
 // A stream cannot be resumed.
 func StreamPlan(name string, r io.Reader) (*Plan, error) {
 	if _, err := CleanPath(name); err != nil || strings.Contains(name, "/") {
+		if perr := Portable(name); perr != nil && !strings.Contains(name, "/") {
+			return nil, fmt.Errorf("invalid name for the stream: %w", perr)
+		}
 		return nil, fmt.Errorf("invalid name %q for the stream", name)
 	}
+	var np []string
+	if Portable(name) != nil {
+		np = []string{name}
+	}
 	return &Plan{
-		Offer:   Offer{V: 1, Entries: []Entry{{Path: name, Size: -1, Mode: 0o644, ModTime: time.Now()}}},
-		sources: []string{""},
-		stream:  r,
+		NotPortable: np,
+		Offer:       Offer{V: 1, Entries: []Entry{{Path: name, Size: -1, Mode: 0o644, ModTime: time.Now()}}},
+		sources:     []string{""},
+		stream:      r,
 	}, nil
 }
 
@@ -201,6 +264,7 @@ type Progress struct {
 	FileDone   int64
 	FileSize   int64 // -1 when unknown
 	Done       int64 // bytes of all files, including what the receiver already had
+	Moved      int64 // bytes that crossed the wire in this transfer (Done without what was already there)
 	Total      int64
 	FilesDone  int
 	FilesTotal int
@@ -242,8 +306,11 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 		if err := json.Unmarshal(payload, &why); err != nil {
 			return st, fmt.Errorf("receiver's answer: %w", err)
 		}
-		if why.Code == codeInboxUnwritable {
+		switch why.Code {
+		case codeInboxUnwritable:
 			return st, codeError(why.Code, fmt.Sprintf("%v (%s)", ErrInboxUnwritable, why.Reason))
+		case codeNotPortable:
+			return st, codeError(why.Code, "the receiver is on Windows: "+why.Reason)
 		}
 		return st, codeError(why.Code, "the receiver refused: "+why.Reason)
 	case frameAccept:
@@ -332,6 +399,7 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 			pr.FileDone = have
 			sum, err := sendData(ctx, w, plan, i, have, buf, func(n int) {
 				st.Sent += int64(n)
+				pr.Moved += int64(n)
 				pr.FileDone += int64(n)
 				pr.Done += int64(n)
 				report()

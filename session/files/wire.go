@@ -91,6 +91,7 @@ type Result struct {
 const (
 	codeInboxUnwritable = "inbox-unwritable"
 	codeDiskFull        = "disk-full"
+	codeNotPortable     = "not-portable" // a name the receiver (on Windows) cannot take
 )
 
 // refusal is a receiver's answer to an offer it cannot take at all.
@@ -118,6 +119,8 @@ func codeError(code, msg string) error {
 		return &codedError{ErrInboxUnwritable, msg}
 	case codeDiskFull:
 		return &codedError{ErrDiskFull, msg}
+	case codeNotPortable:
+		return &codedError{ErrNotPortable, msg}
 	}
 	return errors.New(msg)
 }
@@ -190,7 +193,8 @@ func noEOF(err error) error {
 }
 
 // decodeOffer parses and checks an offer from a peer.
-func decodeOffer(b []byte) (Offer, error) {
+// windows: the receiver is on Windows, and takes only names Windows can.
+func decodeOffer(b []byte, windows bool) (Offer, error) {
 	var o Offer
 	if err := json.Unmarshal(b, &o); err != nil {
 		return o, fmt.Errorf("offer: %w", err)
@@ -204,7 +208,7 @@ func decodeOffer(b []byte) (Offer, error) {
 	seen := make(map[string]bool, len(o.Entries))
 	for i := range o.Entries {
 		e := &o.Entries[i]
-		p, err := CleanPath(e.Path)
+		p, err := cleanPath(e.Path, windows)
 		if err != nil {
 			return o, err
 		}
