@@ -158,11 +158,11 @@ func connectAction(c *cli.Context) error {
 			wait = min(2*wait, reconnectMax)
 			continue
 		}
-		e.log.Debug("peer connection", "path", info.Path, "local", info.Local, "remote", info.Remote)
+		e.log.Debug("peer connection", "path", info.Route(), "local", info.Local, "remote", info.Remote)
 		if !connected {
-			fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Path, info.Timings.Connected.Round(1e6))
+			fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Route(), info.Timings.Connected.Round(1e6))
 		} else {
-			fmt.Fprintf(e.stderr, "connected to %s again (%s); forwarding %s -> %s:%s\n", t.name, info.Path, ln, t.name, port)
+			fmt.Fprintf(e.stderr, "connected to %s again (%s); forwarding %s -> %s:%s\n", t.name, info.Route(), ln, t.name, port)
 		}
 		connected, wait = true, reconnectMin
 		err = ln.Forward(ctx, client)

@@ -112,7 +112,7 @@ func doctorPeer(ctx context.Context, e *env, p *peer, friend keys.Friend) error 
 	}
 	defer conn.Close()
 	info := conn.Info()
-	fmt.Fprintf(out, "peer: %s: %s, connected in %s\n", friend.Name, info.Path, info.Timings.Connected.Round(time.Millisecond))
+	fmt.Fprintf(out, "peer: %s: %s, connected in %s\n", friend.Name, info.Route(), info.Timings.Connected.Round(time.Millisecond))
 	for _, pr := range conn.Pairs() {
 		mark := " "
 		if pr.Selected {

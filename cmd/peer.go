@@ -88,7 +88,7 @@ func (p *peer) serveUntil(ctx, accepting context.Context, srv *session.Server) e
 		switch {
 		case err == nil:
 			info := c.Info()
-			p.log.Debug("peer connection", "peer", info.Peer, "path", info.Path)
+			p.log.Debug("peer connection", "peer", info.Peer, "path", info.Route())
 			return c, nil
 		case accepting.Err() != nil:
 			return nil, io.EOF

@@ -132,7 +132,7 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 	defer client.Close()
 	nfiles, _ := plan.Offer.Files()
 	if !quiet {
-		fmt.Fprintf(e.stderr, "sending %s to %s (%s)\n", describeOffer(plan.Offer), to.Name, info.Path)
+		fmt.Fprintf(e.stderr, "sending %s to %s (%s)\n", describeOffer(plan.Offer), to.Name, info.Route())
 	}
 	pp := newProgress(e.stderr, "sent", quiet)
 	st, err := client.Push(ctx, plan, pp.update)

@@ -119,6 +119,15 @@ func (c *Conn) describe(lane string) {
 	c.info.Path, c.info.Local, c.info.Remote = selectedPath(c.pc, known)
 }
 
+// Route names the path and the lane, for people: "direct (LAN), QUIC",
+// "relayed (TURN), data channel".
+func (i Info) Route() string {
+	if i.Lane == "" {
+		return i.Path
+	}
+	return i.Path + ", " + i.Lane
+}
+
 // Lane names how the bytes travel, for people: "direct, QUIC",
 // "relayed, data channel" or "direct, data channel".
 func (c *Conn) Lane() string {
