@@ -43,6 +43,7 @@ type Client struct {
 	hostKey ssh.PublicKey
 	id      *keys.Identity
 	log     *slog.Logger
+	lanes   *laneHub // nil: the connection has no extra lanes
 }
 
 // NewClient runs the SSH client handshake over conn.
@@ -94,7 +95,8 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 		}
 		return nil, err
 	}
-	return &Client{ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger}, nil
+	return &Client{ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger,
+		lanes: newLaneHub(conn, cfg.Logger)}, nil
 }
 
 // CheckPort asks whether the peer lets us use port.
@@ -203,7 +205,7 @@ func (c *Client) Push(ctx context.Context, plan *files.Plan, progress func(files
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	return files.Send(ctx, ch, plan, progress)
+	return files.SendWith(ctx, ch, plan, c.lanes.options(), progress)
 }
 
 // Pull receives what the peer offers into inbox; decide may decline.
@@ -215,7 +217,7 @@ func (c *Client) Pull(ctx context.Context, inbox *files.Inbox, decide func(files
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	return inbox.Receive(ctx, ch, ssh.FingerprintSHA256(c.hostKey), decide, progress)
+	return inbox.ReceiveWith(ctx, ch, ssh.FingerprintSHA256(c.hostKey), c.lanes.options(), decide, progress)
 }
 
 // NewSession opens a standard SSH session channel (a shell or a command).
@@ -268,7 +270,11 @@ func (c *Client) Pipe() (net.Conn, error) {
 func (c *Client) Wait() error { return c.ssh.Wait() }
 
 // Close closes the connection.
-func (c *Client) Close() error { return c.ssh.Close() }
+func (c *Client) Close() error {
+	err := c.ssh.Close()
+	c.lanes.close()
+	return err
+}
 
 // channelConn is an SSH channel as a net.Conn (without deadlines).
 type channelConn struct{ ssh.Channel }
