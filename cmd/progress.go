@@ -24,6 +24,7 @@ type progressPrinter struct {
 	lastDone  int64
 	rate      float64 // bytes/s, smoothed
 	lastWidth int
+	lanes     int // the most lanes the transfer used at once
 }
 
 func newProgress(w io.Writer, verb string, quiet bool) *progressPrinter {
@@ -37,6 +38,7 @@ func (p *progressPrinter) update(pr files.Progress) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.lanes = max(p.lanes, pr.Lanes)
 	now := time.Now()
 	every := 5 * time.Second
 	if p.tty {
@@ -81,6 +83,9 @@ func (p *progressPrinter) format(pr files.Progress) string {
 		fmt.Fprintf(&b, "%s", humanBytes(pr.Done))
 	}
 	fmt.Fprintf(&b, " %d/%d files", pr.FilesDone, pr.FilesTotal)
+	if pr.Lanes > 1 {
+		fmt.Fprintf(&b, " %d lanes", pr.Lanes)
+	}
 	if p.rate > 0 {
 		fmt.Fprintf(&b, " %s/s", humanBytes(int64(p.rate)))
 		if pr.Total > pr.Done {
@@ -114,6 +119,9 @@ func (p *progressPrinter) finish(bytes int64, nfiles int, already int64) {
 	}
 	el := time.Since(p.start)
 	fmt.Fprintf(p.w, "%s %s, %s in %s (%s/s)", p.verb, plural(nfiles, "file"), humanBytes(bytes), el.Round(time.Millisecond), humanBytes(int64(float64(bytes)/el.Seconds())))
+	if p.lanes > 1 {
+		fmt.Fprintf(p.w, ", up to %d lanes", p.lanes)
+	}
 	if already > 0 {
 		fmt.Fprintf(p.w, "; %s were already there", humanBytes(already))
 	}

@@ -209,6 +209,7 @@ func (d *delayedWriter) Write(p []byte) (int, error) {
 type cutConn struct {
 	net.Conn
 	left int
+	cut  func() // called when it breaks
 }
 
 func (c *cutConn) Write(p []byte) (int, error) {
@@ -220,6 +221,9 @@ func (c *cutConn) Write(p []byte) (int, error) {
 		n, _ := c.Conn.Write(p[:c.left])
 		c.left = 0
 		c.Conn.Close()
+		if c.cut != nil {
+			c.cut()
+		}
 		return n, errors.New("link down")
 	}
 	c.left -= len(p)

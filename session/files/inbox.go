@@ -137,6 +137,13 @@ func (in *Inbox) hold(names []string) {
 	}
 }
 
+// holders says how many running transfers hold a partial file.
+func (in *Inbox) holders(name string) int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.inUse[name]
+}
+
 func (in *Inbox) release(names []string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -804,15 +811,18 @@ func (rc *receiver) openPart(i int, off int64) error {
 }
 
 // closeCurrent closes a file left unfinished, cut back to its contiguous
-// prefix (what a resume starts from), and drops its sidecar.
+// prefix (what a resume starts from), and drops its sidecar; unless a
+// newer transfer (a resume that started before this one noticed its
+// sender was gone) holds the file too: then it is that one's.
 func (rc *receiver) closeCurrent() {
 	if rc.f != nil {
-		if st, err := rc.f.Stat(); err == nil && st.Size() > rc.written {
+		mine := rc.in.holders(rc.partName(rc.cur)) <= 1
+		if st, err := rc.f.Stat(); mine && err == nil && st.Size() > rc.written {
 			rc.f.Truncate(rc.written)
 		}
 		rc.f.Close()
 		rc.f = nil
-		if rc.sidecar {
+		if rc.sidecar && mine {
 			rc.root.Remove(sidecarOf(rc.partName(rc.cur)))
 			rc.sidecar = false
 		}

@@ -25,6 +25,7 @@ type tcpLanes struct {
 	tokens   [][]byte
 	ch       chan io.ReadWriteCloser
 	opened   int
+	cuts     int
 	refused  int
 	accepted int
 	// cut, if set, says after how many bytes the n-th lane (from 0) the
@@ -92,7 +93,11 @@ func (l *tcpLanes) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, 
 	}
 	if l.cut != nil {
 		if k := l.cut(n); k > 0 {
-			return &cutConn{Conn: a, left: k}, nil
+			return &cutConn{Conn: a, left: k, cut: func() {
+				l.mu.Lock()
+				l.cuts++
+				l.mu.Unlock()
+			}}, nil
 		}
 	}
 	return a, nil
@@ -190,8 +195,8 @@ func TestLaneKilledMidwayIsMadeUpByTheOthers(t *testing.T) {
 	want := writeRandom(t, filepath.Join(src, "big.bin"), 32<<20)
 	lanes := newTCPLanes(t)
 	lanes.cut = func(n int) int {
-		if n == 1 {
-			return 3<<20 + 777 // mid-chunk
+		if n == 0 {
+			return 2*dataChunk + 777 // mid-chunk, its third
 		}
 		return 0
 	}
@@ -204,6 +209,9 @@ func TestLaneKilledMidwayIsMadeUpByTheOthers(t *testing.T) {
 	}
 	lanes.mu.Lock()
 	defer lanes.mu.Unlock()
+	if lanes.cuts != 1 {
+		t.Fatalf("%d lanes broke, want 1", lanes.cuts)
+	}
 	if lanes.opened < 4 { // three, and one to replace the broken one
 		t.Errorf("opened %d lanes; the broken one should have been replaced", lanes.opened)
 	}
