@@ -356,6 +356,7 @@ func (ls *laneSet) open(tok []byte) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	ls.opening--
+	ls.cond.Broadcast()
 	if err != nil {
 		ls.openFails++
 		ls.opts.Logger.Debug("could not open a lane", "err", err)
@@ -377,8 +378,12 @@ func (ls *laneSet) open(tok []byte) {
 func (ls *laneSet) start(job *fileJob) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	ls.file, ls.fileSince = job, time.Now()
 	ls.reconcile()
+	// A forced count is what the file goes on, from its first byte.
+	for ls.opts.Force > 1 && ls.opening > 0 && ls.ctx.Err() == nil {
+		ls.cond.Wait()
+	}
+	ls.file, ls.fileSince = job, time.Now()
 	ls.cond.Broadcast()
 }
 
