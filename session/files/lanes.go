@@ -137,7 +137,11 @@ type laneController struct {
 }
 
 const (
-	laneGain       = 1.15
+	laneGain = 1.15
+	// laneFastEnough: at this rate the lanes in use are not what holds a
+	// transfer back (a flow capped by loss on a long path moves a few
+	// MB/s); more would only cost CPU, so a fast clean link stays as it is.
+	laneFastEnough = 100e6
 	laneHoldFirst  = 4
 	laneHoldLimit  = 64
 	laneSettleRuns = 1
@@ -166,6 +170,9 @@ func (c *laneController) sample(rate float64) int {
 	c.base = rate
 	if c.hold > 0 {
 		c.hold--
+		return c.n
+	}
+	if rate >= laneFastEnough {
 		return c.n
 	}
 	if c.n < c.max {

@@ -370,9 +370,15 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 		t.Errorf("lossy link: lanes %v, want to reach and stay at 16", lossy)
 	}
 	// A fast clean link: one lane already fills it (more only cost CPU).
-	clean := run(func(n int) float64 { return 300e6 - float64(n-1)*5e6 }, 200)
-	if final(clean) != 1 {
-		t.Errorf("clean link: lanes %v, want back at 1", clean)
+	fast := run(func(n int) float64 { return 300e6 - float64(n-1)*5e6 }, 200)
+	if most(fast) != 1 {
+		t.Errorf("fast clean link: lanes %v, want 1 throughout", fast)
+	}
+	// A slower clean link: more lanes do not help; it tries, goes back,
+	// and tries less and less often.
+	clean := run(func(n int) float64 { return 40e6 - float64(n-1)*1e6 }, 200)
+	if final(clean) != 1 || most(clean) != 2 {
+		t.Errorf("clean link: lanes %v, want to try 2 and come back to 1", clean)
 	}
 	ones := 0
 	for _, n := range clean {
