@@ -205,7 +205,9 @@ func (c *Client) Push(ctx context.Context, plan *files.Plan, progress func(files
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	return files.SendWith(ctx, ch, plan, c.lanes.options(), progress)
+	st, err := files.SendWith(ctx, ch, plan, c.lanes.options(), progress)
+	c.log.Debug("files sent", "bytes", st.Sent, "lanes", st.Lanes, "err", err)
+	return st, err
 }
 
 // Pull receives what the peer offers into inbox; decide may decline.

@@ -373,7 +373,7 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, lanes
 		defer ch.Close()
 		log.Info("sending files")
 		st, err := files.SendWith(ctx, ch, s.cfg.Outbox, lanes.options(), s.progress(g))
-		log.Info("files sent", "bytes", st.Sent, "err", err)
+		log.Info("files sent", "bytes", st.Sent, "lanes", st.Lanes, "err", err)
 		if s.cfg.Files.Done != nil {
 			s.cfg.Files.Done(*g, true, st, err)
 		}
