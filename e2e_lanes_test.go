@@ -176,3 +176,30 @@ func TestLanesOverALossyLink(t *testing.T) {
 		t.Fatal("the file that crossed the lossy link on lanes differs (SHA-256)")
 	}
 }
+
+// With a ticket the sender is the one that accepted the connection: it
+// opens the lanes towards the receiver, which dialled.
+func TestTicketSendOnForcedLanes(t *testing.T) {
+	sender := newUser(t, "sender", "KIN_LANES=4")
+	src := randomFile(t, 32<<20)
+	snd := sender.start("send", src)
+	ticket := snd.waitFor(`^kin receive (kin1[a-z2-7]+)$`)[1]
+	receiver := newUser(t, "receiver")
+	dir := filepath.Join(t.TempDir(), "got")
+	_, errs, code := receiver.run("receive", ticket, "--dir", dir)
+	if code != 0 {
+		t.Fatalf("kin receive: exit %d: %s", code, errs)
+	}
+	if n := lanesUsed(errs); n != 4 {
+		t.Errorf("received on %d lanes, forced 4: %q", n, errs)
+	}
+	if hashFile(t, filepath.Join(dir, "big.bin")) != hashFile(t, src) {
+		t.Fatal("the file received on 4 lanes differs (SHA-256)")
+	}
+	if code := snd.exit(); code != 0 {
+		t.Fatalf("send exit %d", code)
+	}
+	if n := lanesUsed(snd.output()); n != 4 {
+		t.Errorf("sent on %d lanes, forced 4: %q", n, snd.output())
+	}
+}
