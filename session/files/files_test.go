@@ -493,7 +493,7 @@ func FuzzReceiverInput(f *testing.F) {
 	w.write(frameEnd, h[:])
 	w.write(frameDone, nil)
 	w.w.Flush()
-	f.Add(seed.Bytes())
+	f.Add(bytes.Clone(seed.Bytes()))
 	f.Add([]byte{frameOffer, 2, '{', '}'})
 	seed.Reset() // chunks at offsets on the main stream, one leaving a gap
 	w.writeJSON(frameOffer, offerOf(Entry{Path: "c", Size: 6, Mode: 0o644}))
