@@ -235,7 +235,7 @@ func SendWith(ctx context.Context, rw io.ReadWriter, plan *Plan, opts LaneOption
 	w := frameWriter{bufio.NewWriterSize(rw, 256<<10)}
 	r := bufio.NewReaderSize(rw, 64<<10)
 	offer := plan.Offer
-	offer.Lanes = opts.Lanes != nil
+	offer.Lanes = opts.Lanes != nil && opts.Force != 1
 	if err := w.writeJSON(frameOffer, offer); err != nil {
 		return st, fmt.Errorf("send offer: %w", err)
 	}
@@ -292,7 +292,11 @@ func SendWith(ctx context.Context, rw io.ReadWriter, plan *Plan, opts LaneOption
 		for len(res) < len(entries) {
 			typ, payload, err := readFrame(r, nil)
 			if err != nil {
-				resc <- resultsOrErr{res, fmt.Errorf("receiver: %w", noEOF(err))}
+				err = fmt.Errorf("receiver: %w", noEOF(err))
+				if ls != nil {
+					ls.fail(err) // nothing more will be acknowledged
+				}
+				resc <- resultsOrErr{res, err}
 				return
 			}
 			var x Result
