@@ -235,7 +235,6 @@ type laneSet struct {
 	file      *fileJob
 	fileSince time.Time
 	delivered int64 // bytes on the main stream plus bytes acknowledged on lanes
-	sent      int64 // every byte written, re-sends included
 	err       error // the transfer failed: everyone stops
 	closed    bool
 	wg        sync.WaitGroup
@@ -272,19 +271,19 @@ func newLaneSet(ctx context.Context, opts LaneOptions, tokens [][]byte) *laneSet
 	if opts.Force > 0 {
 		ls.target = min(opts.Force, maxLanes)
 	}
-	stop := context.AfterFunc(ls.ctx, func() {
+	// The caller's ctx ending wakes whoever waits (it ends with close).
+	context.AfterFunc(ls.ctx, func() {
 		ls.mu.Lock()
 		ls.cond.Broadcast()
 		ls.mu.Unlock()
 	})
-	ls.wg.Add(1)
-	go func() {
-		defer ls.wg.Done()
-		defer stop()
-		if opts.Force <= 0 {
+	if opts.Force <= 0 {
+		ls.wg.Add(1)
+		go func() {
+			defer ls.wg.Done()
 			ls.control()
-		}
-	}()
+		}()
+	}
 	return ls
 }
 
@@ -486,7 +485,6 @@ func (ls *laneSet) take(l *sendLane, buf []byte, wait func()) (index int, off in
 
 // hand records a chunk given to l (under mu).
 func (ls *laneSet) hand(l *sendLane, job *fileJob, off int64, n int, fresh bool) {
-	ls.sent += int64(n)
 	if l == nil {
 		ls.delivered += int64(n)
 	} else {

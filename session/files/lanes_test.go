@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"io/fs"
 	"net"
@@ -515,4 +516,55 @@ func FuzzLaneFrames(f *testing.F) {
 			}
 		}
 	})
+}
+
+// deafLanes opens lanes whose far end nobody reads: chunks on them are
+// never acknowledged.
+type deafLanes struct {
+	t     *testing.T
+	mu    sync.Mutex
+	peers []net.Conn
+}
+
+func (d *deafLanes) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, error) {
+	a, b := tcpPair(d.t)
+	d.mu.Lock()
+	d.peers = append(d.peers, b)
+	d.mu.Unlock()
+	return a, nil
+}
+
+func (d *deafLanes) Expect(tokens [][]byte) (<-chan io.ReadWriteCloser, func()) {
+	return make(chan io.ReadWriteCloser), func() {}
+}
+
+// A sender waiting for acknowledgements that never come stops when its
+// context ends (Ctrl-C), with a forced count too.
+func TestSenderWaitingForLanesStopsWithItsContext(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	writeRandom(t, filepath.Join(src, "big.bin"), 64<<20)
+	plan := mustScan(t, filepath.Join(src, "big.bin"))
+	deaf := &deafLanes{t: t}
+	defer func() {
+		for _, p := range deaf.peers {
+			p.Close()
+		}
+	}()
+	a, b := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		defer b.Close()
+		(&Inbox{Dir: inbox}).ReceiveWith(context.Background(), b, "k", LaneOptions{Lanes: deaf}, nil, nil)
+	}()
+	var once sync.Once
+	_, err := SendWith(ctx, a, plan, LaneOptions{Lanes: deaf, Force: 3}, func(p Progress) {
+		if p.Done == p.Total { // every chunk handed out: the rest waits for acknowledgements
+			once.Do(cancel)
+		}
+	})
+	a.Close()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("send: %v, want canceled", err)
+	}
 }
