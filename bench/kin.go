@@ -141,17 +141,29 @@ func (l *kinLab) spawn(home, wantRE string, args ...string) ([]string, error) {
 	}
 }
 
+// id returns what kin id prints on stdout (a new identity is also logged,
+// on stderr).
+func (l *kinLab) id(home string) (string, error) {
+	c := l.on(home).command(l.ctx, l.kin, "id")
+	c.Env = l.env(home)
+	out, err := c.Output()
+	if err != nil {
+		return "", fmt.Errorf("kin id: %v", err)
+	}
+	return string(out), nil
+}
+
 func (l *kinLab) start() error {
 	m, err := l.spawn("server", `signaling server on (ws://\S+)`, "signal", "--listen", l.server.ip()+":0")
 	if err != nil {
 		return err
 	}
 	l.url = m[1]
-	aKey, err := l.run("a", "id")
+	aKey, err := l.id("a")
 	if err != nil {
 		return err
 	}
-	bKey, err := l.run("b", "id")
+	bKey, err := l.id("b")
 	if err != nil {
 		return err
 	}
