@@ -72,7 +72,7 @@ const (
 	// long fat path.
 	laneInflight = 8 << 20
 	// laneSample is how often the controller looks at the rate.
-	laneSample = 500 * time.Millisecond
+	laneSample = 300 * time.Millisecond
 	// sidecarEvery: how often (bytes of contiguous progress) the ".have"
 	// file is brought up to date.
 	sidecarEvery = 8 << 20
