@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,8 @@ type kinLab struct {
 	// lane is KIN_LANE for the client's processes (bob's connect and
 	// send): "datachannel" keeps them off QUIC, whatever the agent offers.
 	lane string
+	// lanes is KIN_LANES for bob's send: a forced lane count ("": adapt).
+	lanes string
 }
 
 // laneRE finds the lane in the transport's log line (KIN_VERBOSE).
@@ -67,6 +70,10 @@ func (l *kinLab) user(home string) *kintest.User {
 	}
 	if home == "b" && l.lane != "" {
 		env = append(env, "KIN_LANE="+l.lane)
+	}
+	env = append(env, "KIN_LANES=")
+	if home == "b" && l.lanes != "" {
+		env = append(env, "KIN_LANES="+l.lanes)
 	}
 	u := kintest.NewUser(l.kin, l.dir, home, env...)
 	if h.side != nil {
@@ -157,22 +164,31 @@ func (l *kinLab) connectFirstByte(ticket string) (time.Duration, error) {
 	return firstByte(l.ctx, l.client, local, start)
 }
 
-// send runs kin send of file from b to a's agent and returns MB/s.
-func (l *kinLab) send(file string, size int64) (float64, error) {
+// sentLanesRE finds the most lanes a send used in its log (KIN_VERBOSE).
+var sentLanesRE = regexp.MustCompile(`msg="files sent" .*lanes=(\d+)`)
+
+// send runs kin send of file from b to a's agent and returns MB/s and the
+// most lanes it used at once.
+func (l *kinLab) send(file string, size int64) (float64, int, error) {
 	os.RemoveAll(l.inbox) // or the file would already be there
 	start := time.Now()
 	_, log, err := l.run("b", "--verbose", "send", file, "a", "--quiet")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	el := time.Since(start)
 	if err := l.checkLane(log); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if st, err := os.Stat(filepath.Join(l.inbox, filepath.Base(file))); err != nil || st.Size() != size {
-		return 0, fmt.Errorf("the file did not arrive whole: %v", err)
+		return 0, 0, fmt.Errorf("the file did not arrive whole: %v", err)
 	}
-	return float64(size) / 1e6 / el.Seconds(), nil
+	m := sentLanesRE.FindStringSubmatch(log)
+	if m == nil {
+		return 0, 0, fmt.Errorf("no lane count in kin's log:\n%s", log)
+	}
+	lanes, _ := strconv.Atoi(m[1])
+	return float64(size) / 1e6 / el.Seconds(), lanes, nil
 }
 
 func (l *kinLab) stop() { l.stopFrom(0) }

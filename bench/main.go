@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -71,8 +72,10 @@ type Row struct {
 	FirstByte string  `json:"connect_to_first_byte,omitempty"`
 	UDPDrops  int64   `json:"udp_receive_buffer_drops"` // RcvbufErrors growth, all runs
 	Skipped   string  `json:"skipped,omitempty"`
+	Lanes     string  `json:"lanes,omitempty"` // kin send: lanes used, per run
 
 	runs       []float64
+	lanes      []int
 	cpu        []float64
 	firstBytes []time.Duration
 }
@@ -96,7 +99,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	size := int64(o.sizeMiB) << 20
-	rows, err := b.link(ctx, "loopback", host{}, host{}, size)
+	rows, err := b.link(ctx, "loopback", host{}, host{}, size, false)
 	if err != nil {
 		return err
 	}
@@ -114,7 +117,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		wan, err := b.link(ctx, name, host{pair.B}, host{pair.A}, n)
+		wan, err := b.link(ctx, name, host{pair.B}, host{pair.A}, n, link.Loss > 0)
 		if cerr := pair.Close(); err == nil {
 			err = cerr
 		}
@@ -153,7 +156,9 @@ type bench struct {
 // link measures every path between client and server, size bytes per run.
 // Files go from client to server; streams come from a source on the
 // server to the client.
-func (b *bench) link(ctx context.Context, name string, server, client host, size int64) ([]*Row, error) {
+// lossy says whether the link drops packets: there a forced lane count is
+// measured beside the adaptive one.
+func (b *bench) link(ctx context.Context, name string, server, client host, size int64, lossy bool) ([]*Row, error) {
 	dir, err := os.MkdirTemp(b.dir, "link")
 	if err != nil {
 		return nil, err
@@ -194,6 +199,7 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	scp := &Row{Name: "scp (OpenSSH)", Link: name}
 	send := &Row{Name: "kin send (QUIC)", Link: name}
 	sendDC := &Row{Name: "kin send (data channel)", Link: name}
+	sendForced := &Row{Name: fmt.Sprintf("kin send (QUIC, KIN_LANES=%d)", forcedBenchLanes), Link: name}
 	// each measures f b.runs times into r.
 	each := func(r *Row, f func() (float64, error)) error {
 		for range b.runs {
@@ -291,21 +297,42 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 			return nil, err
 		}
 	}
-	for _, r := range []*Row{send, sendDC} {
-		lab.lane = laneOf(r)
-		if err := each(r, func() (float64, error) { return lab.send(file, size) }); err != nil {
+	sends := []*Row{send, sendDC}
+	if lossy {
+		sends = append(sends, sendForced)
+		rows = append(rows, sendForced)
+	}
+	for _, r := range sends {
+		lab.lane, lab.lanes = laneOf(r), lanesOf(r)
+		if err := each(r, func() (float64, error) {
+			mbps, lanes, err := lab.send(file, size)
+			r.lanes = append(r.lanes, lanes)
+			return mbps, err
+		}); err != nil {
 			return nil, err
 		}
 	}
-	lab.lane = ""
+	lab.lane, lab.lanes = "", ""
 	for _, r := range rows {
 		base := sshL
-		if r == scp || r == send || r == sendDC {
+		if r == scp || r == send || r == sendDC || r == sendForced {
 			base = scp
 		}
 		r.finish(base.median(), tcp.median())
 	}
 	return rows, nil
+}
+
+// forcedBenchLanes is the lane count of the forced kin send row on a lossy
+// link (the measured striping: 16 QUIC connections moved 8.8 MB/s there).
+const forcedBenchLanes = 16
+
+// lanesOf is the KIN_LANES a row is measured with ("": adaptive).
+func lanesOf(r *Row) string {
+	if strings.Contains(r.Name, "KIN_LANES=") {
+		return strconv.Itoa(forcedBenchLanes)
+	}
+	return ""
 }
 
 // laneOf is the KIN_LANE a row is measured with.
@@ -340,11 +367,11 @@ func metered(size int64, hosts []host, f func() error) (cpuPerGB float64, drops 
 
 func printTable(w io.Writer, title string, rows []*Row) {
 	fmt.Fprintf(w, "%s\n\n", title)
-	fmt.Fprintf(w, "| link | path | MB/s | vs OpenSSH | vs raw TCP | of link rate | CPU s/GB | UDP drops | connect to first byte |\n")
-	fmt.Fprintf(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(w, "| link | path | MB/s | vs OpenSSH | vs raw TCP | of link rate | CPU s/GB | UDP drops | connect to first byte | lanes |\n")
+	fmt.Fprintf(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "| %s | %s | skipped: %s | | | | | | |\n", r.Link, r.Name, r.Skipped)
+			fmt.Fprintf(w, "| %s | %s | skipped: %s | | | | | | | |\n", r.Link, r.Name, r.Skipped)
 			continue
 		}
 		ratio := func(v float64, f string) string {
@@ -353,8 +380,8 @@ func printTable(w io.Writer, title string, rows []*Row) {
 			}
 			return fmt.Sprintf(f, v)
 		}
-		fmt.Fprintf(w, "| %s | %s | %.1f | %s | %s | %s | %s | %d | %s |\n", r.Link, r.Name, r.MBps,
-			ratio(r.VsSSH, "%.2fx"), ratio(r.VsTCP, "%.3fx"), ratio(r.OfLink*100, "%.0f%%"), ratio(r.CPUPerGB, "%.1f"), r.UDPDrops, r.FirstByte)
+		fmt.Fprintf(w, "| %s | %s | %.1f | %s | %s | %s | %s | %d | %s | %s |\n", r.Link, r.Name, r.MBps,
+			ratio(r.VsSSH, "%.2fx"), ratio(r.VsTCP, "%.3fx"), ratio(r.OfLink*100, "%.0f%%"), ratio(r.CPUPerGB, "%.1f"), r.UDPDrops, r.FirstByte, r.Lanes)
 	}
 }
 
@@ -366,6 +393,13 @@ func (r *Row) add(mbps, cpuPerGB float64, drops int64) {
 
 func (r *Row) finish(base, tcp float64) {
 	r.MBps = r.median()
+	if len(r.lanes) > 0 {
+		var all []string
+		for _, n := range r.lanes {
+			all = append(all, strconv.Itoa(n))
+		}
+		r.Lanes = strings.Join(all, ", ")
+	}
 	r.CPUPerGB = median(r.cpu)
 	if tcp > 0 {
 		r.VsTCP = r.MBps / tcp

@@ -25,6 +25,7 @@ type progressPrinter struct {
 	lastMoved int64          // bytes moved then
 	rate      float64        // bytes/s moved in this run, smoothed
 	lastWidth int
+	lanes     int // the most lanes the transfer used at once
 }
 
 func newProgress(w io.Writer, verb string, quiet bool) *progressPrinter {
@@ -39,6 +40,7 @@ func (p *progressPrinter) update(pr files.Progress) {
 	if p.quiet {
 		return
 	}
+	p.lanes = max(p.lanes, pr.Lanes)
 	now := time.Now()
 	every := 5 * time.Second
 	if p.tty {
@@ -85,6 +87,9 @@ func (p *progressPrinter) format(pr files.Progress) string {
 		fmt.Fprintf(&b, "%s so far", humanBytes(pr.Done)) // a stream: its size is known at its end
 	}
 	fmt.Fprintf(&b, " %d/%d files", pr.FilesDone, pr.FilesTotal)
+	if pr.Lanes > 1 {
+		fmt.Fprintf(&b, " %d lanes", pr.Lanes)
+	}
 	if p.rate > 0 {
 		fmt.Fprintf(&b, " %s/s", humanBytes(int64(p.rate)))
 		if pr.Total > pr.Done {
@@ -132,6 +137,9 @@ func (p *progressPrinter) finish(bytes int64, nfiles int, already int64) {
 	}
 	el := time.Since(p.start)
 	fmt.Fprintf(p.w, "%s %s, %s in %s (%s/s)", p.verb, plural(nfiles, "file"), humanBytes(bytes), el.Round(time.Millisecond), humanBytes(int64(float64(bytes)/el.Seconds())))
+	if p.lanes > 1 {
+		fmt.Fprintf(p.w, ", up to %d lanes", p.lanes)
+	}
 	if already > 0 {
 		fmt.Fprintf(p.w, "; %s were already there", humanBytes(already))
 	}

@@ -91,6 +91,7 @@ type Client struct {
 	hostKey ssh.PublicKey
 	id      *keys.Identity
 	log     *slog.Logger
+	lanes   *laneHub // nil: the connection has no extra lanes
 }
 
 // NewClient runs the SSH client handshake over conn.
@@ -156,7 +157,8 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 		}
 		return nil, err
 	}
-	return &Client{conn: watched, ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger}, nil
+	return &Client{conn: watched, ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger,
+		lanes: newLaneHub(conn, cfg.Logger)}, nil
 }
 
 // CheckPort asks whether the peer lets us use port. If ctx ends before the
@@ -328,7 +330,8 @@ func (c *Client) Push(ctx context.Context, plan *files.Plan, progress func(files
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	st, err := files.Send(ctx, ch, plan, progress)
+	st, err := files.SendWith(ctx, ch, plan, c.lanes.options(), progress)
+	c.log.Debug("files sent", "bytes", st.Sent, "lanes", st.Lanes, "err", err)
 	return st, c.why(err)
 }
 
@@ -357,7 +360,7 @@ func (c *Client) Pull(ctx context.Context, inbox *files.Inbox, decide func(files
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	res, err := inbox.Receive(ctx, ch, ssh.FingerprintSHA256(c.hostKey), decide, progress)
+	res, err := inbox.ReceiveWith(ctx, ch, ssh.FingerprintSHA256(c.hostKey), c.lanes.options(), decide, progress)
 	return res, c.why(err)
 }
 
@@ -410,7 +413,11 @@ func (c *Client) Pipe() (net.Conn, error) {
 func (c *Client) Wait() error { return c.ssh.Wait() }
 
 // Close closes the connection.
-func (c *Client) Close() error { return c.ssh.Close() }
+func (c *Client) Close() error {
+	err := c.ssh.Close()
+	c.lanes.close()
+	return err
+}
 
 // channelConn is an SSH channel as a net.Conn (without deadlines); its
 // addresses are those of the connection that carries it.

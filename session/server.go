@@ -250,6 +250,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 		sc.Close()
 	}()
 	go s.watchGrant(ctx, g, sc, log)
+	lanes := newLaneHub(conn, log)
+	defer lanes.close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Add(1)
@@ -267,7 +269,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.channel(ctx, g, nc, sc, log)
+			s.channel(ctx, g, nc, sc, lanes, log)
 		}()
 	}
 	log.Info("disconnected")
@@ -335,7 +337,7 @@ func (s *Server) watchGrant(ctx context.Context, g *Grant, sc *ssh.ServerConn, l
 }
 
 // channel serves one channel the client opened.
-func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *ssh.ServerConn, log *slog.Logger) {
+func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *ssh.ServerConn, lanes *laneHub, log *slog.Logger) {
 	switch nc.ChannelType() {
 	case "direct-tcpip":
 		s.forward(ctx, g, nc, log)
@@ -359,7 +361,7 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *s
 			}
 			return nil
 		}
-		res, err := s.cfg.Inbox.Receive(ctx, ch, g.fingerprint(), decide, s.progress(g))
+		res, err := s.cfg.Inbox.ReceiveWith(ctx, ch, g.fingerprint(), lanes.options(), decide, s.progress(g))
 		log.Info("files received", "files", len(res), "err", err)
 		if s.cfg.Files.Done != nil {
 			s.cfg.Files.Done(*g, false, files.Stats{Results: res}, err)
@@ -376,8 +378,8 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *s
 		}
 		defer ch.Close()
 		log.Info("sending files")
-		st, err := files.Send(ctx, ch, s.cfg.Outbox, s.progress(g))
-		log.Info("files sent", "bytes", st.Sent, "err", err)
+		st, err := files.SendWith(ctx, ch, s.cfg.Outbox, lanes.options(), s.progress(g))
+		log.Info("files sent", "bytes", st.Sent, "lanes", st.Lanes, "err", err)
 		if s.cfg.Files.Done != nil {
 			s.cfg.Files.Done(*g, true, st, err)
 		}

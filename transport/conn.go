@@ -63,6 +63,9 @@ type Conn struct {
 	qc  *quic.Conn
 	st  *quic.Stream
 
+	laneTr     *quic.Transport // QUIC: where extra lanes are dialled from (lanes.go)
+	laneRemote *net.UDPAddr    // QUIC: and to
+
 	eof     chan struct{} // QUIC: closed once Read saw the peer's end of stream
 	eofOnce sync.Once
 	failed  atomic.Pointer[error]
@@ -100,6 +103,7 @@ func newConn(h *handshake, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, ra
 func newQUICConn(h *handshake, pc *webrtc.PeerConnection, qc *quic.Conn, st *quic.Stream) *Conn {
 	c := &Conn{h: h, pc: pc, qc: qc, st: st, eof: make(chan struct{}), closed: make(chan struct{})}
 	c.describe(LaneQUIC)
+	c.prepareLanes()
 	go func() { // QUIC ends: the peer connection ends too
 		select {
 		case <-qc.Context().Done():

@@ -132,7 +132,7 @@ func pin(fp []byte) func([][]byte, [][]*x509.Certificate) error {
 }
 
 func (q *quicIdentity) serverTLS(peerFP []byte) *tls.Config {
-	return &tls.Config{Certificates: []tls.Certificate{q.cert}, NextProtos: []string{quicALPN},
+	return &tls.Config{Certificates: []tls.Certificate{q.cert}, NextProtos: []string{quicALPN, laneALPN},
 		MinVersion: tls.VersionTLS13, ClientAuth: tls.RequireAnyClientCert, VerifyPeerCertificate: pin(peerFP)}
 }
 
@@ -198,6 +198,7 @@ type quicNet struct {
 	*bufferedNet
 	serverTLS *tls.Config     // acceptor: listen for the dialer's QUIC on every socket
 	accepted  chan *quic.Conn // acceptor: QUIC connections that finished their handshake
+	lanes     chan *laneConn  // extra lanes the peer opened (see lanes.go)
 
 	mu     sync.Mutex
 	byPort map[int]*pionUDP
@@ -210,7 +211,7 @@ func newQUICNet(base *bufferedNet, serverTLS *tls.Config) *quicNet {
 	if os.Getenv(quicBufferWarning) == "" {
 		os.Setenv(quicBufferWarning, "true")
 	}
-	return &quicNet{bufferedNet: base, serverTLS: serverTLS, accepted: make(chan *quic.Conn, 1), byPort: map[int]*pionUDP{}}
+	return &quicNet{bufferedNet: base, serverTLS: serverTLS, accepted: make(chan *quic.Conn, 1), lanes: make(chan *laneConn, maxPendingLanes), byPort: map[int]*pionUDP{}}
 }
 
 // ListenUDP opens a socket for a host or server-reflexive candidate.
@@ -251,6 +252,10 @@ func (n *quicNet) acceptLoop(ln *quic.Listener) {
 		if err != nil {
 			return // the transport closed
 		}
+		if qc.ConnectionState().TLS.NegotiatedProtocol == laneALPN {
+			go n.takeLane(qc)
+			continue
+		}
 		select {
 		case n.accepted <- qc:
 		default: // one QUIC connection per peer connection
@@ -277,6 +282,14 @@ func (n *quicNet) close() {
 	case qc := <-n.accepted:
 		qc.CloseWithError(quicCodeRefused, "")
 	default:
+	}
+	for {
+		select {
+		case l := <-n.lanes:
+			l.qc.CloseWithError(quicCodeRefused, "")
+		default:
+			return
+		}
 	}
 }
 

@@ -209,6 +209,7 @@ func (d *delayedWriter) Write(p []byte) (int, error) {
 type cutConn struct {
 	net.Conn
 	left int
+	cut  func() // called when it breaks
 }
 
 func (c *cutConn) Write(p []byte) (int, error) {
@@ -220,6 +221,9 @@ func (c *cutConn) Write(p []byte) (int, error) {
 		n, _ := c.Conn.Write(p[:c.left])
 		c.left = 0
 		c.Conn.Close()
+		if c.cut != nil {
+			c.cut()
+		}
 		return n, errors.New("link down")
 	}
 	c.left -= len(p)
@@ -491,8 +495,18 @@ func FuzzReceiverInput(f *testing.F) {
 	w.write(frameEnd, h[:])
 	w.write(frameDone, nil)
 	w.w.Flush()
-	f.Add(seed.Bytes())
+	f.Add(bytes.Clone(seed.Bytes()))
 	f.Add([]byte{frameOffer, 2, '{', '}'})
+	seed.Reset() // chunks at offsets on the main stream, one leaving a gap
+	w.writeJSON(frameOffer, offerOf(Entry{Path: "c", Size: 6, Mode: 0o644}))
+	w.write(frameBegin, encodeBegin(0, 0))
+	w.write(frameChunk, append(appendChunkHeader(nil, 0, 4), "ef"...))
+	w.write(frameChunk, append(appendChunkHeader(nil, 0, 0), "abcd"...))
+	h6 := sha256.Sum256([]byte("abcdef"))
+	w.write(frameEnd, h6[:])
+	w.write(frameDone, nil)
+	w.w.Flush()
+	f.Add(bytes.Clone(seed.Bytes()))
 	seed.Reset()
 	links := []Entry{{Path: "t", Mode: fs.ModeDir | 0o755}, linkEntry("t/d", "."), linkEntry("t/up2", "d/d/../.."), linkEntry("t/a", "x/.."), linkEntry("t/x", ".")}
 	w.writeJSON(frameOffer, offerOf(links...))

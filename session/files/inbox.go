@@ -142,6 +142,13 @@ func (in *Inbox) hold(names []string) {
 	}
 }
 
+// holders says how many running transfers hold a partial file.
+func (in *Inbox) holders(name string) int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.inUse[name]
+}
+
 func (in *Inbox) release(names []string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -176,6 +183,7 @@ func (in *Inbox) prune(root *os.Root, olderThan time.Duration) int64 {
 		}
 		if root.Remove(name) == nil {
 			freed += info.Size()
+			root.Remove(sidecarOf(name))
 		}
 	}
 	return freed
@@ -187,6 +195,12 @@ func (in *Inbox) prune(root *os.Root, olderThan time.Duration) int64 {
 // It returns one Result per entry. An inbox that cannot be written is
 // reported to the sender as such (ErrInboxUnwritable on its side).
 func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, decide func(Offer) error, progress func(Progress)) ([]Result, error) {
+	return in.ReceiveWith(ctx, rw, peerKey, LaneOptions{}, decide, progress)
+}
+
+// ReceiveWith is Receive that also takes big files in chunks on extra
+// lanes, when the sender asks and opts.Lanes can accept them (lanes.go).
+func (in *Inbox) ReceiveWith(ctx context.Context, rw io.ReadWriter, peerKey string, opts LaneOptions, decide func(Offer) error, progress func(Progress)) ([]Result, error) {
 	r := bufio.NewReaderSize(rw, 256<<10)
 	w := frameWriter{bufio.NewWriterSize(rw, 16<<10)}
 	typ, payload, err := readFrame(r, nil)
@@ -231,6 +245,7 @@ func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, 
 	}
 	defer root.Close()
 	rc := &receiver{in: in, root: root, offer: offer, peerKey: peerKey, w: w, results: make([]*Result, len(offer.Entries)), begun: make([]bool, len(offer.Entries)), umask: umask()}
+	rc.cond = sync.NewCond(&rc.mu)
 	var parts []string
 	for i, e := range offer.Entries {
 		if !e.IsDir() && !e.IsLink() {
@@ -256,11 +271,35 @@ func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, 
 			rc.pr.FilesDone++
 			continue
 		}
-		if st, err := root.Stat(rc.partName(i)); err == nil && st.Size() <= e.Size && st.Size() > 0 {
-			acc.Have[i] = st.Size()
+		if have := rc.partialHave(i); have > 0 {
+			acc.Have[i] = have
 		}
 	}
 	rc.have = acc.Have
+	if offer.Lanes && opts.Lanes != nil {
+		tokens, hx := newTokens(laneTokens)
+		lanes, stop := opts.Lanes.Expect(tokens)
+		acc.Lanes = hx
+		done := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rc.takeLanes(lanes, done, &wg)
+		}()
+		defer func() { // before root.Close: lanes write into the inbox
+			stop()
+			close(done)
+			rc.mu.Lock()
+			rc.over = true
+			for _, l := range rc.laneConns {
+				l.Close()
+			}
+			rc.cond.Broadcast()
+			rc.mu.Unlock()
+			wg.Wait()
+		}()
+	}
 	if err := w.writeJSON(frameAccept, acc); err != nil {
 		return nil, err
 	}
@@ -272,13 +311,139 @@ func (in *Inbox) Receive(ctx context.Context, rw io.ReadWriter, peerKey string, 
 	if err := w.w.Flush(); err != nil {
 		return nil, err
 	}
-	if err := rc.loop(ctx, r); err != nil {
-		return rc.list(), err
+	err = rc.loop(ctx, r)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.list(), err
+}
+
+// partialHave is how many bytes of entry i a partial file holds that a
+// send can resume from: all of it, or, when chunks on lanes left gaps, its
+// contiguous prefix as recorded beside it.
+func (rc *receiver) partialHave(i int) int64 {
+	st, err := rc.root.Stat(rc.partName(i))
+	if err != nil || !st.Mode().IsRegular() || st.Size() > rc.offer.Entries[i].Size || st.Size() <= 0 {
+		return 0
 	}
-	return rc.list(), nil
+	have := st.Size()
+	f, err := rc.root.Open(sidecarOf(rc.partName(i)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return have
+	}
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	b := make([]byte, 24)
+	n, _ := io.ReadFull(f, b)
+	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
+	if err != nil || v < 0 {
+		return 0 // cut short by a crash: start over
+	}
+	return min(have, v)
+}
+
+// sidecarOf names the file beside a partial that records its contiguous
+// prefix while chunks on lanes leave gaps after it.
+func sidecarOf(part string) string { return strings.TrimSuffix(part, ".part") + ".have" }
+
+// takeLanes serves each lane that arrives until done.
+func (rc *receiver) takeLanes(lanes <-chan io.ReadWriteCloser, done <-chan struct{}, wg *sync.WaitGroup) {
+	for {
+		select {
+		case l := <-lanes:
+			rc.mu.Lock()
+			if rc.over {
+				rc.mu.Unlock()
+				l.Close()
+				continue
+			}
+			rc.laneConns = append(rc.laneConns, l)
+			rc.lanesInUse++
+			rc.mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rc.serveLane(l)
+			}()
+		case <-done:
+			return
+		}
+	}
+}
+
+// serveLane writes the chunks that arrive on lane l and acknowledges each
+// once written. Anything wrong ends the lane (the sender sends its
+// unacknowledged chunks on the others, the main stream included, where an
+// error is reported as usual).
+func (rc *receiver) serveLane(l io.ReadWriteCloser) {
+	defer func() {
+		l.Close()
+		rc.mu.Lock()
+		rc.lanesInUse--
+		rc.mu.Unlock()
+	}()
+	r := bufio.NewReaderSize(l, 256<<10)
+	w := frameWriter{bufio.NewWriterSize(l, 4<<10)}
+	buf := make([]byte, maxFrameBytes)
+	for {
+		typ, payload, err := readFrame(r, buf)
+		if err != nil || typ != frameChunk {
+			return
+		}
+		i, off, data, err := decodeChunk(payload)
+		if err != nil {
+			return
+		}
+		written, err := rc.laneChunk(i, off, data)
+		if err != nil {
+			return
+		}
+		if !written {
+			continue // stale: for a file that is over
+		}
+		if err := w.write(frameAck, encodeAck(i, off, len(data))); err != nil {
+			return
+		}
+		if r.Buffered() == 0 {
+			if err := w.w.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// laneChunk writes a chunk that came on a lane, once the main stream has
+// begun its file (the sender begins a file before it sends chunks of it,
+// but the lane may be quicker).
+func (rc *receiver) laneChunk(i int, off int64, data []byte) (bool, error) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if i < 0 || i >= len(rc.begun) {
+		return false, errors.New("chunk for no entry")
+	}
+	for !rc.begun[i] && !rc.over {
+		rc.cond.Wait()
+	}
+	if rc.over || rc.cur != i || rc.f == nil {
+		return false, nil
+	}
+	if _, err := rc.writeAt(off, data); err != nil {
+		return false, err
+	}
+	rc.report()
+	return true, nil
 }
 
 type receiver struct {
+	// mu guards everything below against the lanes' goroutines, which
+	// write chunks into the current file; cond tells them a file began.
+	mu         sync.Mutex
+	cond       *sync.Cond
+	over       bool
+	laneConns  []io.ReadWriteCloser
+	lanesInUse int
+
 	in       *Inbox
 	root     *os.Root
 	umask    fs.FileMode
@@ -297,8 +462,15 @@ type receiver struct {
 	cur     int
 	f       *os.File
 	h       hash.Hash
-	written int64
+	written int64 // the contiguous prefix: written and hashed
 	flushed int64 // rc.f's bytes up to here are on their way to the disk
+	// chunks (lanes): what arrived beyond the prefix, and whether (and
+	// with what) the sidecar records the prefix
+	above      spans
+	aboveBytes int64
+	sidecar    bool
+	sideAt     int64
+	rbuf       []byte
 }
 
 // writebackBytes is how much written data the receiver lets pile up before
@@ -346,8 +518,14 @@ func (rc *receiver) alreadyHave(i int) (string, bool) {
 
 func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 	buf := make([]byte, maxFrameBytes)
+	rc.mu.Lock()
 	rc.cur = -1
-	defer rc.closeCurrent()
+	rc.mu.Unlock()
+	defer func() {
+		rc.mu.Lock()
+		rc.closeCurrent()
+		rc.mu.Unlock()
+	}()
 	var dirs []int
 	for {
 		if err := ctx.Err(); err != nil {
@@ -356,127 +534,207 @@ func (rc *receiver) loop(ctx context.Context, r *bufio.Reader) error {
 		typ, payload, err := readFrame(r, buf)
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				if rc.f != nil && rc.written > 0 {
+				rc.mu.Lock()
+				kept := rc.f != nil && rc.written > 0
+				rc.mu.Unlock()
+				if kept {
 					return errors.New("the sender went away before the transfer was complete (partial data kept; sending again resumes it)")
 				}
 				return errors.New("the sender went away before the transfer was complete; sending again continues it")
 			}
 			return err
 		}
-		switch typ {
-		case frameBegin:
-			i, off, err := decodeBegin(payload)
-			if err != nil {
-				return err
-			}
-			if rc.cur >= 0 || i >= len(rc.offer.Entries) || rc.results[i] != nil || rc.begun[i] {
-				return fmt.Errorf("sender began entry %d out of order", i)
-			}
-			rc.begun[i] = true
-			if off != rc.have[i] {
-				return fmt.Errorf("sender resumes %s at %d, receiver has %d", rc.offer.Entries[i].Path, off, rc.have[i])
-			}
-			rc.cur = i
-			e := rc.offer.Entries[i]
-			if e.IsDir() {
-				dirs = append(dirs, i)
-			}
-			if !e.IsDir() && !e.IsLink() {
-				if err := rc.openPart(i, off); err != nil {
-					return rc.fail(i, err)
-				}
-			}
-		case frameData:
-			if rc.cur < 0 || rc.f == nil {
-				return errors.New("sender sent data outside a file")
-			}
-			e := rc.offer.Entries[rc.cur]
-			if e.Size >= 0 && rc.written+int64(len(payload)) > e.Size {
-				return rc.fail(rc.cur, fatalf("sender sent more than the %d bytes it announced", e.Size))
-			}
-			if err := rc.write(payload); err != nil {
-				return rc.fail(rc.cur, err)
-			}
-			rc.h.Write(payload)
-			rc.written += int64(len(payload))
-			if rc.written-rc.flushed >= writebackBytes {
-				startWriteback(rc.f, rc.flushed, rc.written-rc.flushed)
-				rc.flushed = rc.written
-			}
-			rc.pr.FileDone = rc.written
-			rc.pr.Done += int64(len(payload))
-			rc.pr.Moved += int64(len(payload))
-			rc.report()
-		case frameEnd:
-			if rc.cur < 0 {
-				return errors.New("sender ended a file it had not begun")
-			}
-			i := rc.cur
-			rc.cur = -1
-			if rc.offer.Entries[i].IsLink() {
-				rc.links = append(rc.links, i) // created last, see makeLinks
-				continue
-			}
-			name, err := rc.finish(i, payload)
-			if err != nil {
-				if ferr := rc.fail(i, err); isFatal(err) {
-					return ferr
-				}
-				continue
-			}
-			rc.results[i] = &Result{Index: i, Name: name}
-			if err := rc.w.writeJSON(frameResult, rc.results[i]); err != nil {
-				return err
-			}
-			if r.Buffered() == 0 {
-				if err := rc.w.w.Flush(); err != nil {
-					return err
-				}
-			}
-		case frameDone:
-			if rc.cur >= 0 {
-				return errors.New("sender finished in the middle of a file")
-			}
-			rc.makeLinks()
-			// Directory times last: creating files inside changes them.
-			for j := len(dirs) - 1; j >= 0; j-- {
-				e := rc.offer.Entries[dirs[j]]
-				if name := rc.results[dirs[j]]; name != nil && name.Error == "" {
-					rc.root.Chtimes(name.Name, time.Now(), e.ModTime)
-				}
-			}
-			for i, res := range rc.results {
-				if res == nil {
-					rc.results[i] = &Result{Index: i, Error: "not sent"}
-					rc.w.writeJSON(frameResult, rc.results[i])
-				}
-			}
-			return rc.w.w.Flush()
-		default:
-			return fmt.Errorf("unexpected frame type %d from the sender", typ)
+		rc.mu.Lock()
+		done, err := rc.frame(typ, payload, r, &dirs)
+		rc.mu.Unlock()
+		if done || err != nil {
+			return err
 		}
 	}
 }
 
-// write writes p to the current partial file. When the disk is full it
-// removes the partial files that no running transfer holds, once per
-// transfer, and tries again.
-func (rc *receiver) write(p []byte) error {
-	n, err := rc.f.Write(p)
+// frame handles one frame from the main stream (under mu); done means the
+// transfer is complete.
+func (rc *receiver) frame(typ byte, payload []byte, r *bufio.Reader, dirs *[]int) (done bool, _ error) {
+	switch typ {
+	case frameBegin:
+		i, off, err := decodeBegin(payload)
+		if err != nil {
+			return false, err
+		}
+		if rc.cur >= 0 || i >= len(rc.offer.Entries) || rc.results[i] != nil || rc.begun[i] {
+			return false, fmt.Errorf("sender began entry %d out of order", i)
+		}
+		rc.begun[i] = true
+		rc.cond.Broadcast()
+		if off != rc.have[i] {
+			return false, fmt.Errorf("sender resumes %s at %d, receiver has %d", rc.offer.Entries[i].Path, off, rc.have[i])
+		}
+		rc.cur = i
+		e := rc.offer.Entries[i]
+		if e.IsDir() {
+			*dirs = append(*dirs, i)
+		}
+		if !e.IsDir() && !e.IsLink() {
+			if err := rc.openPart(i, off); err != nil {
+				return false, rc.fail(i, err)
+			}
+		}
+	case frameData, frameChunk:
+		if rc.cur < 0 || rc.f == nil {
+			return false, errors.New("sender sent data outside a file")
+		}
+		off, data := rc.written, payload
+		if typ == frameChunk {
+			i, o, d, err := decodeChunk(payload)
+			if err != nil {
+				return false, err
+			}
+			if i != rc.cur || rc.offer.Entries[i].Size < 0 {
+				return false, fmt.Errorf("sender sent a chunk of entry %d while sending entry %d", i, rc.cur)
+			}
+			off, data = o, d
+		}
+		if _, err := rc.writeAt(off, data); err != nil {
+			return false, rc.fail(rc.cur, err)
+		}
+		rc.report()
+	case frameEnd:
+		if rc.cur < 0 {
+			return false, errors.New("sender ended a file it had not begun")
+		}
+		i := rc.cur
+		rc.cur = -1
+		if rc.offer.Entries[i].IsLink() {
+			rc.links = append(rc.links, i) // created last, see makeLinks
+			return false, nil
+		}
+		name, err := rc.finish(i, payload)
+		if err != nil {
+			if ferr := rc.fail(i, err); isFatal(err) {
+				return false, ferr
+			}
+			return false, nil
+		}
+		rc.results[i] = &Result{Index: i, Name: name}
+		if err := rc.w.writeJSON(frameResult, rc.results[i]); err != nil {
+			return false, err
+		}
+		if r.Buffered() == 0 {
+			if err := rc.w.w.Flush(); err != nil {
+				return false, err
+			}
+		}
+	case frameDone:
+		if rc.cur >= 0 {
+			return false, errors.New("sender finished in the middle of a file")
+		}
+		rc.makeLinks()
+		// Directory times last: creating files inside changes them.
+		for j := len(*dirs) - 1; j >= 0; j-- {
+			e := rc.offer.Entries[(*dirs)[j]]
+			if name := rc.results[(*dirs)[j]]; name != nil && name.Error == "" {
+				rc.root.Chtimes(name.Name, time.Now(), e.ModTime)
+			}
+		}
+		for i, res := range rc.results {
+			if res == nil {
+				rc.results[i] = &Result{Index: i, Error: "not sent"}
+				rc.w.writeJSON(frameResult, rc.results[i])
+			}
+		}
+		return true, rc.w.w.Flush()
+	default:
+		return false, fmt.Errorf("unexpected frame type %d from the sender", typ)
+	}
+	return false, nil
+}
+
+// writeAt writes p at off into the current partial file (under mu) and
+// hashes whatever it adds to the contiguous prefix (read back from the
+// file when it joins chunks that came earlier). It returns the bytes that
+// were new. When the disk is full it removes the partial files that no
+// running transfer holds, once per transfer, and tries again.
+func (rc *receiver) writeAt(off int64, p []byte) (int64, error) {
+	e := rc.offer.Entries[rc.cur]
+	end := off + int64(len(p))
+	if e.Size >= 0 && end > e.Size {
+		return 0, fatalf("sender sent more than the %d bytes it announced", e.Size)
+	}
+	if end <= rc.written {
+		return 0, nil // again: a chunk a lost lane had delivered after all
+	}
+	if off > rc.written && !rc.sidecar {
+		// A gap: from now on the file's size is not what a resume may
+		// start from; the sidecar says what is.
+		if err := rc.writeSidecar(); err != nil {
+			return 0, diskError(err, rc.written > 0)
+		}
+		rc.sidecar = true
+	}
+	n, err := rc.f.WriteAt(p, off)
 	if err != nil && isNoSpace(err) && !rc.retried {
 		rc.retried = true
 		if freed := rc.in.prune(rc.root, 0); freed > 0 {
-			var m int
-			m, err = rc.f.Write(p[n:])
-			n += m
+			_, err = rc.f.WriteAt(p[n:], off+int64(n))
 		}
 	}
 	if err != nil {
-		rc.f.Truncate(rc.written) // keep only whole, hashed data
-		rc.f.Seek(rc.written, io.SeekStart)
-		return diskError(err, rc.written > 0)
+		return 0, diskError(err, rc.written > 0) // closeCurrent cuts the file back to its prefix
+	}
+	before := rc.written + rc.aboveBytes
+	if off <= rc.written {
+		rc.h.Write(p[rc.written-off:])
+		rc.written = end
+	} else {
+		rc.above.add(off, end)
+	}
+	for len(rc.above) > 0 && rc.above[0].start <= rc.written {
+		if x := rc.above[0]; x.end > rc.written {
+			if err := rc.hashFile(x.end); err != nil {
+				return 0, fatalf("reading back what was written: %v", err)
+			}
+		}
+		rc.above = rc.above[1:]
+	}
+	rc.aboveBytes = 0
+	for _, x := range rc.above {
+		rc.aboveBytes += x.end - x.start
+	}
+	fresh := rc.written + rc.aboveBytes - before
+	if rc.written-rc.flushed >= writebackBytes {
+		startWriteback(rc.f, rc.flushed, rc.written-rc.flushed)
+		rc.flushed = rc.written
+	}
+	if rc.sidecar && rc.written-rc.sideAt >= sidecarEvery {
+		rc.writeSidecar() // best effort: an older value only means more is sent again
+	}
+	rc.pr.FileDone += fresh
+	rc.pr.Done += fresh
+	rc.pr.Moved += fresh
+	return fresh, nil
+}
+
+// hashFile extends the hashed prefix to end from the file's bytes.
+func (rc *receiver) hashFile(end int64) error {
+	if rc.rbuf == nil {
+		rc.rbuf = make([]byte, 256<<10)
+	}
+	for rc.written < end {
+		b := rc.rbuf[:min(int64(len(rc.rbuf)), end-rc.written)]
+		if _, err := rc.f.ReadAt(b, rc.written); err != nil {
+			return err
+		}
+		rc.h.Write(b)
+		rc.written += int64(len(b))
 	}
 	return nil
+}
+
+// writeSidecar records the contiguous prefix of the current file.
+func (rc *receiver) writeSidecar() error {
+	rc.sideAt = rc.written
+	return rc.root.WriteFile(sidecarOf(rc.partName(rc.cur)), []byte(strconv.FormatInt(rc.written, 10)), 0o600)
 }
 
 func isNoSpace(err error) bool {
@@ -534,6 +792,7 @@ func (rc *receiver) fail(i int, err error) error {
 }
 
 func (rc *receiver) report() {
+	rc.pr.Lanes = 1 + rc.lanesInUse
 	if rc.progress != nil {
 		rc.progress(rc.pr)
 	}
@@ -555,21 +814,34 @@ func (rc *receiver) openPart(i int, off int64) error {
 		f.Close()
 		return diskError(err, off > 0)
 	}
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
+	if err := rc.root.Remove(sidecarOf(rc.partName(i))); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		f.Close()
 		return diskError(err, off > 0)
 	}
 	e := rc.offer.Entries[i]
 	rc.f, rc.h, rc.written, rc.flushed = f, h, off, off
+	rc.above, rc.aboveBytes, rc.sidecar, rc.sideAt = nil, 0, false, off
 	rc.pr.File, rc.pr.FileSize, rc.pr.FileDone = e.Path, e.Size, off
 	rc.pr.Done += off
 	return nil
 }
 
+// closeCurrent closes a file left unfinished, cut back to its contiguous
+// prefix (what a resume starts from), and drops its sidecar; unless a
+// newer transfer (a resume that started before this one noticed its
+// sender was gone) holds the file too: then it is that one's.
 func (rc *receiver) closeCurrent() {
 	if rc.f != nil {
+		mine := rc.in.holders(rc.partName(rc.cur)) <= 1
+		if st, err := rc.f.Stat(); mine && err == nil && st.Size() > rc.written {
+			rc.f.Truncate(rc.written)
+		}
 		rc.f.Close()
 		rc.f = nil
+		if rc.sidecar && mine {
+			rc.root.Remove(sidecarOf(rc.partName(rc.cur)))
+			rc.sidecar = false
+		}
 	}
 }
 
@@ -603,6 +875,7 @@ func (rc *receiver) finish(i int, sum []byte) (string, error) {
 	if !bytes.Equal(sum, rc.h.Sum(nil)) {
 		f.Close()
 		rc.root.Remove(rc.partName(i))
+		rc.root.Remove(sidecarOf(rc.partName(i)))
 		return "", fatalf("SHA-256 mismatch: the data was damaged on the way; nothing was kept")
 	}
 	if err := f.Sync(); err != nil {
@@ -618,6 +891,10 @@ func (rc *receiver) finish(i int, sum []byte) (string, error) {
 	name := uniqueName(e.Path, rc.exists)
 	if err := rc.root.Rename(rc.partName(i), name); err != nil {
 		return "", fatalf("move into place: %v", err)
+	}
+	if rc.sidecar {
+		rc.root.Remove(sidecarOf(rc.partName(i)))
+		rc.sidecar = false
 	}
 	rc.root.Chmod(name, rc.perm(e.Mode))
 	if !e.ModTime.IsZero() {

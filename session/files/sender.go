@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -268,6 +269,7 @@ type Progress struct {
 	Total      int64
 	FilesDone  int
 	FilesTotal int
+	Lanes      int // lanes carrying the bytes now (the main stream counts as one; 0 means 1)
 }
 
 // Stats summarise a finished send.
@@ -278,16 +280,27 @@ type Stats struct {
 	// Warnings are entries the receiver skipped on purpose, and why (for
 	// example a symlink that would lead outside what was sent).
 	Warnings []string
+	// Lanes is the most lanes that carried the transfer at once (1: the
+	// main stream alone).
+	Lanes int
 }
 
 // Send offers plan over rw and, once the receiver accepts, streams every
 // entry without waiting for the receiver between files; it returns when the
 // receiver has answered for every entry. progress may be nil.
 func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progress)) (Stats, error) {
-	var st Stats
+	return SendWith(ctx, rw, plan, LaneOptions{}, progress)
+}
+
+// SendWith is Send that also spreads big files over extra lanes when the
+// receiver takes them (lanes.go).
+func SendWith(ctx context.Context, rw io.ReadWriter, plan *Plan, opts LaneOptions, progress func(Progress)) (st Stats, _ error) {
+	st.Lanes = 1
 	w := frameWriter{bufio.NewWriterSize(rw, 256<<10)}
 	r := bufio.NewReaderSize(rw, 64<<10)
-	if err := w.writeJSON(frameOffer, plan.Offer); err != nil {
+	offer := plan.Offer
+	offer.Lanes = opts.Lanes != nil && opts.Force != 1
+	if err := w.writeJSON(frameOffer, offer); err != nil {
 		return st, fmt.Errorf("send offer: %w", err)
 	}
 	if err := w.w.Flush(); err != nil {
@@ -320,6 +333,18 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 	default:
 		return st, fmt.Errorf("receiver answered with frame type %d", typ)
 	}
+	var ls *laneSet
+	if opts.Lanes != nil && len(acc.Lanes) > 0 && opts.Force != 1 {
+		tokens, err := parseTokens(acc.Lanes)
+		if err != nil {
+			return st, err
+		}
+		ls = newLaneSet(ctx, opts, tokens)
+		defer func() {
+			ls.close()
+			st.Lanes = int(ls.mostUsed.Load())
+		}()
+	}
 
 	// Results come back while we send.
 	entries := plan.Offer.Entries
@@ -334,7 +359,11 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 		for len(res) < len(entries) {
 			typ, payload, err := readFrame(r, nil)
 			if err != nil {
-				resc <- resultsOrErr{res, fmt.Errorf("receiver: %w", noEOF(err))}
+				err = fmt.Errorf("receiver: %w", noEOF(err))
+				if ls != nil {
+					ls.fail(err) // nothing more will be acknowledged
+				}
+				resc <- resultsOrErr{res, err}
 				return
 			}
 			var x Result
@@ -344,6 +373,9 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 			}
 			res = append(res, x)
 			if x.Error != "" {
+				if ls != nil {
+					ls.fail(resultError(entries, x))
+				}
 				select {
 				case failed <- x:
 				default:
@@ -357,6 +389,9 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 	pr := Progress{Total: total, FilesTotal: nfiles}
 	report := func() {
 		if progress != nil {
+			if ls != nil {
+				pr.Lanes = ls.lanes()
+			}
 			progress(pr)
 		}
 	}
@@ -397,13 +432,20 @@ func Send(ctx context.Context, rw io.ReadWriter, plan *Plan, progress func(Progr
 			st.Resumed += have
 			pr.Done += have
 			pr.FileDone = have
-			sum, err := sendData(ctx, w, plan, i, have, buf, func(n int) {
+			sent := func(n int) {
 				st.Sent += int64(n)
 				pr.Moved += int64(n)
 				pr.FileDone += int64(n)
 				pr.Done += int64(n)
 				report()
-			})
+			}
+			var sum []byte
+			var err error
+			if ls != nil && e.Size-have >= laneMinBytes && plan.sources[i] != "" {
+				sum, err = sendChunks(ctx, w, plan, i, have, ls, buf, sent)
+			} else {
+				sum, err = sendData(ctx, w, plan, i, have, buf, sent)
+			}
 			if err != nil {
 				return err
 			}
@@ -463,6 +505,41 @@ func resultError(entries []Entry, x Result) error {
 		return fmt.Errorf("receiver: %w", codeError(x.Code, msg))
 	}
 	return fmt.Errorf("receiver: %s", msg)
+}
+
+// sendChunks sends entry i from offset have as chunks on the main stream
+// and the extra lanes, and returns the SHA-256 of the whole file once every
+// chunk is acknowledged.
+func sendChunks(ctx context.Context, w frameWriter, plan *Plan, i int, have int64, ls *laneSet, buf []byte, sent func(int)) ([]byte, error) {
+	local := plan.sources[i]
+	f, err := os.Open(local)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", local, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(h, f, have); err != nil {
+		return nil, fmt.Errorf("read %s: %w", local, err)
+	}
+	// The receiver takes chunks of a file once the main stream began it.
+	if err := w.w.Flush(); err != nil {
+		return nil, err
+	}
+	ls.start(&fileJob{index: i, f: f, next: have, end: plan.Offer.Entries[i].Size, h: h, progress: sent})
+	defer ls.stop()
+	hdr := make([]byte, 0, 2*binary.MaxVarintLen64)
+	for {
+		_, off, data, ok, err := ls.take(nil, buf, func() { w.w.Flush() })
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return h.Sum(nil), nil
+		}
+		if err := writeChunk(w, hdr[:0], i, off, data); err != nil {
+			return nil, err
+		}
+	}
 }
 
 // sendData streams entry i from offset have as data frames and returns the

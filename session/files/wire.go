@@ -28,6 +28,11 @@ const (
 	frameResult byte = 7 // JSON Result
 	frameDone   byte = 8 // no more files
 	frameRefuse byte = 9 // JSON refusal: the receiver cannot take anything (e.g. its inbox is read-only)
+	// Lanes (lanes.go): file bytes at an offset, on the main stream or an
+	// extra lane, and on a lane the receiver's acknowledgement that they
+	// are written.
+	frameChunk byte = 10 // uvarint index, uvarint offset, file bytes
+	frameAck   byte = 11 // uvarint index, uvarint offset, uvarint length
 )
 
 // Limits on what a peer may send.
@@ -56,6 +61,9 @@ func (e Entry) IsLink() bool { return e.Mode&fs.ModeSymlink != 0 }
 type Offer struct {
 	V       int     `json:"v"`
 	Entries []Entry `json:"entries"`
+	// Lanes: the sender can open extra lanes (receivers that do not know
+	// them ignore it).
+	Lanes bool `json:"lanes,omitempty"`
 }
 
 // Files and Bytes count the regular files and their known bytes.
@@ -75,6 +83,9 @@ type acceptMsg struct {
 	// Have maps entry index to bytes the receiver already holds (a
 	// resumable partial file, or the whole file when it was received before).
 	Have map[int]int64 `json:"have,omitempty"`
+	// Lanes are one-time secrets (hex), one per extra lane the sender may
+	// open; given only when the offer asked and the receiver can take lanes.
+	Lanes []string `json:"lanes,omitempty"`
 }
 
 // Result is the receiver's verdict on one entry.
@@ -168,7 +179,7 @@ func readFrame(r *bufio.Reader, buf []byte) (typ byte, payload []byte, err error
 	if typ == frameOffer {
 		limit = maxOfferBytes
 	}
-	if typ < frameOffer || typ > frameRefuse {
+	if typ < frameOffer || typ > frameAck {
 		return 0, nil, fmt.Errorf("unknown frame type %d", typ)
 	}
 	if n > limit {
@@ -241,6 +252,47 @@ func decodeBegin(b []byte) (index int, offset int64, err error) {
 		return 0, 0, errors.New("bad begin frame")
 	}
 	return int(i), int64(off), nil
+}
+
+// decodeChunk parses a chunk frame: entry index, offset, file bytes.
+func decodeChunk(b []byte) (index int, offset int64, data []byte, err error) {
+	i, n := binary.Uvarint(b)
+	if n <= 0 || i > maxEntries {
+		return 0, 0, nil, errors.New("bad chunk frame")
+	}
+	off, m := binary.Uvarint(b[n:])
+	if m <= 0 || off > 1<<62 {
+		return 0, 0, nil, errors.New("bad chunk frame")
+	}
+	return int(i), int64(off), b[n+m:], nil
+}
+
+// appendChunkHeader appends a chunk frame's header (index, offset) to b.
+func appendChunkHeader(b []byte, index int, offset int64) []byte {
+	b = binary.AppendUvarint(b, uint64(index))
+	return binary.AppendUvarint(b, uint64(offset))
+}
+
+// decodeAck parses an acknowledgement: entry index, offset, length.
+func decodeAck(b []byte) (index int, offset int64, n int, err error) {
+	i, k := binary.Uvarint(b)
+	if k <= 0 || i > maxEntries {
+		return 0, 0, 0, errors.New("bad ack frame")
+	}
+	off, m := binary.Uvarint(b[k:])
+	if m <= 0 || off > 1<<62 {
+		return 0, 0, 0, errors.New("bad ack frame")
+	}
+	l, q := binary.Uvarint(b[k+m:])
+	if q <= 0 || k+m+q != len(b) || l > maxFrameBytes {
+		return 0, 0, 0, errors.New("bad ack frame")
+	}
+	return int(i), int64(off), int(l), nil
+}
+
+func encodeAck(index int, offset int64, n int) []byte {
+	b := appendChunkHeader(nil, index, offset)
+	return binary.AppendUvarint(b, uint64(n))
 }
 
 func encodeBegin(index int, offset int64) []byte {

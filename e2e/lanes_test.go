@@ -1,0 +1,205 @@
+package e2e
+
+// kin send on several lanes (QUIC connections on one 5-tuple), forced with
+// KIN_LANES: whole files, resume after kill -9, and a lossy link.
+
+import (
+	"context"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"kin/internal/netem"
+	"kin/internal/netlab"
+)
+
+var lanesRE = regexp.MustCompile(`up to (\d+) lanes`)
+
+// lanesUsed reads "up to N lanes" from a summary (absent: one).
+func lanesUsed(out string) int {
+	if m := lanesRE.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 1
+}
+
+func randomFile(t *testing.T, size int) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "big.bin")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 4<<20)
+	for written := 0; written < size; written += len(chunk) {
+		rand.Read(chunk)
+		f.Write(chunk[:min(len(chunk), size-written)])
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func TestSendOnForcedLanes(t *testing.T) {
+	a := startAgent(t)
+	a.kid.Env = append(a.kid.Env, "KIN_LANES=4")
+	src := randomFile(t, 64<<20)
+	_, errs, code := a.kid.run("send", src, "dad")
+	if code != 0 {
+		t.Fatalf("kin send: exit %d: %s", code, errs)
+	}
+	if n := lanesUsed(errs); n != 4 {
+		t.Errorf("used %d lanes, forced 4: %q", n, errs)
+	}
+	if hashFile(t, filepath.Join(a.inbox, "big.bin")) != hashFile(t, src) {
+		t.Fatal("the file sent on 4 lanes differs (SHA-256)")
+	}
+}
+
+// prefixOf is what a receiver's partial file holds that a resume starts
+// from: the contiguous prefix its sidecar names, else the whole file.
+func prefixOf(t *testing.T, part string) int64 {
+	st, err := os.Stat(part)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(strings.TrimSuffix(part, ".part") + ".have")
+	if err != nil {
+		return st.Size()
+	}
+	v, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return min(v, st.Size())
+}
+
+func TestMultiLaneSendKilledResumes(t *testing.T) {
+	a := startAgent(t)
+	a.kid.Env = append(a.kid.Env, "KIN_LANES=4")
+	const size = 256 << 20
+	src := randomFile(t, size)
+	want := hashFile(t, src)
+
+	// The first send dies (kill -9) when the receiver has about 40%.
+	first := a.kid.start("send", src, "dad")
+	partial := filepath.Join(a.inbox, ".kin-partial")
+	deadline := time.Now().Add(2 * time.Minute)
+	var part string
+	for {
+		if time.Now().After(deadline) {
+			t.Fatal("the receiver had not 40% after 2 minutes")
+		}
+		time.Sleep(20 * time.Millisecond)
+		matches, _ := filepath.Glob(filepath.Join(partial, "*.part"))
+		if len(matches) == 1 {
+			if st, err := os.Stat(matches[0]); err == nil && st.Size() >= size*4/10 {
+				part = matches[0]
+				break
+			}
+		}
+	}
+	first.Cmd.Process.Signal(syscall.SIGKILL)
+	first.exit()
+	if _, err := os.Stat(filepath.Join(a.inbox, "big.bin")); err == nil {
+		t.Fatal("a partial file appeared under its final name")
+	}
+	kept := prefixOf(t, part)
+
+	_, errs, code := a.kid.run("send", src, "dad")
+	if code != 0 {
+		t.Fatalf("resumed send: exit %d: %s", code, errs)
+	}
+	m := sizeRE.FindStringSubmatch(errs)
+	if m == nil {
+		t.Fatalf("no summary in %q", errs)
+	}
+	sent := parseSize(m[1], m[2])
+	remaining := float64(size - kept)
+	if sent > remaining*1.02+1e6 {
+		t.Errorf("resumed run sent %.0f bytes; only %.0f were missing", sent, remaining)
+	}
+	if !strings.Contains(errs, "were already there") {
+		t.Errorf("summary does not mention the resumed part: %q", errs)
+	}
+	if n := lanesUsed(errs); n != 4 {
+		t.Errorf("resumed on %d lanes, forced 4: %q", n, errs)
+	}
+	if hashFile(t, filepath.Join(a.inbox, "big.bin")) != want {
+		t.Fatal("the resumed file differs (SHA-256)")
+	}
+}
+
+// Lanes over a far, lossy link (20 Mbit/s, 40 ms, 1% loss each way): the
+// file arrives whole.
+func TestLanesOverALossyLink(t *testing.T) {
+	netlab.Require(t, netem.Available())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	link, err := netem.Start(ctx, netem.Link{Rate: 20e6, RTT: 40 * time.Millisecond, Loss: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.Close()
+	url := "ws://" + link.B.Addr + ":7000"
+	on := func(name string, side *netem.Side) *user {
+		u := newUser(t, name, "KIN_SIGNAL="+url, "KIN_ICE_INTERFACES="+side.Dev, "KIN_LANES=4")
+		u.NS = side.NS
+		return u
+	}
+	on("server", link.B).start("signal", "--listen", link.B.Addr+":7000").waitFor(`signaling server on`)
+	dad, kid := on("dad", link.B), on("kid", link.A)
+	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "files")
+	inbox := filepath.Join(t.TempDir(), "inbox")
+	dad.start("up", "--dir", inbox).waitFor(`kin is up`)
+
+	src := randomFile(t, 6<<20)
+	began := time.Now()
+	_, errs, code := kid.run("send", src, "dad")
+	if code != 0 {
+		t.Fatalf("kin send over the lossy link: exit %d: %s", code, errs)
+	}
+	t.Logf("6 MiB on %d lanes over 20 Mbit/s, 40 ms, 1%% loss in %v", lanesUsed(errs), time.Since(began).Round(time.Millisecond))
+	if n := lanesUsed(errs); n != 4 {
+		t.Errorf("used %d lanes, forced 4: %q", n, errs)
+	}
+	if hashFile(t, filepath.Join(inbox, "big.bin")) != hashFile(t, src) {
+		t.Fatal("the file that crossed the lossy link on lanes differs (SHA-256)")
+	}
+}
+
+// With a ticket the sender is the one that accepted the connection: it
+// opens the lanes towards the receiver, which dialled.
+func TestTicketSendOnForcedLanes(t *testing.T) {
+	sender := newUser(t, "sender", "KIN_LANES=4")
+	src := randomFile(t, 32<<20)
+	snd := sender.start("send", src)
+	ticket := snd.waitFor(`^kin receive (kin1[a-z2-7]+)$`)[1]
+	receiver := newUser(t, "receiver")
+	dir := filepath.Join(t.TempDir(), "got")
+	_, errs, code := receiver.run("receive", ticket, "--dir", dir)
+	if code != 0 {
+		t.Fatalf("kin receive: exit %d: %s", code, errs)
+	}
+	if n := lanesUsed(errs); n != 4 {
+		t.Errorf("received on %d lanes, forced 4: %q", n, errs)
+	}
+	if hashFile(t, filepath.Join(dir, "big.bin")) != hashFile(t, src) {
+		t.Fatal("the file received on 4 lanes differs (SHA-256)")
+	}
+	if code := snd.exit(); code != 0 {
+		t.Fatalf("send exit %d", code)
+	}
+	if n := lanesUsed(snd.Output()); n != 4 {
+		t.Errorf("sent on %d lanes, forced 4: %q", n, snd.Output())
+	}
+}

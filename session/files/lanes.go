@@ -1,0 +1,603 @@
+package files
+
+// Parallel lanes for big files. On a lossy long path one loss-based flow
+// is capped by its window; several flows on the same path move several
+// times as much. So, when the connection can carry extra lanes (QUIC: more
+// connections on the same 5-tuple, each its own congestion controller),
+// the sender of a big file opens some and spreads the file over them and
+// the main stream as chunks, each written at its offset into the
+// receiver's partial file.
+//
+//   - Authorisation: the receiver hands the sender one-time secrets inside
+//     the SSH session (in its accept message); a lane's first bytes must be
+//     one of them, and each works once. The lanes themselves are pinned to
+//     the connection's certificates (transport).
+//   - Order and loss: the receiver acknowledges every chunk on a lane once
+//     it is written; a lane that fails gives its unacknowledged chunks back
+//     to the others (the main stream included). The sender ends a file (its
+//     SHA-256, on the main stream) only when every chunk is acknowledged.
+//   - Verification: the receiver hashes the file's contiguous prefix as it
+//     grows, from the bytes as written, so the SHA-256 check covers the
+//     whole file exactly as before.
+//   - Resume: the receiver keeps, beside a partial file that has data past
+//     a gap, the length of its contiguous prefix (a ".have" file); a resume
+//     starts there.
+//   - How many: start with the main stream alone, add lanes while the total
+//     rate grows, at most maxLanes, and drop back when more did not help
+//     (laneController). KIN_LANES=N forces N.
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Lanes opens and accepts a transfer's extra lanes to the peer.
+type Lanes interface {
+	// Open opens a lane to the peer and presents token on it.
+	Open(ctx context.Context, token []byte) (io.ReadWriteCloser, error)
+	// Expect delivers the lanes that present one of tokens (each works
+	// once) until stop is called.
+	Expect(tokens [][]byte) (lanes <-chan io.ReadWriteCloser, stop func())
+}
+
+// LaneOptions say how a transfer may use extra lanes.
+type LaneOptions struct {
+	Lanes Lanes // nil: the main stream only
+	// Force, when > 0, uses exactly this many lanes (the main stream
+	// counts as one) for every big file instead of adapting (KIN_LANES).
+	Force  int
+	Logger *slog.Logger
+}
+
+const (
+	maxLanes    = 16
+	laneTokens  = 2 * maxLanes // lanes that fail may be replaced
+	TokenSize   = 32
+	laneMaxOpen = 3 // failed opens before the sender stops trying
+	// laneInflight bounds the unacknowledged bytes on one extra lane: what
+	// a failing lane gives back, and well above one lane's share of a
+	// long fat path.
+	laneInflight = 8 << 20
+	// laneSample is how often the controller looks at the rate.
+	laneSample = 300 * time.Millisecond
+	// sidecarEvery: how often (bytes of contiguous progress) the ".have"
+	// file is brought up to date.
+	sidecarEvery = 8 << 20
+)
+
+// laneMinBytes: files with less than this to send go on the main stream
+// alone, as before lanes (a variable for tests).
+var laneMinBytes int64 = 4 << 20
+
+// newTokens makes n one-time lane secrets.
+func newTokens(n int) ([][]byte, []string) {
+	raw := make([][]byte, n)
+	hx := make([]string, n)
+	for i := range raw {
+		raw[i] = make([]byte, TokenSize)
+		rand.Read(raw[i])
+		hx[i] = hex.EncodeToString(raw[i])
+	}
+	return raw, hx
+}
+
+// parseTokens checks the receiver's lane secrets.
+func parseTokens(hx []string) ([][]byte, error) {
+	if len(hx) > laneTokens {
+		return nil, fmt.Errorf("receiver offered %d lane secrets", len(hx))
+	}
+	out := make([][]byte, 0, len(hx))
+	for _, h := range hx {
+		b, err := hex.DecodeString(h)
+		if err != nil || len(b) != TokenSize {
+			return nil, errors.New("receiver offered a malformed lane secret")
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// TokenIndex returns the index of tok in tokens, or -1, in time that does
+// not depend on where they differ.
+func TokenIndex(tokens [][]byte, tok []byte) int {
+	found := -1
+	for i, t := range tokens {
+		if t != nil && subtle.ConstantTimeCompare(t, tok) == 1 {
+			found = i
+		}
+	}
+	return found
+}
+
+// laneController decides how many lanes to use from the total rate it is
+// shown every laneSample. It doubles the lanes while that pays (the rate
+// grows by at least laneGain), stops at max, and goes back to the count
+// before the last step when the step did not pay, waiting longer each time
+// before it tries again.
+type laneController struct {
+	n, max  int
+	prev    int     // the count before a step being judged; 0: none
+	base    float64 // the rate before that step
+	settle  int     // samples to skip after a change (new lanes start slowly)
+	hold    int     // samples to wait before the next step up
+	backoff int
+}
+
+const (
+	laneGain = 1.15
+	// laneFastEnough: at this rate the lanes in use are not what holds a
+	// transfer back (a flow capped by loss on a long path moves a few
+	// MB/s); more would only cost CPU, so a fast clean link stays as it is.
+	laneFastEnough = 100e6
+	laneHoldFirst  = 4
+	laneHoldLimit  = 64
+	laneSettleRuns = 1
+)
+
+func newLaneController(max int) *laneController {
+	return &laneController{n: 1, max: max, backoff: laneHoldFirst}
+}
+
+// sample takes the rate over the last interval and returns the lane count
+// to use now.
+func (c *laneController) sample(rate float64) int {
+	if c.settle > 0 {
+		c.settle--
+		return c.n
+	}
+	if c.prev != 0 {
+		if rate < c.base*laneGain { // the step did not pay: back, and wait
+			c.n, c.prev = c.prev, 0
+			c.hold, c.backoff = c.backoff, min(2*c.backoff, laneHoldLimit)
+			c.settle = laneSettleRuns
+			return c.n
+		}
+		c.prev = 0 // it paid: keep it, and try the next step now
+	}
+	c.base = rate
+	if c.hold > 0 {
+		c.hold--
+		return c.n
+	}
+	if rate >= laneFastEnough {
+		return c.n
+	}
+	if c.n < c.max {
+		c.prev, c.n = c.n, min(2*c.n, c.max)
+		c.settle = laneSettleRuns
+	}
+	return c.n
+}
+
+// spans is a set of byte ranges [start, end), sorted and disjoint.
+type spans []span
+
+type span struct{ start, end int64 }
+
+// add inserts [s, e) and returns how many of its bytes were new.
+func (ss *spans) add(s, e int64) int64 {
+	if s >= e {
+		return 0
+	}
+	out := (*ss)[:0:0]
+	added := e - s
+	for _, x := range *ss {
+		switch {
+		case x.end < s || x.start > e: // apart
+			out = append(out, x)
+		default: // overlapping or touching: merge
+			if ov := min(x.end, e) - max(x.start, s); ov > 0 {
+				added -= ov
+			}
+			s, e = min(s, x.start), max(e, x.end)
+		}
+	}
+	i := 0
+	for i < len(out) && out[i].start < s {
+		i++
+	}
+	out = append(out, span{})
+	copy(out[i+1:], out[i:])
+	out[i] = span{s, e}
+	*ss = out
+	return added
+}
+
+// laneSet is the sender's side of a transfer's extra lanes.
+type laneSet struct {
+	opts     LaneOptions
+	ctx      context.Context
+	cancel   context.CancelFunc
+	tokens   [][]byte
+	ctrl     *laneController
+	inUse    atomic.Int32 // lanes carrying the transfer, the main stream included
+	mostUsed atomic.Int32
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	live      []*sendLane // extra lanes open (retiring ones included)
+	opening   int
+	openFails int
+	target    int // lanes wanted, the main stream included
+	file      *fileJob
+	fileSince time.Time
+	delivered int64 // bytes on the main stream plus bytes acknowledged on lanes
+	err       error // the transfer failed: everyone stops
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// fileJob is the big file being sent in chunks.
+type fileJob struct {
+	index       int
+	f           *os.File
+	next, end   int64
+	h           hash.Hash
+	requeue     []span // chunks given back by a lane that failed
+	outstanding int    // chunks on lanes not yet acknowledged
+	progress    func(n int)
+}
+
+type sendLane struct {
+	conn    io.ReadWriteCloser
+	out     map[int64]int // offset -> length, unacknowledged, of the current file
+	unacked int64
+	retire  bool
+	dead    bool
+}
+
+func newLaneSet(ctx context.Context, opts LaneOptions, tokens [][]byte) *laneSet {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	ls := &laneSet{opts: opts, tokens: tokens, ctrl: newLaneController(maxLanes), target: 1}
+	ls.ctx, ls.cancel = context.WithCancel(ctx)
+	ls.cond = sync.NewCond(&ls.mu)
+	ls.inUse.Store(1)
+	ls.mostUsed.Store(1)
+	if opts.Force > 0 {
+		ls.target = min(opts.Force, maxLanes)
+	}
+	// The caller's ctx ending wakes whoever waits (it ends with close).
+	context.AfterFunc(ls.ctx, func() {
+		ls.mu.Lock()
+		ls.cond.Broadcast()
+		ls.mu.Unlock()
+	})
+	if opts.Force <= 0 {
+		ls.wg.Add(1)
+		go func() {
+			defer ls.wg.Done()
+			ls.control()
+		}()
+	}
+	return ls
+}
+
+// lanes is how many lanes carry the transfer now, the main stream included.
+func (ls *laneSet) lanes() int { return int(ls.inUse.Load()) }
+
+func (ls *laneSet) countLanes() { // under mu
+	n := 1
+	for _, l := range ls.live {
+		if !l.dead && !l.retire {
+			n++
+		}
+	}
+	ls.inUse.Store(int32(n))
+	if int32(n) > ls.mostUsed.Load() {
+		ls.mostUsed.Store(int32(n))
+	}
+}
+
+// control feeds the controller the rate while a big file is being sent.
+func (ls *laneSet) control() {
+	t := time.NewTicker(laneSample)
+	defer t.Stop()
+	last := time.Now()
+	ls.mu.Lock()
+	lastBytes := ls.delivered
+	ls.mu.Unlock()
+	for {
+		select {
+		case <-ls.ctx.Done():
+			return
+		case now := <-t.C:
+			ls.mu.Lock()
+			bytes := ls.delivered
+			busy := ls.file != nil && ls.fileSince.Before(last)
+			if busy {
+				ls.target = ls.ctrl.sample(float64(bytes-lastBytes) / now.Sub(last).Seconds())
+				ls.reconcile()
+			}
+			ls.mu.Unlock()
+			last, lastBytes = now, bytes
+		}
+	}
+}
+
+// reconcile opens or retires lanes towards the target (under mu).
+func (ls *laneSet) reconcile() {
+	if ls.closed || ls.err != nil {
+		return
+	}
+	var active []*sendLane
+	for _, l := range ls.live {
+		if !l.dead && !l.retire {
+			active = append(active, l)
+		}
+	}
+	want := ls.target - 1
+	for have := len(active) + ls.opening; have < want && len(ls.tokens) > 0 && ls.openFails < laneMaxOpen; have++ {
+		tok := ls.tokens[0]
+		ls.tokens = ls.tokens[1:]
+		ls.opening++
+		ls.wg.Add(1)
+		go ls.open(tok)
+	}
+	for len(active) > max(want, 0) { // the newest go first
+		active[len(active)-1].retire = true
+		active = active[:len(active)-1]
+	}
+	ls.countLanes()
+	ls.cond.Broadcast()
+}
+
+func (ls *laneSet) open(tok []byte) {
+	defer ls.wg.Done()
+	conn, err := ls.opts.Lanes.Open(ls.ctx, tok)
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.opening--
+	ls.cond.Broadcast()
+	if err != nil {
+		ls.openFails++
+		ls.opts.Logger.Debug("could not open a lane", "err", err)
+		return
+	}
+	if ls.closed || ls.err != nil {
+		conn.Close()
+		return
+	}
+	l := &sendLane{conn: conn, out: map[int64]int{}}
+	ls.live = append(ls.live, l)
+	ls.countLanes()
+	ls.wg.Add(2)
+	go ls.work(l)
+	go ls.acks(l)
+}
+
+// start makes job the file the lanes carry.
+func (ls *laneSet) start(job *fileJob) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	ls.reconcile()
+	// A forced count is what the file goes on, from its first byte.
+	for ls.opts.Force > 1 && ls.opening > 0 && ls.ctx.Err() == nil {
+		ls.cond.Wait()
+	}
+	ls.file, ls.fileSince = job, time.Now()
+	ls.cond.Broadcast()
+}
+
+func (ls *laneSet) stop() {
+	ls.mu.Lock()
+	ls.file = nil
+	ls.mu.Unlock()
+}
+
+// fail stops every lane's sending: the transfer failed.
+func (ls *laneSet) fail(err error) {
+	ls.mu.Lock()
+	if ls.err == nil {
+		ls.err = err
+	}
+	ls.cond.Broadcast()
+	ls.mu.Unlock()
+}
+
+// close ends every lane and waits for their goroutines.
+func (ls *laneSet) close() {
+	ls.mu.Lock()
+	ls.closed = true
+	for _, l := range ls.live {
+		l.conn.Close()
+	}
+	ls.cond.Broadcast()
+	ls.mu.Unlock()
+	ls.cancel()
+	ls.wg.Wait()
+}
+
+// take hands out the next chunk of the current file (its index), filling
+// buf: a chunk given back by a failed lane, else the next new one (hashed
+// here, in order). l is the lane taking it, nil for the main stream. It
+// waits while there is nothing to take but chunks are still out on lanes
+// (calling wait first, once, if given); ok is false when the file is
+// complete (for a lane: when it should stop taking: retired, lost, or the
+// transfer is over).
+func (ls *laneSet) take(l *sendLane, buf []byte, wait func()) (index int, off int64, data []byte, ok bool, err error) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for {
+		if ls.err != nil {
+			return 0, 0, nil, false, ls.err
+		}
+		if err := ls.ctx.Err(); err != nil {
+			return 0, 0, nil, false, err
+		}
+		job := ls.file
+		if l != nil && (l.dead || ls.closed || (l.retire && len(l.out) == 0)) {
+			return 0, 0, nil, false, nil
+		}
+		if job != nil && (l == nil || (!l.retire && l.unacked < laneInflight)) {
+			fresh := true
+			if len(job.requeue) > 0 {
+				s := job.requeue[0]
+				off, data, fresh = s.start, buf[:s.end-s.start], false
+			} else if job.next < job.end {
+				off, data = job.next, buf[:min(int64(len(buf)), job.end-job.next)]
+			}
+			if data != nil {
+				// Read under the lock: the chunk must never be nowhere
+				// (neither queued nor out) while the main stream checks
+				// whether the file is complete. Reads are sequential
+				// and mostly from the page cache.
+				if _, rerr := job.f.ReadAt(data, off); rerr != nil {
+					return 0, 0, nil, false, fmt.Errorf("read: %w", rerr)
+				}
+				if fresh {
+					job.h.Write(data)
+					job.next += int64(len(data))
+				} else {
+					job.requeue = job.requeue[1:]
+				}
+				ls.hand(l, job, off, len(data), fresh)
+				return job.index, off, data, true, nil
+			}
+			if l == nil && job.outstanding == 0 {
+				return 0, 0, nil, false, nil // the main stream: the file is complete
+			}
+		}
+		if wait != nil {
+			ls.mu.Unlock()
+			wait()
+			ls.mu.Lock()
+			wait = nil
+			continue
+		}
+		ls.cond.Wait()
+	}
+}
+
+// hand records a chunk given to l (under mu).
+func (ls *laneSet) hand(l *sendLane, job *fileJob, off int64, n int, fresh bool) {
+	if l == nil {
+		ls.delivered += int64(n)
+	} else {
+		l.out[off] = n
+		l.unacked += int64(n)
+		job.outstanding++
+	}
+	if fresh && job.progress != nil {
+		job.progress(n)
+	}
+}
+
+// work sends chunks on lane l until it retires, fails or the transfer ends.
+func (ls *laneSet) work(l *sendLane) {
+	defer ls.wg.Done()
+	w := frameWriter{bufio.NewWriterSize(l.conn, dataChunk+64)}
+	buf := make([]byte, dataChunk)
+	hdr := make([]byte, 0, 2*binary.MaxVarintLen64)
+	for {
+		index, off, data, ok, err := ls.take(l, buf, nil)
+		if err != nil || !ok {
+			l.conn.Close() // retired with everything acknowledged, lost, or the end
+			return
+		}
+		err = writeChunk(w, hdr[:0], index, off, data)
+		if err == nil {
+			err = w.w.Flush()
+		}
+		if err != nil {
+			ls.lose(l, err)
+			return
+		}
+	}
+}
+
+// writeChunk writes one chunk frame: header and data without a copy.
+func writeChunk(w frameWriter, hdr []byte, index int, off int64, data []byte) error {
+	hdr = appendChunkHeader(hdr, index, off)
+	var lenb [1 + 10]byte
+	lenb[0] = frameChunk
+	n := binary.PutUvarint(lenb[1:], uint64(len(hdr)+len(data)))
+	if _, err := w.w.Write(lenb[:1+n]); err != nil {
+		return err
+	}
+	if _, err := w.w.Write(hdr); err != nil {
+		return err
+	}
+	_, err := w.w.Write(data)
+	return err
+}
+
+// acks reads lane l's acknowledgements.
+func (ls *laneSet) acks(l *sendLane) {
+	defer ls.wg.Done()
+	r := bufio.NewReaderSize(l.conn, 4<<10)
+	buf := make([]byte, 64)
+	for {
+		typ, payload, err := readFrame(r, buf)
+		if err == nil && typ != frameAck {
+			err = fmt.Errorf("unexpected frame type %d on a lane", typ)
+		}
+		var index, n int
+		var off int64
+		if err == nil {
+			index, off, n, err = decodeAck(payload)
+		}
+		if err != nil {
+			ls.lose(l, err)
+			return
+		}
+		ls.mu.Lock()
+		if job := ls.file; job != nil && job.index == index {
+			if got, ok := l.out[off]; ok && got == n {
+				delete(l.out, off)
+				l.unacked -= int64(n)
+				job.outstanding--
+				ls.delivered += int64(n)
+				ls.cond.Broadcast()
+			}
+		}
+		ls.mu.Unlock()
+	}
+}
+
+// lose ends lane l: its unacknowledged chunks go back to the others.
+func (ls *laneSet) lose(l *sendLane, err error) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l.dead {
+		return
+	}
+	l.dead = true
+	l.conn.Close()
+	quiet := ls.closed || ls.err != nil || (l.retire && len(l.out) == 0)
+	if !quiet {
+		ls.opts.Logger.Debug("lane lost; its chunks go on the other lanes", "chunks", len(l.out), "err", err)
+	}
+	if job := ls.file; job != nil {
+		for off, n := range l.out {
+			job.requeue = append(job.requeue, span{off, off + int64(n)})
+			job.outstanding--
+		}
+	}
+	l.out, l.unacked = nil, 0
+	for i, x := range ls.live {
+		if x == l {
+			ls.live = append(ls.live[:i], ls.live[i+1:]...)
+			break
+		}
+	}
+	ls.countLanes()
+	if !quiet && ls.file != nil {
+		ls.reconcile() // replace it, while secrets last
+	}
+	ls.cond.Broadcast()
+}

@@ -1,0 +1,570 @@
+package files
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tcpLanes is a Lanes for tests: each lane is a loopback TCP connection,
+// authorised by its first TokenSize bytes as the session does it.
+type tcpLanes struct {
+	t *testing.T
+
+	mu       sync.Mutex
+	tokens   [][]byte
+	ch       chan io.ReadWriteCloser
+	opened   int
+	cuts     int
+	refused  int
+	accepted int
+	// cut, if set, says after how many bytes the n-th lane (from 0) the
+	// sender opens breaks (0: never).
+	cut func(n int) int
+	// wg tracks the goroutines checking tokens.
+	wg sync.WaitGroup
+}
+
+func newTCPLanes(t *testing.T) *tcpLanes {
+	l := &tcpLanes{t: t, ch: make(chan io.ReadWriteCloser, maxPendingTest)}
+	t.Cleanup(l.wg.Wait)
+	return l
+}
+
+const maxPendingTest = 64
+
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+func (l *tcpLanes) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, error) {
+	a, b := tcpPair(l.t)
+	l.mu.Lock()
+	n := l.opened
+	l.opened++
+	l.mu.Unlock()
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		tok := make([]byte, TokenSize)
+		if _, err := io.ReadFull(b, tok); err != nil {
+			b.Close()
+			return
+		}
+		l.mu.Lock()
+		i := TokenIndex(l.tokens, tok)
+		if i < 0 {
+			l.refused++
+			l.mu.Unlock()
+			b.Close()
+			return
+		}
+		l.tokens[i] = nil
+		l.accepted++
+		l.mu.Unlock()
+		l.ch <- b
+	}()
+	if _, err := a.Write(token); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if l.cut != nil {
+		if k := l.cut(n); k > 0 {
+			return &cutConn{Conn: a, left: k, cut: func() {
+				l.mu.Lock()
+				l.cuts++
+				l.mu.Unlock()
+			}}, nil
+		}
+	}
+	return a, nil
+}
+
+func (l *tcpLanes) Expect(tokens [][]byte) (<-chan io.ReadWriteCloser, func()) {
+	l.mu.Lock()
+	l.tokens = tokens
+	l.mu.Unlock()
+	return l.ch, func() {
+		l.mu.Lock()
+		l.tokens = nil
+		l.mu.Unlock()
+		for {
+			select {
+			case c := <-l.ch:
+				c.Close()
+			default:
+				return
+			}
+		}
+	}
+}
+
+// laneTransfer runs SendWith and ReceiveWith over a TCP pair with lanes.
+// wrap, if set, wraps the sender's end of the main stream.
+func laneTransfer(t *testing.T, plan *Plan, inbox string, lanes *tcpLanes, force int, wrap func(net.Conn) net.Conn) (Stats, []Result, error, error) {
+	t.Helper()
+	a, b := tcpPair(t)
+	if wrap != nil {
+		a = wrap(a)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var res []Result
+	var rerr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer b.Close()
+		res, rerr = (&Inbox{Dir: inbox}).ReceiveWith(ctx, b, "peer-key", LaneOptions{Lanes: lanes}, nil, nil)
+	}()
+	var mu sync.Mutex
+	most := 0
+	st, serr := SendWith(ctx, a, plan, LaneOptions{Lanes: lanes, Force: force}, func(p Progress) {
+		mu.Lock()
+		most = max(most, p.Lanes)
+		mu.Unlock()
+	})
+	a.Close()
+	wg.Wait()
+	if serr == nil && most != st.Lanes {
+		t.Errorf("progress showed at most %d lanes, stats %d", most, st.Lanes)
+	}
+	return st, res, serr, rerr
+}
+
+func TestForcedLanesDeliverWholeFiles(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	dir := filepath.Join(src, "d")
+	big := writeRandom(t, filepath.Join(dir, "big.bin"), 24<<20+12345)
+	big2 := writeRandom(t, filepath.Join(dir, "big2.bin"), 9<<20)
+	small := writeRandom(t, filepath.Join(dir, "small.txt"), 1000)
+	lanes := newTCPLanes(t)
+	st, _, serr, rerr := laneTransfer(t, mustScan(t, dir), inbox, lanes, 4, nil)
+	if serr != nil || rerr != nil {
+		t.Fatal(serr, rerr)
+	}
+	for name, want := range map[string][]byte{"big.bin": big, "big2.bin": big2, "small.txt": small} {
+		if got := sum(t, filepath.Join(inbox, "d", name)); got != sha256.Sum256(want) {
+			t.Errorf("%s: SHA-256 differs", name)
+		}
+	}
+	if st.Lanes != 4 {
+		t.Errorf("used %d lanes, forced 4", st.Lanes)
+	}
+	lanes.mu.Lock()
+	defer lanes.mu.Unlock()
+	if lanes.accepted != 3 || lanes.refused != 0 {
+		t.Errorf("receiver took %d lanes and refused %d; want 3 and 0", lanes.accepted, lanes.refused)
+	}
+	if st.Sent != int64(len(big)+len(big2)+len(small)) {
+		t.Errorf("sent %d", st.Sent)
+	}
+	if left, _ := filepath.Glob(filepath.Join(inbox, partialDir, "*.have")); len(left) != 0 {
+		t.Errorf("sidecars left: %v", left)
+	}
+}
+
+// One lane breaks mid-way: its unacknowledged chunks go on the other
+// lanes (the main stream included) and the file arrives whole.
+func TestLaneKilledMidwayIsMadeUpByTheOthers(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	want := writeRandom(t, filepath.Join(src, "big.bin"), 32<<20)
+	lanes := newTCPLanes(t)
+	lanes.cut = func(n int) int {
+		if n == 0 {
+			return 2*dataChunk + 777 // mid-chunk, its third
+		}
+		return 0
+	}
+	_, _, serr, rerr := laneTransfer(t, mustScan(t, filepath.Join(src, "big.bin")), inbox, lanes, 4, nil)
+	if serr != nil || rerr != nil {
+		t.Fatal(serr, rerr)
+	}
+	if sum(t, filepath.Join(inbox, "big.bin")) != sha256.Sum256(want) {
+		t.Fatal("SHA-256 differs")
+	}
+	lanes.mu.Lock()
+	defer lanes.mu.Unlock()
+	if lanes.cuts != 1 {
+		t.Fatalf("%d lanes broke, want 1", lanes.cuts)
+	}
+	if lanes.opened < 4 { // three, and one to replace the broken one
+		t.Errorf("opened %d lanes; the broken one should have been replaced", lanes.opened)
+	}
+}
+
+// The main stream breaks while lanes carry a file: the partial file keeps
+// its contiguous prefix, and sending again resumes from there.
+func TestResumeAfterAMultiLaneSendBroke(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	want := writeRandom(t, filepath.Join(src, "big.bin"), 40<<20)
+	plan := mustScan(t, filepath.Join(src, "big.bin"))
+	_, _, serr, _ := laneTransfer(t, plan, inbox, newTCPLanes(t), 4, func(c net.Conn) net.Conn { return &cutConn{Conn: c, left: 6 << 20} })
+	if serr == nil {
+		t.Fatal("the send should have failed")
+	}
+	parts, _ := filepath.Glob(filepath.Join(inbox, partialDir, "*.part"))
+	if len(parts) != 1 {
+		t.Fatalf("partials %v", parts)
+	}
+	st, _, serr, rerr := laneTransfer(t, plan, inbox, newTCPLanes(t), 4, nil)
+	if serr != nil || rerr != nil {
+		t.Fatal(serr, rerr)
+	}
+	if st.Resumed == 0 || st.Resumed+st.Sent != int64(len(want)) {
+		t.Errorf("resumed %d, sent %d", st.Resumed, st.Sent)
+	}
+	if sum(t, filepath.Join(inbox, "big.bin")) != sha256.Sum256(want) {
+		t.Fatal("SHA-256 differs")
+	}
+}
+
+// A receiver killed while lanes left gaps leaves a partial file longer
+// than its contiguous prefix and a sidecar that names the prefix: a resume
+// starts at the prefix (not at the file's size) and the file is whole.
+func TestResumeFromTheSidecarAfterACrash(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	want := writeRandom(t, filepath.Join(src, "big.bin"), 12<<20)
+	plan := mustScan(t, filepath.Join(src, "big.bin"))
+	rc := &receiver{offer: plan.Offer, peerKey: "peer-key"}
+	part := filepath.Join(inbox, filepath.FromSlash(rc.partName(0)))
+	os.MkdirAll(filepath.Dir(part), 0o700)
+	// The prefix (3 MiB) is right; past it, a gap of zeros, then a chunk.
+	crashed := bytes.Clone(want[:9<<20])
+	clear(crashed[3<<20 : 5<<20])
+	for i := 5 << 20; i < 9<<20; i++ {
+		crashed[i] ^= 0xff // damaged too: never trusted past the prefix
+	}
+	if err := os.WriteFile(part, crashed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(inbox, filepath.FromSlash(sidecarOf(rc.partName(0)))), []byte(strconv.Itoa(3<<20)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, _, serr, rerr := laneTransfer(t, plan, inbox, newTCPLanes(t), 3, nil)
+	if serr != nil || rerr != nil {
+		t.Fatal(serr, rerr)
+	}
+	if st.Resumed != 3<<20 {
+		t.Errorf("resumed %d, want the prefix %d", st.Resumed, 3<<20)
+	}
+	if sum(t, filepath.Join(inbox, "big.bin")) != sha256.Sum256(want) {
+		t.Fatal("SHA-256 differs")
+	}
+}
+
+// A sender that cannot open lanes, or a receiver that does not offer them,
+// moves everything on the main stream as before.
+func TestNoLanesOnOneSide(t *testing.T) {
+	src := t.TempDir()
+	want := writeRandom(t, filepath.Join(src, "big.bin"), 8<<20)
+	plan := mustScan(t, filepath.Join(src, "big.bin"))
+	for name, sides := range map[string][2]bool{"sender without": {false, true}, "receiver without": {true, false}} {
+		t.Run(name, func(t *testing.T) {
+			inbox := t.TempDir()
+			lanes := newTCPLanes(t)
+			a, b := tcpPair(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var so, ro LaneOptions
+			if sides[0] {
+				so.Lanes, so.Force = lanes, 4
+			}
+			if sides[1] {
+				ro.Lanes = lanes
+			}
+			done := make(chan error, 1)
+			go func() {
+				defer b.Close()
+				_, err := (&Inbox{Dir: inbox}).ReceiveWith(ctx, b, "k", ro, nil, nil)
+				done <- err
+			}()
+			st, err := SendWith(ctx, a, plan, so, nil)
+			a.Close()
+			if rerr := <-done; err != nil || rerr != nil {
+				t.Fatal(err, rerr)
+			}
+			if st.Lanes != 1 || lanes.opened != 0 {
+				t.Errorf("lanes %d, opened %d", st.Lanes, lanes.opened)
+			}
+			if sum(t, filepath.Join(inbox, "big.bin")) != sha256.Sum256(want) {
+				t.Fatal("SHA-256 differs")
+			}
+		})
+	}
+}
+
+// A lane that presents a secret the receiver did not hand out is refused,
+// and so is a secret used twice.
+func TestLaneSecretsWorkOnce(t *testing.T) {
+	lanes := newTCPLanes(t)
+	tokens, _ := newTokens(2)
+	got, stop := lanes.Expect(tokens)
+	defer stop()
+	ctx := context.Background()
+	bad := bytes.Repeat([]byte{7}, TokenSize)
+	for _, tok := range [][]byte{bad, tokens[0], tokens[0], tokens[1]} {
+		c, err := lanes.Open(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	for range 2 {
+		c := <-got
+		c.Close()
+	}
+	lanes.wg.Wait()
+	if lanes.refused != 2 || lanes.accepted != 2 {
+		t.Errorf("refused %d accepted %d, want 2 and 2", lanes.refused, lanes.accepted)
+	}
+}
+
+// The controller, shown the rate a link would give with n lanes.
+func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
+	run := func(rate func(n int) float64, samples int) []int {
+		c := newLaneController(maxLanes)
+		var seen []int
+		n := 1
+		for range samples {
+			n = c.sample(rate(n))
+			seen = append(seen, n)
+		}
+		return seen
+	}
+	final := func(s []int) int { return s[len(s)-1] }
+	most := func(s []int) int {
+		m := 0
+		for _, n := range s {
+			m = max(m, n)
+		}
+		return m
+	}
+	// A lossy long link: each lane adds (the measured 0.8 MB/s per flow).
+	lossy := run(func(n int) float64 { return 0.8e6 * float64(n) }, 40)
+	if final(lossy) != 16 || most(lossy) != 16 {
+		t.Errorf("lossy link: lanes %v, want to reach and stay at 16", lossy)
+	}
+	// A fast clean link: one lane already fills it (more only cost CPU).
+	fast := run(func(n int) float64 { return 300e6 - float64(n-1)*5e6 }, 200)
+	if most(fast) != 1 {
+		t.Errorf("fast clean link: lanes %v, want 1 throughout", fast)
+	}
+	// A slower clean link: more lanes do not help; it tries, goes back,
+	// and tries less and less often.
+	clean := run(func(n int) float64 { return 40e6 - float64(n-1)*1e6 }, 200)
+	if final(clean) != 1 || most(clean) != 2 {
+		t.Errorf("clean link: lanes %v, want to try 2 and come back to 1", clean)
+	}
+	ones := 0
+	for _, n := range clean {
+		if n == 1 {
+			ones++
+		}
+	}
+	if ones < len(clean)*8/10 {
+		t.Errorf("clean link: only %d of %d samples at one lane: probing too often", ones, len(clean))
+	}
+	// A link that gains up to 4 lanes and no more.
+	capped := run(func(n int) float64 { return 1e6 * float64(min(n, 4)) }, 60)
+	if final(capped) != 4 || most(capped) != 8 {
+		t.Errorf("capped link: lanes %v, want to try 8 and settle at 4", capped)
+	}
+}
+
+func TestSpans(t *testing.T) {
+	var s spans
+	for _, c := range []struct {
+		s, e, added int64
+	}{{10, 20, 10}, {30, 40, 10}, {15, 35, 10}, {0, 5, 5}, {5, 10, 5}, {0, 40, 0}, {50, 60, 10}} {
+		if got := s.add(c.s, c.e); got != c.added {
+			t.Errorf("add [%d,%d): added %d, want %d (now %v)", c.s, c.e, got, c.added, s)
+		}
+	}
+	if len(s) != 2 || s[0] != (span{0, 40}) || s[1] != (span{50, 60}) {
+		t.Errorf("spans %v", s)
+	}
+}
+
+func FuzzSpans(f *testing.F) {
+	f.Add([]byte{1, 5, 3, 9, 0, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s spans
+		var bits [256]bool
+		for i := 0; i+1 < len(b); i += 2 {
+			lo, hi := int64(b[i]), int64(b[i+1])
+			var want int64
+			for k := lo; k < hi; k++ {
+				if !bits[k] {
+					bits[k] = true
+					want++
+				}
+			}
+			if got := s.add(lo, hi); got != want {
+				t.Fatalf("add [%d,%d) added %d, want %d", lo, hi, got, want)
+			}
+		}
+		for i := 1; i < len(s); i++ {
+			if s[i-1].end >= s[i].start {
+				t.Fatalf("not sorted and apart: %v", s)
+			}
+		}
+		for k := range bits {
+			in := false
+			for _, x := range s {
+				in = in || (int64(k) >= x.start && int64(k) < x.end)
+			}
+			if in != bits[k] {
+				t.Fatalf("byte %d: in spans %v, set %v", k, in, bits[k])
+			}
+		}
+	})
+}
+
+// Whatever arrives on a lane, the receiver writes only inside the file
+// being received and never past its size.
+func FuzzLaneInput(f *testing.F) {
+	var seed bytes.Buffer
+	w := frameWriter{bufio.NewWriter(&seed)}
+	w.write(frameChunk, append(appendChunkHeader(nil, 0, 3), "xyz"...))
+	w.write(frameChunk, append(appendChunkHeader(nil, 1, 0), "abc"...))
+	w.write(frameAck, encodeAck(0, 0, 3))
+	w.w.Flush()
+	f.Add(seed.Bytes())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		inbox := t.TempDir()
+		root, err := os.OpenRoot(inbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		root.MkdirAll(partialDir, 0o700)
+		offer := offerOf(Entry{Path: "f", Size: 8, Mode: 0o644}, Entry{Path: "d", Mode: fs.ModeDir | 0o755})
+		rc := &receiver{in: &Inbox{Dir: inbox}, root: root, offer: offer, peerKey: "k", results: make([]*Result, 2), begun: []bool{true, true}, have: map[int]int64{}}
+		rc.cond = sync.NewCond(&rc.mu)
+		rc.cur = 0
+		if err := rc.openPart(0, 0); err != nil {
+			t.Fatal(err)
+		}
+		a, b := net.Pipe()
+		go io.Copy(io.Discard, a)
+		go func() { a.Write(data); a.Close() }()
+		rc.serveLane(b)
+		rc.mu.Lock()
+		rc.closeCurrent()
+		rc.mu.Unlock()
+		st, err := root.Stat(rc.partName(0))
+		if err != nil || st.Size() > 8 {
+			t.Fatalf("partial %v %v", st, err)
+		}
+	})
+}
+
+// What the receiver tells a sender about lanes (acknowledgements, lane
+// secrets) and what a lane carries (chunk headers) never panics, and what
+// parses encodes back the same.
+func FuzzLaneFrames(f *testing.F) {
+	f.Add(encodeAck(3, 1<<20, dataChunk), "00")
+	f.Add(appendChunkHeader(nil, 1, 42), "")
+	_, hx := newTokens(1)
+	f.Add([]byte{}, hx[0])
+	f.Fuzz(func(t *testing.T, b []byte, token string) {
+		// (non-minimal varints are accepted: the values must survive a
+		// round trip and stay in range)
+		if i, off, n, err := decodeAck(b); err == nil {
+			i2, off2, n2, err := decodeAck(encodeAck(i, off, n))
+			if err != nil || i2 != i || off2 != off || n2 != n || i < 0 || off < 0 || n < 0 || n > maxFrameBytes {
+				t.Fatalf("ack %x decodes to %d %d %d", b, i, off, n)
+			}
+		}
+		if i, off, data, err := decodeChunk(b); err == nil {
+			i2, off2, data2, err := decodeChunk(append(appendChunkHeader(nil, i, off), data...))
+			if err != nil || i2 != i || off2 != off || !bytes.Equal(data, data2) || i < 0 || off < 0 {
+				t.Fatalf("chunk %x decodes to %d %d", b, i, off)
+			}
+		}
+		if toks, err := parseTokens([]string{token, token}); err == nil {
+			for _, tok := range toks {
+				if len(tok) != TokenSize {
+					t.Fatalf("token of %d bytes accepted", len(tok))
+				}
+			}
+		}
+	})
+}
+
+// deafLanes opens lanes whose far end nobody reads: chunks on them are
+// never acknowledged.
+type deafLanes struct {
+	t     *testing.T
+	mu    sync.Mutex
+	peers []net.Conn
+}
+
+func (d *deafLanes) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, error) {
+	a, b := tcpPair(d.t)
+	d.mu.Lock()
+	d.peers = append(d.peers, b)
+	d.mu.Unlock()
+	return a, nil
+}
+
+func (d *deafLanes) Expect(tokens [][]byte) (<-chan io.ReadWriteCloser, func()) {
+	return make(chan io.ReadWriteCloser), func() {}
+}
+
+// A sender waiting for acknowledgements that never come stops when its
+// context ends (Ctrl-C), with a forced count too.
+func TestSenderWaitingForLanesStopsWithItsContext(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	writeRandom(t, filepath.Join(src, "big.bin"), 64<<20)
+	plan := mustScan(t, filepath.Join(src, "big.bin"))
+	deaf := &deafLanes{t: t}
+	defer func() {
+		for _, p := range deaf.peers {
+			p.Close()
+		}
+	}()
+	a, b := tcpPair(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		defer b.Close()
+		(&Inbox{Dir: inbox}).ReceiveWith(context.Background(), b, "k", LaneOptions{Lanes: deaf}, nil, nil)
+	}()
+	var once sync.Once
+	_, err := SendWith(ctx, a, plan, LaneOptions{Lanes: deaf, Force: 3}, func(p Progress) {
+		if p.Done == p.Total { // every chunk handed out: the rest waits for acknowledgements
+			once.Do(cancel)
+		}
+	})
+	a.Close()
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("send: %v, want canceled", err)
+	}
+}

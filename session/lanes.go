@@ -1,0 +1,169 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"kin/session/files"
+)
+
+// LaneConn is what a connection offers when it can carry extra lanes to
+// the same peer (transport.Conn on QUIC): file transfers then spread big
+// files over several lanes (files/lanes.go). Connections without it, or
+// whose HasLanes is false, carry everything on the SSH connection.
+type LaneConn interface {
+	HasLanes() bool
+	OpenLane(ctx context.Context) (net.Conn, error)
+	AcceptLane(ctx context.Context) (net.Conn, error)
+}
+
+// laneTokenWait bounds how long an accepted lane may take to present its
+// secret.
+const laneTokenWait = 10 * time.Second
+
+// forcedLanes reads KIN_LANES: a lane count to use for every big file
+// instead of adapting (tests, benchmarks); 0 adapts.
+func forcedLanes() int {
+	n, err := strconv.Atoi(os.Getenv("KIN_LANES"))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// laneHub is one connection's lanes: it opens lanes with a transfer's
+// secret, and gives each lane the peer opens to the transfer whose secret
+// it presents. A lane with no valid secret is closed and counted.
+type laneHub struct {
+	conn LaneConn
+	log  *slog.Logger
+
+	ctx     context.Context
+	cancel  context.CancelFunc
+	once    sync.Once
+	wg      sync.WaitGroup
+	refused atomic.Int64
+
+	mu      sync.Mutex
+	waiting map[*laneWait]bool
+}
+
+type laneWait struct {
+	tokens [][]byte
+	ch     chan io.ReadWriteCloser
+}
+
+// newLaneHub returns nil when conn cannot carry lanes.
+func newLaneHub(conn net.Conn, log *slog.Logger) *laneHub {
+	lc, ok := conn.(LaneConn)
+	if !ok || !lc.HasLanes() {
+		return nil
+	}
+	h := &laneHub{conn: lc, log: log, waiting: map[*laneWait]bool{}}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	return h
+}
+
+// options are the lane options of a transfer on this connection.
+func (h *laneHub) options() files.LaneOptions {
+	if h == nil {
+		return files.LaneOptions{}
+	}
+	return files.LaneOptions{Lanes: h, Force: forcedLanes(), Logger: h.log}
+}
+
+// Open opens a lane and presents token on it.
+func (h *laneHub) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, error) {
+	l, err := h.conn.OpenLane(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := l.Write(token); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Expect delivers the lanes that present one of tokens, each once.
+func (h *laneHub) Expect(tokens [][]byte) (<-chan io.ReadWriteCloser, func()) {
+	w := &laneWait{tokens: tokens, ch: make(chan io.ReadWriteCloser, len(tokens))}
+	h.mu.Lock()
+	h.waiting[w] = true
+	h.mu.Unlock()
+	h.once.Do(func() {
+		h.wg.Add(1)
+		go h.acceptLoop()
+	})
+	return w.ch, func() {
+		h.mu.Lock()
+		delete(h.waiting, w)
+		h.mu.Unlock()
+		for {
+			select {
+			case l := <-w.ch:
+				l.Close()
+			default:
+				return
+			}
+		}
+	}
+}
+
+func (h *laneHub) acceptLoop() {
+	defer h.wg.Done()
+	for {
+		l, err := h.conn.AcceptLane(h.ctx)
+		if err != nil {
+			return
+		}
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.admit(l)
+		}()
+	}
+}
+
+// admit reads a lane's secret and hands the lane to its transfer.
+func (h *laneHub) admit(l net.Conn) {
+	tok := make([]byte, files.TokenSize)
+	l.SetReadDeadline(time.Now().Add(laneTokenWait))
+	stop := context.AfterFunc(h.ctx, func() { l.Close() })
+	_, err := io.ReadFull(l, tok)
+	stop()
+	l.SetReadDeadline(time.Time{})
+	if err == nil {
+		h.mu.Lock()
+		for w := range h.waiting {
+			if i := files.TokenIndex(w.tokens, tok); i >= 0 {
+				w.tokens[i] = nil // once
+				w.ch <- l         // room for every token; under mu, so never after stop
+				h.mu.Unlock()
+				return
+			}
+		}
+		h.mu.Unlock()
+		err = errors.New("no transfer handed out its secret")
+	}
+	h.refused.Add(1)
+	h.log.Warn("refused a lane", "why", err)
+	l.Close()
+}
+
+// close stops taking lanes.
+func (h *laneHub) close() {
+	if h == nil {
+		return
+	}
+	h.cancel()
+	h.wg.Wait()
+}

@@ -1,0 +1,183 @@
+package session
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"kin/keys"
+	"kin/session/files"
+)
+
+// laneTCP is a connection that carries extra lanes, as transport.Conn on
+// QUIC does: every lane is a new loopback TCP connection to the peer.
+type laneTCP struct {
+	net.Conn
+	t      testing.TB
+	peer   *laneTCP
+	in     chan net.Conn
+	mu     sync.Mutex
+	opened []net.Conn
+}
+
+func laneTCPPair(t testing.TB) (*laneTCP, *laneTCP) {
+	a, b := tcpPair(t)
+	la := &laneTCP{Conn: a, t: t, in: make(chan net.Conn, 64)}
+	lb := &laneTCP{Conn: b, t: t, in: make(chan net.Conn, 64)}
+	la.peer, lb.peer = lb, la
+	return la, lb
+}
+
+func (c *laneTCP) HasLanes() bool { return true }
+
+func (c *laneTCP) OpenLane(ctx context.Context) (net.Conn, error) {
+	a, b := tcpPair(c.t)
+	c.mu.Lock()
+	c.opened = append(c.opened, a)
+	c.mu.Unlock()
+	c.peer.in <- b
+	return a, nil
+}
+
+func (c *laneTCP) AcceptLane(ctx context.Context) (net.Conn, error) {
+	select {
+	case l := <-c.in:
+		return l, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// dialLanes is env.dial over a connection with lanes.
+func (e *env) dialLanes(id *keys.Identity, secret []byte) (*Client, *laneTCP) {
+	srv, err := NewServer(e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a, b := laneTCPPair(e.t)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		srv.ServeConn(e.ctx, b, "test")
+	}()
+	c, err := NewClient(e.ctx, a, ClientConfig{Identity: id, HostKey: e.host.Public(), Secret: secret})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c, a
+}
+
+// Push and pull spread a big file over the forced number of lanes, and it
+// arrives whole.
+func TestFilesOnLanes(t *testing.T) {
+	t.Setenv("KIN_LANES", "4")
+	src := t.TempDir()
+	data := make([]byte, 20<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "big.bin"), data, 0o644)
+	plan, err := files.Scan(filepath.Join(src, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := t.TempDir()
+	mom := ident(t)
+	secret := keys.NewSecret()
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "mom", Key: mom.Public(), Perms: keys.Permissions{Files: true}}),
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Files: true}, keys.SecretEqual(s, secret)
+		},
+		Inbox:  &files.Inbox{Dir: inbox},
+		Outbox: plan,
+	})
+	c, conn := e.dialLanes(mom, nil)
+	st, err := c.Push(e.ctx, plan, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(inbox, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("pushed file differs")
+	}
+	if st.Lanes != 4 || len(conn.opened) != 3 {
+		t.Errorf("push used %d lanes (%d opened), want 4 (3 extra)", st.Lanes, len(conn.opened))
+	}
+	// The other way: the server sends, the client hands out the secrets.
+	c3, conn3 := e.dialLanes(ident(t), secret)
+	dst := t.TempDir()
+	if _, err := c3.Pull(e.ctx, &files.Inbox{Dir: dst}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("pulled file differs")
+	}
+	if n := len(conn3.peer.opened); n != 3 {
+		t.Errorf("the server opened %d lanes, want 3", n)
+	}
+}
+
+// A lane that presents a wrong secret, or none, is closed and counted;
+// the right one is handed to its transfer, once.
+func TestWrongLaneSecretIsRefused(t *testing.T) {
+	a, b := laneTCPPair(t)
+	defer a.Close()
+	defer b.Close()
+	opener, taker := newLaneHub(a, discardLog()), newLaneHub(b, discardLog())
+	defer taker.close()
+	tok := bytes.Repeat([]byte{1}, files.TokenSize)
+	got, stop := taker.Expect([][]byte{tok})
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	wrong, err := opener.Open(ctx, bytes.Repeat([]byte{2}, files.TokenSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	if n, err := wrong.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("the refused lane reads %d, %v", n, err)
+	}
+	short, _ := a.OpenLane(ctx) // gives up before its secret is complete
+	defer short.Close()
+	short.Write([]byte{1, 1, 1})
+	short.(*net.TCPConn).CloseWrite()
+	if _, err := short.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the short lane was not closed")
+	}
+	right, err := opener.Open(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer right.Close()
+	var l io.ReadWriteCloser
+	select {
+	case l = <-got:
+	case <-ctx.Done():
+		t.Fatal("the lane with the right secret never arrived")
+	}
+	defer l.Close()
+	right.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(l, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("lane carries %q, %v", buf, err)
+	}
+	again, _ := opener.Open(ctx, tok) // used once already
+	defer again.Close()
+	if _, err := again.Read(make([]byte, 1)); err == nil { // returns when the hub has closed it
+		t.Fatal("a secret worked twice")
+	}
+	if n := taker.refused.Load(); n != 3 {
+		t.Errorf("refused %d lanes, want 3 (wrong, short, reused)", n)
+	}
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
