@@ -298,6 +298,12 @@ func relayUDP(ctx context.Context, ch ssh.Channel, up *net.UDPConn, o UDPOptions
 		}
 	}()
 	// peer -> service
+	fromPeer(ch, st, idle.touch, func(d []byte) error { _, err := up.Write(d); return err })
+}
+
+// fromPeer reads the datagrams the peer sends on ch and delivers each,
+// until ch ends or delivering fails for more than a moment.
+func fromPeer(ch io.Reader, st *UDPStats, touch func(), deliver func([]byte) error) {
 	r := bufio.NewReader(ch)
 	buf := make([]byte, maxFrame)
 	for {
@@ -309,8 +315,8 @@ func relayUDP(ctx context.Context, ch ssh.Channel, up *net.UDPConn, o UDPOptions
 		if err != nil {
 			return
 		}
-		idle.touch()
-		if _, err := up.Write(d); err != nil && !transientUDPError(err) {
+		touch()
+		if err := deliver(d); err != nil && !transientUDPError(err) {
 			return
 		}
 		st.Forwarded.Add(1)
@@ -507,21 +513,5 @@ func (c *Client) runMapping(m *udpMapping, pc *net.UDPConn, port int, idle time.
 		}
 	}()
 	// peer -> local
-	r := bufio.NewReader(ch)
-	buf := make([]byte, maxFrame)
-	for {
-		d, err := readDatagram(r, buf)
-		if errors.Is(err, errOversized) {
-			st.Oversized.Add(1)
-			continue
-		}
-		if err != nil {
-			return
-		}
-		timer.touch()
-		if _, err := pc.WriteToUDPAddrPort(d, m.from); err != nil && !transientUDPError(err) {
-			return
-		}
-		st.Forwarded.Add(1)
-	}
+	fromPeer(ch, st, timer.touch, func(d []byte) error { _, err := pc.WriteToUDPAddrPort(d, m.from); return err })
 }
