@@ -63,11 +63,14 @@ func (f *fakeAgent) sharing(port int) bool {
 	return f.shares[port]
 }
 
-func startServer(t *testing.T, home string) (*Server, *fakeAgent) {
+func startServer(t *testing.T, home string, opts ...func(*Server)) (*Server, *fakeAgent) {
 	f := &fakeAgent{shares: map[int]bool{}, stopped: make(chan int, 1)}
 	s, err := Listen(home, f, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range opts {
+		o(s) // before Serve reads the server
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -149,8 +152,9 @@ func TestStaleSocketIsReplaced(t *testing.T) {
 // even when the socket's file modes would let it in.
 func TestControlSocketRefusesAnotherUser(t *testing.T) {
 	home := t.TempDir()
-	s, f := startServer(t, home)
-	s.owner = os.Getuid() + 1 // as if the agent belonged to someone else
+	_, f := startServer(t, home, func(s *Server) {
+		s.owner = os.Getuid() + 1 // as if the agent belonged to someone else
+	})
 	if _, _, err := Dial(context.Background(), home, peerID, ""); err == nil || !strings.Contains(err.Error(), "another user") {
 		t.Fatalf("dial as another user: %v", err)
 	}

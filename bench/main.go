@@ -223,6 +223,24 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	if err := stream(tcp, srcAddr); err != nil {
 		return nil, err
 	}
+	// On an emulated link, raw TCP again with each congestion control
+	// set in both namespaces: CUBIC is what a default Linux host gets,
+	// BBR the best a single TCP flow gets on a lossy path.
+	var ccRows []*Row
+	if !loopback {
+		for _, cc := range []string{"cubic", "bbr"} {
+			r := &Row{Name: "raw TCP, " + strings.ToUpper(cc), Link: name}
+			restore, err := congestionControl(cc, hosts)
+			if err == nil {
+				err = stream(r, srcAddr)
+				restore()
+			}
+			if err != nil {
+				r.Skipped = err.Error()
+			}
+			ccRows = append(ccRows, r)
+		}
+	}
 	if sshErr != nil {
 		sshL.Skipped = sshErr.Error()
 	} else {
@@ -270,7 +288,8 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	lab.lane = ""
 	lab.stopFrom(before) // kin share would take the agent's offers
 
-	rows := []*Row{tcp, sshL, kinC, kinCDC, scp, send, sendDC}
+	rows := append([]*Row{tcp}, ccRows...)
+	rows = append(rows, sshL, kinC, kinCDC, scp, send, sendDC)
 	if loopback {
 		// The ceiling: kin's transport alone, in this process, with kin's GC setting.
 		old := debug.SetGCPercent(400)

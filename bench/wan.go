@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"os/exec"
+	"strings"
 	"time"
 
 	"kin/internal/netem"
@@ -14,9 +17,41 @@ var wanLinks = []netem.Link{
 }
 
 // wanPaths are the rows measured on each WAN link.
-var wanPaths = []string{"raw TCP", "ssh -L (OpenSSH)", "kin connect (QUIC)", "kin connect (data channel)", "scp (OpenSSH)", "kin send (QUIC)", "kin send (data channel)"}
+var wanPaths = []string{"raw TCP", "raw TCP, CUBIC", "raw TCP, BBR", "ssh -L (OpenSSH)", "kin connect (QUIC)", "kin connect (data channel)", "scp (OpenSSH)", "kin send (QUIC)", "kin send (data channel)"}
 
 // wanSeconds is how long one run on a WAN link takes at the link's full
 // rate; the size moved follows from it. One second: kin moves 0.5 MB/s
 // over the lossy link, so each of its runs there takes 25 s already.
 const wanSeconds = 1
+
+// congestionControl sets TCP's congestion control (net.ipv4.
+// tcp_congestion_control, per network namespace) on every emulated host,
+// and returns what puts the old one back.
+func congestionControl(cc string, hosts []host) (restore func(), err error) {
+	var undo []func()
+	restore = func() {
+		for _, u := range undo {
+			u()
+		}
+	}
+	for _, h := range hosts {
+		if h.side == nil {
+			continue
+		}
+		ns := h.side.NS
+		out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control").Output()
+		if err != nil {
+			restore()
+			return nil, fmt.Errorf("read the congestion control of %s: %w", ns, err)
+		}
+		old := strings.TrimSpace(string(out))
+		if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_congestion_control="+cc).CombinedOutput(); err != nil {
+			restore()
+			return nil, fmt.Errorf("set %s in %s (modprobe tcp_%s?): %v: %s", cc, ns, cc, err, out)
+		}
+		undo = append(undo, func() {
+			exec.Command("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_congestion_control="+old).Run()
+		})
+	}
+	return restore, nil
+}
