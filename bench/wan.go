@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,9 +32,19 @@ const wanSeconds = 1
 func congestionControl(cc string, hosts []host) (restore func(), err error) {
 	var undo []func()
 	restore = func() {
-		for _, u := range undo {
-			u()
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
 		}
+	}
+	// A namespace may only pick what the host allows (often just its own
+	// default and reno): allow cc for as long as the row runs.
+	const allowedPath = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
+	if b, err := os.ReadFile(allowedPath); err == nil && !slices.Contains(strings.Fields(string(b)), cc) {
+		old := strings.TrimSpace(string(b))
+		if err := os.WriteFile(allowedPath, []byte(old+" "+cc), 0o644); err != nil {
+			return nil, fmt.Errorf("allow %s: %w", cc, err)
+		}
+		undo = append(undo, func() { os.WriteFile(allowedPath, []byte(old), 0o644) })
 	}
 	for _, h := range hosts {
 		if h.side == nil {
