@@ -109,22 +109,7 @@ func TestLargeFileKilledHalfwayResumes(t *testing.T) {
 	st, _ := os.Stat(matches[0])
 	kept := st.Size()
 
-	_, errs, code := a.kid.run("send", src, "dad")
-	if code != 0 {
-		t.Fatalf("resumed send: exit %d: %s", code, errs)
-	}
-	m := sizeRE.FindStringSubmatch(errs)
-	if m == nil {
-		t.Fatalf("no summary in %q", errs)
-	}
-	sent := parseSize(m[1], m[2])
-	remaining := float64(size - kept)
-	if sent > remaining*1.02+1e6 {
-		t.Errorf("resumed run sent %.0f bytes; only %.0f were missing", sent, remaining)
-	}
-	if !strings.Contains(errs, "were already there") {
-		t.Errorf("summary does not mention the resumed part: %q", errs)
-	}
+	resend(t, a, src, size, kept)
 	if hashFile(t, filepath.Join(a.inbox, "big.bin")) != want {
 		t.Fatal("resumed 1 GiB file differs (SHA-256)")
 	}
@@ -231,4 +216,28 @@ func TestUnwritableInboxIsReportedAtStartAndToTheSender(t *testing.T) {
 	if code == 0 || !strings.Contains(errs, "the receiver cannot write its inbox") || strings.Contains(errs, "send again") || strings.Contains(errs, "EOF") {
 		t.Errorf("send to a read-only inbox: exit %d, %q", code, errs)
 	}
+}
+
+// resend runs kid's kin send of src (size bytes) to dad again, after the
+// receiver kept kept bytes of it, and checks that the summary says only
+// the missing part moved; it returns what kin send printed.
+func resend(t *testing.T, a *agentEnv, src string, size, kept int64) string {
+	t.Helper()
+	_, errs, code := a.kid.run("send", src, "dad")
+	if code != 0 {
+		t.Fatalf("resumed send: exit %d: %s", code, errs)
+	}
+	m := sizeRE.FindStringSubmatch(errs)
+	if m == nil {
+		t.Fatalf("no summary in %q", errs)
+	}
+	sent := parseSize(m[1], m[2])
+	remaining := float64(size - kept)
+	if sent > remaining*1.02+1e6 {
+		t.Errorf("resumed run sent %.0f bytes; only %.0f were missing", sent, remaining)
+	}
+	if !strings.Contains(errs, "were already there") {
+		t.Errorf("summary does not mention the resumed part: %q", errs)
+	}
+	return errs
 }

@@ -4,7 +4,6 @@ package e2e
 // KIN_LANES: whole files, resume after kill -9, and a lossy link.
 
 import (
-	"context"
 	"crypto/rand"
 	"os"
 	"path/filepath"
@@ -14,9 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"kin/internal/netem"
-	"kin/internal/netlab"
 )
 
 var lanesRE = regexp.MustCompile(`up to (\d+) lanes`)
@@ -114,22 +110,7 @@ func TestMultiLaneSendKilledResumes(t *testing.T) {
 	}
 	kept := prefixOf(t, part)
 
-	_, errs, code := a.kid.run("send", src, "dad")
-	if code != 0 {
-		t.Fatalf("resumed send: exit %d: %s", code, errs)
-	}
-	m := sizeRE.FindStringSubmatch(errs)
-	if m == nil {
-		t.Fatalf("no summary in %q", errs)
-	}
-	sent := parseSize(m[1], m[2])
-	remaining := float64(size - kept)
-	if sent > remaining*1.02+1e6 {
-		t.Errorf("resumed run sent %.0f bytes; only %.0f were missing", sent, remaining)
-	}
-	if !strings.Contains(errs, "were already there") {
-		t.Errorf("summary does not mention the resumed part: %q", errs)
-	}
+	errs := resend(t, a, src, size, kept)
 	if n := lanesUsed(errs); n != 4 {
 		t.Errorf("resumed on %d lanes, forced 4: %q", n, errs)
 	}
@@ -141,26 +122,7 @@ func TestMultiLaneSendKilledResumes(t *testing.T) {
 // Lanes over a far, lossy link (20 Mbit/s, 40 ms, 1% loss each way): the
 // file arrives whole.
 func TestLanesOverALossyLink(t *testing.T) {
-	netlab.Require(t, netem.Available())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	link, err := netem.Start(ctx, netem.Link{Rate: 20e6, RTT: 40 * time.Millisecond, Loss: 0.01})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer link.Close()
-	url := "ws://" + link.B.Addr + ":7000"
-	on := func(name string, side *netem.Side) *user {
-		u := newUser(t, name, "KIN_SIGNAL="+url, "KIN_ICE_INTERFACES="+side.Dev, "KIN_LANES=4")
-		u.NS = side.NS
-		return u
-	}
-	on("server", link.B).start("signal", "--listen", link.B.Addr+":7000").waitFor(`signaling server on`)
-	dad, kid := on("dad", link.B), on("kid", link.A)
-	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
-	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", "files")
-	inbox := filepath.Join(t.TempDir(), "inbox")
-	dad.start("up", "--dir", inbox).waitFor(`kin is up`)
+	kid, inbox := lossyLinkAgent(t, "KIN_LANES=4")
 
 	src := randomFile(t, 6<<20)
 	began := time.Now()
