@@ -1,7 +1,9 @@
 package signal
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"kin/keys"
 )
@@ -83,5 +85,59 @@ func TestDialOnlyIsNotOnline(t *testing.T) {
 	online, err = asker.Online(e.ctx, me.ID())
 	if err != nil || !online[me.ID()] {
 		t.Fatalf("listener is not online: %v %v", online, err)
+	}
+}
+
+// slowBus is a Bus whose Join waits until the test lets it go: the window
+// between a registration counting here and the bus knowing of it.
+type slowBus struct {
+	hold    chan keys.PeerID // Join sends its id here, then waits
+	release chan struct{}
+}
+
+func (b *slowBus) Join(ctx context.Context, id keys.PeerID) error {
+	select {
+	case b.hold <- id:
+		<-b.release
+	default: // nobody is watching: no wait
+	}
+	return nil
+}
+func (b *slowBus) Leave(context.Context, keys.PeerID) error { return nil }
+func (b *slowBus) Publish(context.Context, Message) (bool, error) {
+	return false, nil
+}
+func (b *slowBus) Online(context.Context, keys.PeerID) (bool, error) { return false, nil }
+
+// An offer routed to a peer while its registration is still being
+// announced on the bus reaches it after "registered", not before (a client
+// takes any other first message as a failed registration and the offer
+// was lost: seen as a failover test that lost a message now and then).
+func TestOfferDuringRegistrationIsDelivered(t *testing.T) {
+	bus := &slowBus{hold: make(chan keys.PeerID), release: make(chan struct{})}
+	e := newEnv(t, ServerConfig{Bus: bus})
+	cb := e.client(ident(t)) // registered before the test holds Join
+	a := ident(t)
+	ca := NewClient(ClientConfig{URL: e.url, Signer: a.Signer})
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); ca.Run(e.ctx) }()
+	select {
+	case id := <-bus.hold:
+		if id != a.ID() {
+			t.Fatalf("bus joined %s", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a never registered")
+	}
+	if !e.srv.Online(a.ID()) {
+		t.Fatal("a is not counted while its Join runs")
+	}
+	if err := cb.Send(e.ctx, Message{Type: TypeOffer, To: a.ID(), Session: "s", SDP: "v=0"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the offer is queued for a (or, before the fix, written)
+	close(bus.release)
+	if m := recv(t, ca); m.Type != TypeOffer || m.From != cb.Registration().ID {
+		t.Fatalf("a got %+v", m)
 	}
 }

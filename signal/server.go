@@ -495,6 +495,14 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 		return
 	}
 	c.id, c.mode, c.instance = id, m.Mode, m.Instance
+	var ice []ICEServer
+	if s.cfg.ICEServers != nil {
+		ice = s.cfg.ICEServers(id)
+	}
+	// "registered" is queued before anything can be routed to c: a client
+	// takes any other first message as a failed registration, and the
+	// message routed to it would be lost.
+	c.send(Message{V: Version, Type: TypeRegistered, From: id, ICEServers: ice})
 	s.mu.Lock()
 	s.peers[id] = append(s.peers[id], c)
 	n := len(s.peers[id])
@@ -503,11 +511,6 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	if n > 1 {
 		log(slog.LevelDebug, "another registration of this peer", "registrations", n, "mode", m.Mode, "instance", m.Instance)
 	}
-	var ice []ICEServer
-	if s.cfg.ICEServers != nil {
-		ice = s.cfg.ICEServers(id)
-	}
-	c.send(Message{V: Version, Type: TypeRegistered, From: id, ICEServers: ice})
 	log(slog.LevelDebug, "registered")
 
 	limiter := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
