@@ -182,6 +182,7 @@ type conn struct {
 	qmu     sync.Mutex
 	queue   []Message
 	writing bool
+	held    bool            // queue, but do not write, until welcome
 	closing bool            // going away: close once the queue is written
 	writers *sync.WaitGroup // the server's count of running writers
 }
@@ -495,14 +496,11 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 		return
 	}
 	c.id, c.mode, c.instance = id, m.Mode, m.Instance
-	var ice []ICEServer
-	if s.cfg.ICEServers != nil {
-		ice = s.cfg.ICEServers(id)
-	}
-	// "registered" is queued before anything can be routed to c: a client
-	// takes any other first message as a failed registration, and the
-	// message routed to it would be lost.
-	c.send(Message{V: Version, Type: TypeRegistered, From: id, ICEServers: ice})
+	// Messages routed to c from now on wait until "registered" is written
+	// first: a client takes any other first message as a failed
+	// registration, and an offer routed in the window (while the bus learns
+	// of c) was lost.
+	c.hold()
 	s.mu.Lock()
 	s.peers[id] = append(s.peers[id], c)
 	n := len(s.peers[id])
@@ -511,6 +509,11 @@ func (s *Server) serve(ctx context.Context, c *conn, remote string) {
 	if n > 1 {
 		log(slog.LevelDebug, "another registration of this peer", "registrations", n, "mode", m.Mode, "instance", m.Instance)
 	}
+	var ice []ICEServer
+	if s.cfg.ICEServers != nil {
+		ice = s.cfg.ICEServers(id)
+	}
+	c.welcome(Message{V: Version, Type: TypeRegistered, From: id, ICEServers: ice})
 	log(slog.LevelDebug, "registered")
 
 	limiter := rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.Burst)
@@ -618,8 +621,26 @@ func (c *conn) send(m Message) bool {
 		return false
 	}
 	c.queue = append(c.queue, m)
-	c.startWriter()
+	if !c.held {
+		c.startWriter()
+	}
 	return true
+}
+
+// hold makes send queue without writing until welcome.
+func (c *conn) hold() {
+	c.qmu.Lock()
+	c.held = true
+	c.qmu.Unlock()
+}
+
+// welcome writes m ahead of everything queued while held, then the rest.
+func (c *conn) welcome(m Message) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	c.queue = append([]Message{m}, c.queue...)
+	c.held = false
+	c.startWriter()
 }
 
 // goAway queues m as the last message; the writer closes the connection
@@ -651,6 +672,11 @@ func (c *conn) flush() {
 	defer c.writers.Done()
 	for {
 		c.qmu.Lock()
+		if c.held && !c.closing {
+			c.writing = false
+			c.qmu.Unlock()
+			return
+		}
 		if len(c.queue) == 0 {
 			closing := c.closing
 			c.queue, c.writing = nil, false
