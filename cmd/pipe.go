@@ -1,11 +1,8 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,49 +54,7 @@ func pipeAction(c *cli.Context) error {
 		return fmt.Errorf("pipe to %s: %w", fr.Name, err)
 	}
 	defer conn.Close()
-	splice(c.Context, conn, c.App.Reader, e.stdout) // its only error is ctx's: Ctrl-C
-	return nil
-}
-
-// splice carries OpenSSH's stream over conn: in to the friend, the
-// friend's bytes to out. Each way is drained, then half-closed: in's EOF
-// becomes conn's EOF, while the friend's reply is still written out to
-// its end. It returns once the reply has ended and in has too, or the
-// friend closed conn, so that nothing more can go (a lost connection
-// closes it); when out fails (whoever read it, OpenSSH, is gone); or when
-// ctx ends.
-func splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
-	up := make(chan struct{})
-	go func() {
-		defer close(up)
-		io.Copy(conn, in) // a write error means the friend closed conn
-		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-	}()
-	down := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(out, conn)
-		down <- err
-	}()
-	var closed <-chan struct{} // nil (never) for a conn that cannot tell
-	if cc, ok := conn.(interface{ Closed() <-chan struct{} }); ok {
-		closed = cc.Closed()
-	}
-	select {
-	case err := <-down:
-		if err != nil {
-			return nil // out's reader went away: nothing more can be delivered
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-up:
-	case <-closed:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	session.Splice(c.Context, conn, c.App.Reader, e.stdout) // its only error is ctx's: Ctrl-C
 	return nil
 }
 
