@@ -125,14 +125,14 @@ func connectAction(c *cli.Context) error {
 	if err != nil {
 		return t.explain(err, e)
 	}
-	defer l.close()
+	defer l.Close()
 	// Like autossh: after the first connection, a lost one is made again,
 	// with backoff, while the local listener stays; only a refusal (which
 	// trying again cannot change) or Ctrl-C ends kin connect.
 	connected := false
 	wait := reconnectMin
 	for {
-		client, info, err := l.dial(ctx, e, t.hostKey, t.secret, t.instance, t.name)
+		client, info, err := dial(ctx, l, t.hostKey, t.secret, t.instance, t.name)
 		if err == nil {
 			if err = ln.Check(ctx, client); err != nil {
 				client.Close()

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 	"kin/signal"
@@ -141,7 +142,7 @@ func inviteAction(c *cli.Context) error {
 		return withHint(fmt.Errorf("you already have a friend named %q", name), "choose another name, or remove them first: kin friends rm %s", name)
 	}
 
-	if r, up := runningAgent(c.Context, e, id, ""); up {
+	if r, up := agent.Running(c.Context, e.home, id.ID(), "", e.log); up {
 		url := r.Signal
 		tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
 		if err != nil {
@@ -172,12 +173,12 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 	defer t.stop()
 
 	builtin := e.signal == ""
-	p, err := e.startServing(ctx, t, id, signal.ModeListen)
+	p, err := startPeer(ctx, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	url := p.url
+	defer p.Close()
+	url := p.URL
 	tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
 	if err != nil {
 		return err
@@ -210,7 +211,7 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 	served := make(chan struct{})
 	t.Go(func() error {
 		defer close(served)
-		return p.serveUntil(ctx, accepting, srv)
+		return serveAdvice(p.ServeUntil(ctx, accepting, srv))
 	})
 	finish := func() {
 		stopAccepting()
@@ -349,7 +350,7 @@ func joinAction(c *cli.Context) error {
 		}
 		return withHint(fmt.Errorf("%w (at %s)", keys.ErrInviteExpired, t.Expires.Local().Format("Jan 2 15:04")), "ask %s for a new invite", name)
 	}
-	p, err := startPeer(ctx, e, id, t.Signal)
+	p, err := startPeer(ctx, e, id, t.Signal, signal.ModeListen)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -364,8 +365,8 @@ func joinAction(c *cli.Context) error {
 		return withHint(fmt.Errorf("cannot reach the signaling server in %s's invite: %w", name, err),
 			"if %s made the invite without kin up running, it works only while their kin invite runs (it stops once the invite is used or expires); ask them for a new one", name)
 	}
-	defer p.close()
-	client, _, err := p.dial(ctx, e, t.Peer, t.Secret, name)
+	defer p.Close()
+	client, _, err := dial(ctx, p.Link(), t.Peer, t.Secret, "", name)
 	if err != nil {
 		if err := expired(); err != nil {
 			return err

@@ -124,8 +124,8 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 	if err != nil {
 		return err
 	}
-	defer l.close()
-	client, info, err := l.dial(ctx, e, to.Key, nil, "", to.Name)
+	defer l.Close()
+	client, info, err := dial(ctx, l, to.Key, nil, "", to.Name)
 	if err != nil {
 		return err
 	}
@@ -170,11 +170,11 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	defer t.stop()
 	// Only offers naming this process (from its ticket) reach it, so a
 	// running kin up (or another kin send) of this identity keeps its own.
-	p, err := e.startServing(ctx, t, id, signal.ModeTicket)
+	p, err := startPeer(ctx, e, id, e.signal, signal.ModeTicket)
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 	secret := keys.NewSecret()
 	nfiles, _ := plan.Offer.Files()
 	done := make(chan error, 1)
@@ -216,10 +216,10 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	if err != nil {
 		return err
 	}
-	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
+	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.URL, Name: displayName(), Secret: secret, Instance: p.Instance}
 	fmt.Fprintf(e.stderr, "ready to send %s; the receiver runs:\n", describeOffer(plan.Offer))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
-	t.Go(func() error { return p.serve(ctx, srv) })
+	t.Go(func() error { return serve(ctx, p, srv) })
 	select {
 	case err := <-done:
 		return err

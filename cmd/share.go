@@ -61,14 +61,14 @@ func shareAction(c *cli.Context) error {
 
 	target := port.target()
 	secret := keys.NewSecret()
-	if _, ok := runningAgent(ctx, e, id, e.signal); ok {
+	if _, ok := agent.Running(ctx, e.home, id.ID(), e.signal, e.log); ok {
 		return shareThroughAgent(c, e, id, port, secret, friends)
 	}
-	p, err := e.startServing(ctx, t, id, signal.ModeListen)
+	p, err := startPeer(ctx, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 
 	cfg := session.ServerConfig{
 		Identity: id,
@@ -87,9 +87,9 @@ func shareAction(c *cli.Context) error {
 		return err
 	}
 
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: p.URL, Name: displayName(), Secret: secret, Instance: p.Instance}
 	printShare(e, ticket, port, target, friends)
-	t.Go(func() error { return p.serve(ctx, srv) })
+	t.Go(func() error { return serve(ctx, p, srv) })
 	err = t.Wait()
 	if c.Context.Err() != nil {
 		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")

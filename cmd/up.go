@@ -13,6 +13,7 @@ import (
 	"kin/session"
 	"kin/session/files"
 	"kin/session/shell"
+	"kin/signal"
 )
 
 func upCommand() *cli.Command {
@@ -81,15 +82,15 @@ func upAction(c *cli.Context) error {
 		// Still serve friends; commands then register on their own.
 		e.log.Warn("no control socket: kin share and kin receive of this identity will compete with this agent", "err", err)
 	}
-	p, err := startPeer(ctx, e, id, e.signal)
+	p, err := startPeer(ctx, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		if ctl != nil {
 			ctl.Close()
 		}
 		return err
 	}
-	defer p.close()
-	ag.Node, ag.Reply = p.node, agent.Reply{ID: id.ID(), Signal: p.url, Instance: p.instance, Inbox: dir}
+	defer p.Close()
+	ag.Node, ag.Reply = p.Node, agent.Reply{ID: id.ID(), Signal: p.URL, Instance: p.Instance, Inbox: dir}
 	if ctl != nil {
 		defer ctl.Close()
 		t.Go(func() error {
@@ -130,7 +131,7 @@ func upAction(c *cli.Context) error {
 		return err
 	}
 	e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir, "backups", backupsDir(c))
-	t.Go(func() error { return p.serve(ctx, srv) })
+	t.Go(func() error { return serve(ctx, p, srv) })
 	err = t.Wait()
 	e.log.Info("kin is down")
 	return err
