@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/crypto/ssh"
 
 	"kin/agent"
 	"kin/keys"
@@ -65,33 +63,6 @@ the name in the invite, or --name.`,
 }
 
 func (e *env) invites() keys.Invites { return keys.Invites{Path: filepath.Join(e.home, "invites")} }
-
-// inviteHook lets joiners redeem the invites in KIN_HOME/invites: the
-// joiner becomes a friend with the invite's permissions. joined hears of
-// each success.
-func inviteHook(e *env, log *slog.Logger, joined func(keys.Invite, keys.Friend)) func([]byte) (session.Redeem, bool) {
-	store := e.invites()
-	return func(secret []byte) (session.Redeem, bool) {
-		if _, err := store.Find(secret); err != nil {
-			if !errors.Is(err, keys.ErrInviteUnknown) {
-				log.Warn("cannot read the invites file", "err", err)
-			}
-			return nil, false
-		}
-		return func(key ssh.PublicKey) (session.Joined, error) {
-			iv, fr, err := store.Befriend(secret, key, e.friendsPath(), time.Now())
-			if errors.Is(err, keys.ErrFriendsFile) {
-				log.Error("invite not used", "err", err)
-				return session.Joined{}, keys.ErrFriendsFile // the details are not the joiner's
-			}
-			if err != nil {
-				return session.Joined{}, err
-			}
-			joined(iv, fr)
-			return session.Joined{Name: fr.Name, Perms: fr.Perms}, nil
-		}, true
-	}
-}
 
 // addedSentence says what a join added on the inviter's side.
 func addedSentence(fr keys.Friend) string {
@@ -169,29 +140,27 @@ func newStoredInvite(e *env, store keys.Invites, id *keys.Identity, name string,
 // inviteOnline serves the invite itself, with no agent running, until it
 // is used or expires or the user presses Ctrl-C.
 func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity, name string, perms keys.Permissions, life time.Duration) error {
-	t, ctx := newTasks(c.Context)
-	defer t.stop()
-
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
 	builtin := e.signal == ""
 	p, err := startPeer(ctx, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	url := p.URL
-	tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
+	tk, iv, err := newStoredInvite(e, store, id, name, perms, p.URL, life)
 	if err != nil {
 		return err
 	}
 	// What people read here are sentences; the session's log is for --verbose.
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	if c.Bool("verbose") {
 		log = e.log.With("part", "session")
 	}
 	joined := make(chan keys.Friend, 1)
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
-		Invites: inviteHook(e, log, func(used keys.Invite, fr keys.Friend) {
+		Invites: session.InviteBook(store, e.friendsPath(), log, func(used keys.Invite, fr keys.Friend) {
 			if used.ID == iv.ID {
 				joined <- fr
 			} else {
@@ -208,67 +177,49 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 	// joiner's connection gets to finish (it closes after the answer).
 	accepting, stopAccepting := context.WithCancel(ctx)
 	defer stopAccepting()
+	var serveErr error
 	served := make(chan struct{})
-	t.Go(func() error {
+	go func() {
 		defer close(served)
-		return serveAdvice(p.ServeUntil(ctx, accepting, srv))
-	})
-	finish := func() {
-		stopAccepting()
-		select {
-		case <-served:
-		case <-time.After(10 * time.Second):
-		}
-	}
+		serveErr = serveAdvice(p.ServeUntil(ctx, accepting, srv))
+		cancel() // nobody can join any more
+	}()
+	defer func() { cancel(); <-served }()
 
 	fmt.Fprintf(e.stderr, "waiting for %s to join until %s (or Ctrl-C); give %s this line:\n", name, iv.Expires.Format("15:04:05"), name)
 	fmt.Fprintf(e.stdout, "kin join %s\n", tk)
-	expiry := time.NewTimer(time.Until(iv.Expires))
-	defer expiry.Stop()
-	poll := time.NewTicker(time.Second) // revoked or used elsewhere
-	defer poll.Stop()
-	for {
-		select {
-		case fr := <-joined:
-			fmt.Fprintln(e.stdout, addedSentence(fr))
-			finish()
-			return nil
-		case <-expiry.C:
-			finish()
-			return withHint(fmt.Errorf("the invite for %s expired before anyone used it", name), "make a new one with kin invite %s (--for sets how long it works)", name)
-		case <-ctx.Done():
-			finish()
-			if builtin {
-				store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
-			}
-			if c.Context.Err() == nil {
-				return t.stop()
-			}
-			if builtin {
-				fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")
-			} else {
-				fmt.Fprintf(e.stderr, "stopped waiting; if you start kin up, it answers the invite until %s (kin invite --revoke %s cancels it)\n", iv.Expires.Format("15:04"), iv.ID)
-			}
-			return nil
-		case <-poll.C:
-			switch st, _ := store.Status(iv.ID, time.Now()); st {
-			case keys.InviteRevoked:
-				finish()
-				fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
-				return nil
-			case keys.InviteUsed:
-				// Usually by our own joiner, whose news is on its way.
-				select {
-				case fr := <-joined:
-					fmt.Fprintln(e.stdout, addedSentence(fr))
-				case <-time.After(5 * time.Second):
-					fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
-				}
-				finish()
-				return nil
-			}
-		}
+	fr, err := session.AwaitInvite(ctx, store, iv, joined)
+	stopAccepting()
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
 	}
+	switch {
+	case err == nil:
+		fmt.Fprintln(e.stdout, addedSentence(fr))
+		return nil
+	case errors.Is(err, keys.ErrInviteExpired):
+		return withHint(fmt.Errorf("the invite for %s expired before anyone used it", name), "make a new one with kin invite %s (--for sets how long it works)", name)
+	case errors.Is(err, keys.ErrInviteRevoked):
+		fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
+		return nil
+	case errors.Is(err, keys.ErrInviteUsed):
+		fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
+		return nil
+	}
+	if builtin {
+		store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
+	}
+	if c.Context.Err() == nil {
+		<-served
+		return serveErr
+	}
+	if builtin {
+		fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")
+	} else {
+		fmt.Fprintf(e.stderr, "stopped waiting; if you start kin up, it answers the invite until %s (kin invite --revoke %s cancels it)\n", iv.Expires.Format("15:04"), iv.ID)
+	}
+	return nil
 }
 
 func inviteList(e *env, store keys.Invites) error {

@@ -101,7 +101,7 @@ func upAction(c *cli.Context) error {
 		})
 	}
 	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
-	invites := inviteHook(e, e.log, func(iv keys.Invite, fr keys.Friend) {
+	invites := session.InviteBook(e.invites(), e.friendsPath(), e.log, func(iv keys.Invite, fr keys.Friend) {
 		e.log.Info(addedSentence(fr)+" (invite "+iv.ID+")", "who", fr.Name)
 	})
 	srv, err := session.NewServer(session.ServerConfig{
