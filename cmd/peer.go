@@ -90,14 +90,19 @@ func (t *tasks) stop() error {
 // with what a failure means for the person who calls that peer name.
 func dial(ctx context.Context, l *agent.Link, hostKey ssh.PublicKey, secret []byte, instance, name string) (*session.Client, transport.Info, error) {
 	client, info, err := l.Dial(ctx, hostKey, secret, instance)
+	return client, info, dialAdvice(err, l, name)
+}
+
+// dialAdvice explains an error of l.Dial to name, nil staying nil.
+func dialAdvice(err error, l *agent.Link, name string) error {
 	var he *agent.HandshakeError
 	switch {
 	case err == nil:
-		return client, info, nil
+		return nil
 	case errors.As(err, &he):
-		return nil, info, handshakeError(he.Err, l.Identity, name)
+		return handshakeError(he.Err, l.Identity, name)
 	}
-	return nil, info, dialError(err, name, l.URL)
+	return dialError(err, name, l.URL)
 }
 
 // dialError explains a failed peer connection to name through url.
