@@ -111,8 +111,8 @@ func connectAction(c *cli.Context) error {
 	if listen == "" {
 		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port))
 	}
-	port := sharedPort{t.port, t.udp}
-	ln, err := session.ListenLocal(listen, port.port, port.udp)
+	port := session.Port{Num: t.port, UDP: t.udp}
+	ln, err := session.ListenLocal(listen, port.Num, port.UDP)
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", listen, err), "choose a free local address with --listen 127.0.0.1:PORT")
 	}

@@ -88,10 +88,8 @@ func demoAction(c *cli.Context) error {
 	ticket := keys.Ticket{Kind: keys.TicketPort, Port: webPort, Peer: alice.Public(), Signal: url, Name: "alice", Secret: secret}
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: alice,
-		Tickets: func(s []byte) (keys.Permissions, bool) {
-			return keys.Permissions{Ports: []int{webPort}}, keys.SecretEqual(s, secret)
-		},
-		Ports: map[int]string{webPort: web.Addr().String()},
+		Tickets:  session.OneTicket(secret, keys.Permissions{Ports: []int{webPort}}),
+		Ports:    map[int]string{webPort: web.Addr().String()},
 	})
 	if err != nil {
 		return err

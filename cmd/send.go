@@ -182,10 +182,8 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	pp := newProgress(e.stderr, "sent", quiet)
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
-		Tickets: func(s []byte) (keys.Permissions, bool) {
-			return keys.Permissions{Files: true}, keys.SecretEqual(s, secret)
-		},
-		Outbox: plan,
+		Tickets:  session.OneTicket(secret, keys.Permissions{Files: true}),
+		Outbox:   plan,
 		Files: session.FileHooks{
 			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
 			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
