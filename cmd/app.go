@@ -224,3 +224,23 @@ func displayName() string {
 	}
 	return "kin"
 }
+
+// inboxDir is where received files go: --dir, or the user's Downloads/kin.
+func inboxDir(c *cli.Context) string { return flagOrHome(c, "dir", "kin-inbox", "Downloads", "kin") }
+
+// backupsDir holds the sftp folders of friends who may send files but not
+// run commands: --backups, or ~/kin-backups. Folders are made on first use.
+func backupsDir(c *cli.Context) string { return flagOrHome(c, "backups", "kin-backups", "kin-backups") }
+
+// flagOrHome is the directory the flag names, or else the path under the
+// user's home directory (fallback when there is none).
+func flagOrHome(c *cli.Context, flag, fallback string, path ...string) string {
+	if dir := c.String(flag); dir != "" {
+		return dir
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return fallback
+	}
+	return filepath.Join(append([]string{home}, path...)...)
+}

@@ -54,15 +54,9 @@ func parseTarget(arg string, e *env) (*target, error) {
 		return nil, err
 	}
 	if keys.LooksLikeTicket(arg) {
-		t, err := keys.ParseTicket(arg)
+		t, err := parseTicket(arg, keys.TicketPort)
 		if err != nil {
-			return nil, withHint(err, "ask for the ticket again and paste the whole line")
-		}
-		if t.Kind == keys.TicketInvite {
-			return nil, withHint(errors.New("this is an invite to become friends, not a ticket for a port"), "run: kin join %s", arg)
-		}
-		if t.Kind != keys.TicketPort {
-			return nil, errors.New("this ticket is not for a port (it is for kin receive)")
+			return nil, err
 		}
 		name := t.Name
 		if fr, ok := friends.ByKey(t.Peer); ok {

@@ -257,15 +257,9 @@ func joinAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := keys.ParseTicket(c.Args().First())
+	t, err := parseTicket(c.Args().First(), keys.TicketInvite)
 	if err != nil {
-		return withHint(err, "ask for the invite again and paste the whole line")
-	}
-	switch t.Kind {
-	case keys.TicketPort:
-		return withHint(errors.New("this is a ticket for a port, not an invite"), "use it with: kin connect %s", c.Args().First())
-	case keys.TicketFiles:
-		return withHint(errors.New("this is a ticket for files, not an invite"), "use it with: kin receive %s", c.Args().First())
+		return err
 	}
 	name := c.String("name")
 	if name == "" {

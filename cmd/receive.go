@@ -56,15 +56,9 @@ func receiveAction(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return receiveFromFriends(c.Context, e, id, inbox, quiet)
 	}
-	t, err := keys.ParseTicket(c.Args().First())
+	t, err := parseTicket(c.Args().First(), keys.TicketFiles)
 	if err != nil {
-		return withHint(err, "ask for the ticket again and paste the whole line")
-	}
-	if t.Kind == keys.TicketInvite {
-		return withHint(errors.New("this is an invite to become friends, not a ticket for files"), "run: kin join %s", c.Args().First())
-	}
-	if t.Kind != keys.TicketFiles {
-		return withHint(errors.New("this ticket is for a port, not for files"), "use it with kin connect")
+		return err
 	}
 	name := t.Name
 	friends, err := e.loadFriends()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
@@ -228,16 +227,4 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		fmt.Fprintln(e.stderr, "stopped; the ticket no longer works")
 		return nil
 	}
-}
-
-// inboxDir is where received files go: --dir, or the user's Downloads/kin.
-func inboxDir(c *cli.Context) string {
-	if dir := c.String("dir"); dir != "" {
-		return dir
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "kin-inbox"
-	}
-	return filepath.Join(home, "Downloads", "kin")
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
@@ -135,19 +134,6 @@ func rootShells(e *env, allowRoot bool) (*shell.Config, string) {
 	}
 	e.log.Warn("kin up runs as root: friends allowed a shell are refused it (a root shell); run kin up as your own user, or pass --allow-root-shell if you mean it")
 	return nil, rootShellOff + " (its owner can allow them with kin up --allow-root-shell)"
-}
-
-// backupsDir holds the sftp folders of friends who may send files but not
-// run commands: --backups, or ~/kin-backups. Folders are made on first use.
-func backupsDir(c *cli.Context) string {
-	if dir := c.String("backups"); dir != "" {
-		return dir
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "kin-backups"
-	}
-	return filepath.Join(home, "kin-backups")
 }
 
 // installService registers `kin up` to start at login, per user.
