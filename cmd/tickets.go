@@ -80,4 +80,3 @@ func parseTicket(arg string, want keys.TicketKind) (keys.Ticket, error) {
 	}
 	return t, nil
 }
-
