@@ -63,3 +63,26 @@ func TestServiceHandsOutItsRelay(t *testing.T) {
 	}
 	<-ran
 }
+
+// AskOnline tells a registered peer from one that is not, without being
+// one that takes offers itself.
+func TestAskOnline(t *testing.T) {
+	e := newEnv(t, ServerConfig{})
+	up, down := ident(t), ident(t)
+	e.client(up)
+	reg, online, err := AskOnline(e.ctx, e.url, nil, up.ID(), down.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.ID == "" || reg.ID == up.ID() || reg.ID == down.ID() {
+		t.Errorf("asked as %q", reg.ID)
+	}
+	if !online[up.ID()] || online[down.ID()] {
+		t.Errorf("online: %v", online)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, time.Second) // a server that is not there stays away
+	defer cancel()
+	if reg, _, err := AskOnline(ctx, "ws://127.0.0.1:1", nil, up.ID()); err == nil || reg.ID != "" {
+		t.Errorf("a server that is not there: %+v, %v", reg, err)
+	}
+}
