@@ -75,7 +75,7 @@ func parseTarget(arg string, e *env) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	fr, ok := friendNamed(friends, name)
+	fr, ok := friends.Find(name)
 	if !ok {
 		return nil, withHint(fmt.Errorf("you have no friend named %q", name), `add them with: kin friends add %s "ssh-ed25519 AAAA..." (see kin friends ls)`, name)
 	}

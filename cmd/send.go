@@ -50,7 +50,7 @@ func sendAction(c *cli.Context) error {
 	var to *keys.Friend
 	if len(args) >= 2 {
 		last := args[len(args)-1]
-		if fr, ok := friendNamed(friends, last); ok {
+		if fr, ok := friends.Find(last); ok {
 			to = &fr
 			args = args[:len(args)-1]
 		} else if _, err := os.Lstat(last); err != nil {

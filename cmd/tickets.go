@@ -32,25 +32,6 @@ func ticketGone(err error, e *env, name, maker, ticketSignal string) error {
 	return err
 }
 
-// friendNamed finds the friend a person means by s: the name they gave
-// the friend, or the friend's kin ID (what kin share and kin receive can
-// print for others, who know us under names we cannot know).
-func friendNamed(f *keys.Friends, s string) (keys.Friend, bool) {
-	if fr, ok := f.ByName(s); ok {
-		return fr, true
-	}
-	id := keys.PeerID(strings.ToLower(s))
-	if !id.Valid() {
-		return keys.Friend{}, false
-	}
-	for _, fr := range f.List() {
-		if keys.IDOf(fr.Key) == id {
-			return fr, true
-		}
-	}
-	return keys.Friend{}, false
-}
-
 // howFriendsReachUs is how kin share and kin receive tell the user what
 // their friends type: each friend knows us under the name they chose,
 // which this computer cannot know, or by our kin ID.
