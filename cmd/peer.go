@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/sync/errgroup"
 
 	"kin/agent"
 	"kin/keys"
@@ -65,25 +64,6 @@ func serveAdvice(err error) error {
 		return withHint(err, "the server turned this kin away; ask whoever runs it, or use another one with --signal or KIN_SIGNAL")
 	}
 	return err
-}
-
-// tasks are a command's goroutines under one ctx: the first to fail ends
-// the others, and stop ends them all and waits for them.
-type tasks struct {
-	*errgroup.Group
-	cancel context.CancelFunc
-}
-
-func newTasks(parent context.Context) (*tasks, context.Context) {
-	ctx, cancel := context.WithCancel(parent)
-	g, ctx := errgroup.WithContext(ctx)
-	return &tasks{g, cancel}, ctx
-}
-
-// stop ends the tasks and returns the first error one of them returned.
-func (t *tasks) stop() error {
-	t.cancel()
-	return t.Wait()
 }
 
 // dial connects through l to the owner of hostKey (see agent.Link.Dial),

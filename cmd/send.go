@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 
 	"kin/keys"
 	"kin/session"
@@ -165,8 +166,9 @@ func printSkipped(e *env, st files.Stats) {
 // sendWithTicket waits for the holder of a fresh ticket to fetch plan, and
 // returns once one of them has received everything.
 func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *files.Plan, quiet bool) error {
-	t, ctx := newTasks(parent)
-	defer t.stop()
+	g, ctx := errgroup.WithContext(parent)
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); g.Wait() }()
 	// Only offers naming this process (from its ticket) reach it, so a
 	// running kin up (or another kin send) of this identity keeps its own.
 	p, err := startPeer(ctx, e, id, e.signal, signal.ModeTicket)
@@ -216,13 +218,13 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.URL, Name: displayName(), Secret: secret, Instance: p.Instance}
 	fmt.Fprintf(e.stderr, "ready to send %s; the receiver runs:\n", describeOffer(plan.Offer))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
-	t.Go(func() error { return serve(ctx, p, srv) })
+	g.Go(func() error { return serve(ctx, p, srv) })
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		if parent.Err() == nil {
-			return t.Wait()
+			return g.Wait()
 		}
 		fmt.Fprintln(e.stderr, "stopped; the ticket no longer works")
 		return nil
