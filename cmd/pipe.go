@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -95,15 +94,8 @@ func sshConfigAction(c *cli.Context) error {
 		self = "kin"
 	}
 	known := filepath.Join(e.home, "known_hosts")
-	var lines []string
-	for _, fr := range friends.List() {
-		lines = append(lines, "kin-"+fr.Name+" "+keys.FormatKey(fr.Key))
-	}
-	if err := os.MkdirAll(e.home, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", e.home, err)
-	}
-	if err := keys.WriteFileAtomic(known, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", known, err)
+	if err := keys.WriteKnownHosts(known, friends); err != nil {
+		return err
 	}
 	identity := e.identity
 	if identity == "" {
@@ -114,8 +106,8 @@ func sshConfigAction(c *cli.Context) error {
 		env += " KIN_SIGNAL=" + e.signal
 	}
 	for _, fr := range list {
-		fmt.Fprintf(e.stdout, "Host %s\n  HostName %s\n  HostKeyAlias kin-%s\n  ProxyCommand env %s %s pipe %s\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  IdentityFile %s\n  IdentitiesOnly yes\n\n",
-			fr.Name, fr.Name, fr.Name, env, self, fr.Name, known, identity)
+		fmt.Fprintf(e.stdout, "Host %s\n  HostName %s\n  HostKeyAlias %s\n  ProxyCommand env %s %s pipe %s\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  IdentityFile %s\n  IdentitiesOnly yes\n\n",
+			fr.Name, fr.Name, keys.HostAlias(fr.Name), env, self, fr.Name, known, identity)
 	}
 	return nil
 }
