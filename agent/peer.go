@@ -200,6 +200,48 @@ func (p *Peer) ServeUntil(ctx, accepting context.Context, srv *session.Server) e
 	return err
 }
 
+// drainTimeout is how long ServeWhile lets the connections it took end
+// by themselves (a joiner reading its answer) once wait has returned.
+const drainTimeout = 10 * time.Second
+
+// ServeWhile serves every peer connection with srv while wait runs, for a
+// command that serves until something happens (an invite is used, a file
+// is fetched). Once wait returns, no more connections are taken, those
+// taken get up to 10 s to end by themselves, and ServeWhile returns
+// wait's error. Should serving stop first (the signaling server turned p
+// away), wait's ctx ends and ServeWhile returns why serving stopped (as
+// Serve says it).
+func (p *Peer) ServeWhile(ctx context.Context, srv *session.Server, wait func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	accepting, stopAccepting := context.WithCancel(ctx)
+	defer stopAccepting()
+	var serveErr error
+	served := make(chan struct{})
+	go func() {
+		serveErr = p.ServeUntil(ctx, accepting, srv)
+		close(served)
+		cancel() // wait's ctx: nothing more can come
+	}()
+	err := wait(ctx)
+	select {
+	case <-served:
+		if serveErr != nil {
+			return serveErr
+		}
+		return err
+	default:
+	}
+	stopAccepting()
+	select {
+	case <-served:
+	case <-time.After(drainTimeout):
+		cancel()
+		<-served
+	}
+	return err
+}
+
 // Running returns the Hello of home's agent when one runs as id on the
 // signaling server url ("" = any). It logs why it passes over an agent
 // that does not fit.

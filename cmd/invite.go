@@ -140,10 +140,8 @@ func newStoredInvite(e *env, store keys.Invites, id *keys.Identity, name string,
 // inviteOnline serves the invite itself, with no agent running, until it
 // is used or expires or the user presses Ctrl-C.
 func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity, name string, perms keys.Permissions, life time.Duration) error {
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
 	builtin := e.signal == ""
-	p, err := startPeer(ctx, e, id, e.signal, signal.ModeListen)
+	p, err := startPeer(c.Context, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		return err
 	}
@@ -173,27 +171,13 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 		return err
 	}
 
-	// Connections are accepted until the invite is settled, then the
-	// joiner's connection gets to finish (it closes after the answer).
-	accepting, stopAccepting := context.WithCancel(ctx)
-	defer stopAccepting()
-	var serveErr error
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		serveErr = serveAdvice(p.ServeUntil(ctx, accepting, srv))
-		cancel() // nobody can join any more
-	}()
-	defer func() { cancel(); <-served }()
-
 	fmt.Fprintf(e.stderr, "waiting for %s to join until %s (or Ctrl-C); give %s this line:\n", name, iv.Expires.Format("15:04:05"), name)
 	fmt.Fprintf(e.stdout, "kin join %s\n", tk)
-	fr, err := session.AwaitInvite(ctx, store, iv, joined)
-	stopAccepting()
-	select {
-	case <-served:
-	case <-time.After(10 * time.Second):
-	}
+	var fr keys.Friend
+	err = p.ServeWhile(c.Context, srv, func(ctx context.Context) (err error) {
+		fr, err = session.AwaitInvite(ctx, store, iv, joined)
+		return err
+	})
 	switch {
 	case err == nil:
 		fmt.Fprintln(e.stdout, addedSentence(fr))
@@ -211,8 +195,7 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 		store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
 	}
 	if c.Context.Err() == nil {
-		<-served
-		return serveErr
+		return serveAdvice(err) // the signaling server turned us away
 	}
 	if builtin {
 		fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sync/errgroup"
 
 	"kin/keys"
 	"kin/session"
@@ -166,12 +165,9 @@ func printSkipped(e *env, st files.Stats) {
 // sendWithTicket waits for the holder of a fresh ticket to fetch plan, and
 // returns once one of them has received everything.
 func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *files.Plan, quiet bool) error {
-	g, ctx := errgroup.WithContext(parent)
-	ctx, cancel := context.WithCancel(ctx)
-	defer func() { cancel(); g.Wait() }()
 	// Only offers naming this process (from its ticket) reach it, so a
 	// running kin up (or another kin send) of this identity keeps its own.
-	p, err := startPeer(ctx, e, id, e.signal, signal.ModeTicket)
+	p, err := startPeer(parent, e, id, e.signal, signal.ModeTicket)
 	if err != nil {
 		return err
 	}
@@ -188,7 +184,7 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 		Files: session.FileHooks{
 			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
 			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
-				if finished.Load() || ctx.Err() != nil {
+				if finished.Load() || parent.Err() != nil {
 					// An earlier receiver's session ending now (its
 					// connection lost, or closed as we stop) is old news.
 					return
@@ -218,15 +214,17 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.URL, Name: displayName(), Secret: secret, Instance: p.Instance}
 	fmt.Fprintf(e.stderr, "ready to send %s; the receiver runs:\n", describeOffer(plan.Offer))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
-	g.Go(func() error { return serve(ctx, p, srv) })
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		if parent.Err() == nil {
-			return g.Wait()
+	err = p.ServeWhile(parent, srv, func(ctx context.Context) error {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+	})
+	if parent.Err() != nil {
 		fmt.Fprintln(e.stderr, "stopped; the ticket no longer works")
 		return nil
 	}
+	return serveAdvice(err)
 }
