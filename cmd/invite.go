@@ -126,15 +126,14 @@ func inviteAction(c *cli.Context) error {
 	return inviteOnline(c, e, store, id, name, perms, life)
 }
 
+// newStoredInvite issues an invite for name (see keys.Invites.Issue),
+// reached through the signaling server url.
 func newStoredInvite(e *env, store keys.Invites, id *keys.Identity, name string, perms keys.Permissions, url string, life time.Duration) (keys.Ticket, keys.Invite, error) {
-	tk, iv, err := keys.NewInvite(id, displayName(), name, perms, url, life, time.Now())
-	if err != nil {
-		return tk, iv, err
+	tk, iv, err := store.Issue(id, displayName(), name, perms, url, life, time.Now())
+	if errors.Is(err, keys.ErrInvitePending) {
+		err = withHint(err, "revoke the old one with kin invite --revoke %s, or list them with kin invite --list", name)
 	}
-	if err := store.Add(iv); err != nil {
-		return tk, iv, withHint(err, "revoke the old one with kin invite --revoke %s, or list them with kin invite --list", name)
-	}
-	return tk, iv, nil
+	return tk, iv, err
 }
 
 // inviteOnline serves the invite itself, with no agent running, until it
@@ -278,7 +277,7 @@ func joinAction(c *cli.Context) error {
 		}
 		return withHint(fmt.Errorf("%w (at %s)", keys.ErrInviteExpired, t.Expires.Local().Format("Jan 2 15:04")), "ask %s for a new invite", name)
 	}
-	p, err := startPeer(ctx, e, id, t.Signal, signal.ModeListen)
+	l, err := reach(ctx, e, id, t.Signal) // a joiner only dials: through kin up, if it runs
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -293,8 +292,8 @@ func joinAction(c *cli.Context) error {
 		return withHint(fmt.Errorf("cannot reach the signaling server in %s's invite: %w", name, err),
 			"if %s made the invite without kin up running, it works only while their kin invite runs (it stops once the invite is used or expires); ask them for a new one", name)
 	}
-	defer p.Close()
-	client, _, err := dial(ctx, p.Link(), t.Peer, t.Secret, "", name)
+	defer l.Close()
+	client, _, err := dial(ctx, l, t.Peer, t.Secret, "", name)
 	if err != nil {
 		if err := expired(); err != nil {
 			return err
