@@ -195,7 +195,7 @@ func TestSendingAStreamSaysSo(t *testing.T) {
 	}
 }
 
-var movedRE = regexp.MustCompile(`^(sent|received) 1 file, ([0-9.]+) ([kMG]?)B in \S+ \([0-9.]+ [kMG]?B/s\); ([0-9.]+) ([kMG]?)B were already there$`)
+var movedRE = regexp.MustCompile(`^(sent|received) 1 file, ([0-9.]+) ([kMG]?)B in \S+ \([0-9.]+ [kMG]?B/s\)(?:, up to [0-9]+ lanes)?; ([0-9.]+) ([kMG]?)B were already there$`)
 
 func bytesOf(num, unit string) float64 {
 	f, _ := strconv.ParseFloat(num, 64)
