@@ -71,15 +71,15 @@ func StartPeer(ctx context.Context, cfg PeerConfig) (*Peer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &Peer{Identity: cfg.Identity, URL: cfg.Signal, Instance: newInstance(), log: log}
+	nodeCtx := ctx
 	if p.URL == "" {
-		nctx, err := p.runBuiltinSignal(ctx, cfg.Interfaces)
-		if err != nil {
+		var err error
+		if nodeCtx, err = p.runBuiltinSignal(ctx, cfg.Interfaces); err != nil {
 			return nil, err
 		}
-		ctx = nctx
 	}
 	url := p.URL
-	node, err := transport.Start(ctx, transport.StartConfig{
+	node, err := transport.Start(nodeCtx, transport.StartConfig{
 		Config: transport.Config{Interfaces: cfg.Interfaces, Logger: log.With("part", "transport")},
 		Signal: signal.ClientConfig{
 			URL: url, Signer: cfg.Identity.Signer, Mode: cfg.Mode, Instance: p.Instance, Logger: log.With("part", "signal"),
@@ -89,7 +89,9 @@ func StartPeer(ctx context.Context, cfg PeerConfig) (*Peer, error) {
 		RegisterTimeout: cfg.RegisterTimeout,
 	})
 	if err != nil {
-		p.stopBuiltinSignal()
+		if berr := p.stopBuiltinSignal(); berr != nil {
+			return nil, berr
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -108,7 +110,7 @@ func StartPeer(ctx context.Context, cfg PeerConfig) (*Peer, error) {
 func (p *Peer) runBuiltinSignal(ctx context.Context, interfaces []string) (context.Context, error) {
 	ln, url, err := signal.ListenLocal(interfaces)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBuiltinSignal, err)
 	}
 	p.URL = url
 	p.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
