@@ -45,6 +45,17 @@ func Share(ctx context.Context, home string, port int, udp bool, secret []byte) 
 	return call(ctx, home, Request{Op: OpShare, Port: port, UDP: udp, Secret: secret})
 }
 
+// Gone is closed once the agent at the other end of a Share's connection
+// goes away (and the share with it), or the caller closes the connection.
+func Gone(share net.Conn) <-chan struct{} {
+	gone := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, share)
+		close(gone)
+	}()
+	return gone
+}
+
 // call sends req and reads the reply; on success the connection stays open
 // for what the operation does next.
 func call(ctx context.Context, home string, req Request) (net.Conn, Reply, error) {

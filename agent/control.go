@@ -19,6 +19,13 @@
 //     key itself; the agent never sees the SSH session's contents.
 //   - OpShare: the agent serves the ticket (its secret grants the port)
 //     until the command closes the control connection.
+//
+// The package also holds this machine's side of the kin network, which
+// the agent and the commands share: a Peer is a transport node registered
+// as one identity (with a built-in signaling server when none is set)
+// that serves sessions; a Link dials peers through the agent or through a
+// dial-only registration of its own, and keeps a forwarded port connected
+// (Link.Forward); Up runs the agent itself.
 package agent
 
 import (

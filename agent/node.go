@@ -9,7 +9,8 @@ import (
 	"kin/transport"
 )
 
-// dialTimeout bounds a Dial for a command: the offer, ICE and DTLS.
+// dialTimeout bounds a Dial for a command: the offer, ICE and DTLS (and
+// for a Link, the SSH handshake too).
 const dialTimeout = 30 * time.Second
 
 // NodeHandler is the Handler of an agent (kin up) whose peer connections

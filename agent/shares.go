@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"kin/keys"
+	"kin/session"
 )
 
 // Shares are the tickets the agent serves for kin share commands: each
@@ -43,10 +44,7 @@ func (s *Shares) Tickets(secret []byte) (keys.Permissions, bool) {
 	defer s.mu.Unlock()
 	for _, x := range s.list {
 		if keys.SecretEqual(secret, x.secret) {
-			if x.udp {
-				return keys.Permissions{UDPPorts: []int{x.port}}, true
-			}
-			return keys.Permissions{Ports: []int{x.port}}, true
+			return session.Port{Num: x.port, UDP: x.udp}.Grant(), true
 		}
 	}
 	return keys.Permissions{}, false

@@ -187,32 +187,11 @@ func (e *env) warnSkipped(skipped []keys.LineError) {
 	}
 }
 
-// watchFriends opens the friends file for a server that runs a while:
-// edits apply at the next authentication, a skipped line or an unreadable
-// file is logged once per change, and an unreadable file lets no friend
-// in. It returns the file and what it says now; a file that cannot be
-// read now is an error.
+// watchFriends opens the friends file for a server that runs a while
+// (see keys.WatchFriends), logging to this command's log.
 func (e *env) watchFriends() (*keys.FriendsFile, *keys.Friends, error) {
-	path := e.friendsPath()
-	first := true
-	ff := &keys.FriendsFile{Path: path, OnChange: func(f *keys.Friends, skipped []keys.LineError, err error) {
-		defer func() { first = false }()
-		if err != nil {
-			e.log.Error("cannot read the friends file: no friend is let in until it can be read", "file", path, "err", err)
-			return
-		}
-		if !first {
-			e.log.Info("friends file changed", "file", path, "friends", len(f.List()))
-		}
-		for _, le := range skipped {
-			e.log.Warn("friends file line skipped", "file", path, "line", le.Line, "err", le.Err)
-		}
-	}}
-	f, _, err := ff.Current()
-	if err != nil {
-		return nil, nil, withHint(err, "check that %s is a readable file", path)
-	}
-	return ff, f, nil
+	ff, f, err := keys.WatchFriends(e.friendsPath(), e.log)
+	return ff, f, withHint(err, "check that %s is a readable file", e.friendsPath())
 }
 
 // displayName is what others see of us in tickets: the login name.
@@ -223,4 +202,24 @@ func displayName() string {
 		}
 	}
 	return "kin"
+}
+
+// inboxDir is where received files go: --dir, or the user's Downloads/kin.
+func inboxDir(c *cli.Context) string { return flagOrHome(c, "dir", "kin-inbox", "Downloads", "kin") }
+
+// backupsDir holds the sftp folders of friends who may send files but not
+// run commands: --backups, or ~/kin-backups. Folders are made on first use.
+func backupsDir(c *cli.Context) string { return flagOrHome(c, "backups", "kin-backups", "kin-backups") }
+
+// flagOrHome is the directory the flag names, or else the path under the
+// user's home directory (fallback when there is none).
+func flagOrHome(c *cli.Context, flag, fallback string, path ...string) string {
+	if dir := c.String(flag); dir != "" {
+		return dir
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return fallback
+	}
+	return filepath.Join(append([]string{home}, path...)...)
 }

@@ -1,15 +1,11 @@
 package cmd
 
 import (
-	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"testing"
-
-	"kin/signal"
 )
 
 // kin --version says which build this is: a stamped version, or else
@@ -126,22 +122,14 @@ func TestStatus(t *testing.T) {
 	os.WriteFile(filepath.Join(part, "a.part"), make([]byte, 1000), 0o600)
 	os.WriteFile(filepath.Join(part, "b.part"), make([]byte, 500), 0o600)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- signal.NewServer(signal.ServerConfig{}).Serve(ctx, ln) }()
-	defer func() { cancel(); <-served }()
-
-	out, errs, code := kin(t, home, "--signal", ln.Addr().String(), "status", "--dir", inbox)
+	url := serveSignalForTest(t)
+	out, errs, code := kin(t, home, "--signal", strings.TrimPrefix(url, "ws://"), "status", "--dir", inbox)
 	if code != 0 {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errs)
 	}
 	for _, want := range []string{
 		"inbox:     " + inbox + ": 2 unfinished files hold 1.5 kB in " + part + " (sending them again resumes them",
-		"signaling: ws://" + ln.Addr().String() + ": reachable",
+		"signaling: " + url + ": reachable",
 		"FRIEND  ONLINE  MAY USE ON THIS COMPUTER\n",
 		"bob     no      shell, files (send you files, back up here), port 3000\n",
 		"dad     no      nothing (you can still use theirs, as far as they allow you)\n",
@@ -169,7 +157,7 @@ func TestStatus(t *testing.T) {
 	}
 
 	// A scheme kin does not speak is refused, with what to write.
-	_, errs, code = kin(t, home, "--signal", "http://"+ln.Addr().String(), "status")
+	_, errs, code = kin(t, home, "--signal", "http://"+strings.TrimPrefix(url, "ws://"), "status")
 	if code != 1 || !strings.Contains(errs, "hint: write KIN_SIGNAL (or --signal) as ws://HOST:PORT") {
 		t.Errorf("http:// signal: exit %d: %s", code, errs)
 	}

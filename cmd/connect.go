@@ -6,14 +6,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/crypto/ssh"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
-	"kin/signal"
 	"kin/transport"
 )
 
@@ -55,15 +54,9 @@ func parseTarget(arg string, e *env) (*target, error) {
 		return nil, err
 	}
 	if keys.LooksLikeTicket(arg) {
-		t, err := keys.ParseTicket(arg)
+		t, err := parseTicket(arg, keys.TicketPort)
 		if err != nil {
-			return nil, withHint(err, "ask for the ticket again and paste the whole line")
-		}
-		if t.Kind == keys.TicketInvite {
-			return nil, withHint(errors.New("this is an invite to become friends, not a ticket for a port"), "run: kin join %s", arg)
-		}
-		if t.Kind != keys.TicketPort {
-			return nil, errors.New("this ticket is not for a port (it is for kin receive)")
+			return nil, err
 		}
 		name := t.Name
 		if fr, ok := friends.ByKey(t.Peer); ok {
@@ -82,7 +75,7 @@ func parseTarget(arg string, e *env) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	fr, ok := friendNamed(friends, name)
+	fr, ok := friends.Find(name)
 	if !ok {
 		return nil, withHint(fmt.Errorf("you have no friend named %q", name), `add them with: kin friends add %s "ssh-ed25519 AAAA..." (see kin friends ls)`, name)
 	}
@@ -112,8 +105,8 @@ func connectAction(c *cli.Context) error {
 	if listen == "" {
 		listen = net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port))
 	}
-	port := sharedPort{t.port, t.udp}
-	ln, err := session.ListenLocal(listen, port.port, port.udp)
+	port := session.Port{Num: t.port, UDP: t.udp}
+	ln, err := session.ListenLocal(listen, port.Num, port.UDP)
 	if err != nil {
 		return withHint(fmt.Errorf("listen on %s: %w", listen, err), "choose a free local address with --listen 127.0.0.1:PORT")
 	}
@@ -125,79 +118,23 @@ func connectAction(c *cli.Context) error {
 	if err != nil {
 		return t.explain(err, e)
 	}
-	defer l.close()
-	// Like autossh: after the first connection, a lost one is made again,
-	// with backoff, while the local listener stays; only a refusal (which
-	// trying again cannot change) or Ctrl-C ends kin connect.
-	connected := false
-	wait := reconnectMin
-	for {
-		client, info, err := l.dial(ctx, e, t.hostKey, t.secret, t.instance, t.name)
-		if err == nil {
-			if err = ln.Check(ctx, client); err != nil {
-				client.Close()
-				err = withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port)
+	defer l.Close()
+	err = l.Forward(ctx, ln, t.hostKey, t.secret, t.instance, agent.ForwardEvents{
+		Connected: func(info transport.Info, again bool) {
+			if !again {
+				fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Route(), info.Timings.Connected.Round(1e6))
+			} else {
+				fmt.Fprintf(e.stderr, "connected to %s again (%s); forwarding %s -> %s:%s\n", t.name, info.Route(), ln, t.name, port)
 			}
-		}
-		if ctx.Err() != nil {
-			return nil // Ctrl-C
-		}
-		if err != nil {
-			if !connected || refused(err) {
-				return t.explain(err, e)
-			}
-			if t.secret != nil && errors.Is(err, transport.ErrPeerOffline) {
-				return t.explain(err, e) // the ticket's kin share stopped: it never comes back
-			}
-			e.log.Debug("reconnect failed", "err", err, "next", wait)
-			select {
-			case <-time.After(wait):
-			case <-ctx.Done():
-				return nil
-			}
-			wait = min(2*wait, reconnectMax)
-			continue
-		}
-		e.log.Debug("peer connection", "path", info.Route(), "local", info.Local, "remote", info.Remote)
-		if !connected {
-			fmt.Fprintf(e.stderr, "forwarding %s -> %s:%s (%s, connected in %s)\n", ln, t.name, port, info.Route(), info.Timings.Connected.Round(1e6))
-		} else {
-			fmt.Fprintf(e.stderr, "connected to %s again (%s); forwarding %s -> %s:%s\n", t.name, info.Route(), ln, t.name, port)
-		}
-		connected, wait = true, reconnectMin
-		err = ln.Forward(ctx, client)
-		client.Close()
-		if ctx.Err() != nil {
-			return nil // Ctrl-C
-		}
-		if err == nil {
-			err = errors.New("the other side closed it")
-		}
-		fmt.Fprintf(e.stderr, "lost the connection to %s (%v); reconnecting until you press Ctrl-C, %s stays open\n", t.name, err, ln)
-		// Not at once: a peer that just stopped may still look registered
-		// for a moment, and an offer to it waits out connectTimeout.
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return nil
-		}
-		wait = min(2*wait, reconnectMax)
+		},
+		Lost: func(err error) {
+			fmt.Fprintf(e.stderr, "lost the connection to %s (%v); reconnecting until you press Ctrl-C, %s stays open\n", t.name, err, ln)
+		},
+	})
+	if errors.Is(err, session.ErrPortNotAllowed) {
+		return t.explain(withHint(err, "ask %s to share port %s with you (kin friends add ... --allow port=%s, then kin share %s)", t.name, port, port, port), e)
 	}
-}
-
-// How long kin connect waits between attempts to reconnect: doubling from
-// reconnectMin up to reconnectMax.
-const (
-	reconnectMin = time.Second
-	reconnectMax = 30 * time.Second
-)
-
-// refused reports whether err is a refusal, which trying again would only
-// repeat: the peer does not let us in, not to this port, or is not who we
-// meant.
-func refused(err error) bool {
-	return errors.Is(err, session.ErrAuthRefused) || errors.Is(err, session.ErrPortNotAllowed) ||
-		errors.Is(err, session.ErrHostKeyMismatch) || errors.Is(err, signal.ErrRefused)
+	return t.explain(dialAdvice(err, l, t.name), e)
 }
 
 // explain adds to err what it means for this target: for a ticket, that

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
 
 	"kin/keys"
 	"kin/session"
@@ -39,9 +40,9 @@ func demoAction(c *cli.Context) error {
 	e.interfaces = []string{"lo"} // two peers on one machine: loopback only
 	out := e.stdout
 	ctx, cancel := context.WithTimeout(c.Context, time.Minute)
+	var t errgroup.Group // what the demo starts: ended by ctx, waited for on return
+	defer t.Wait()
 	defer cancel()
-	t, ctx := newTasks(ctx)
-	defer t.stop()
 	start := time.Now()
 	step := func(what, detail string, d time.Duration) {
 		fmt.Fprintf(out, "  %-20s %8s  %s\n", what, d.Round(100*time.Microsecond), detail)
@@ -59,14 +60,6 @@ func demoAction(c *cli.Context) error {
 	defer hs.Close()
 	webPort := web.Addr().(*net.TCPAddr).Port
 
-	// The signaling server.
-	sl, url, err := signal.ListenLocal(e.interfaces)
-	if err != nil {
-		return fmt.Errorf("start demo signaling server: %w", err)
-	}
-	t.Go(func() error { return serveSignal(ctx, e, sl, signal.ServerConfig{}) })
-	step("signaling server", url, time.Since(start))
-
 	alice, err := keys.NewIdentity()
 	if err != nil {
 		return err
@@ -75,32 +68,33 @@ func demoAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	began := time.Now()
-	ap, err := startPeer(ctx, e, alice, url)
+	// alice's kin runs the signaling server, as kin share does with none set.
+	ap, err := startPeer(ctx, e, alice, "", signal.ModeListen)
 	if err != nil {
 		return fmt.Errorf("alice: %w", err)
 	}
-	defer ap.close()
-	bp, err := startPeer(ctx, e, bob, url)
+	defer ap.Close()
+	url := ap.URL
+	step("signaling server", url+" (alice's kin runs it)", time.Since(start))
+	began := time.Now()
+	bp, err := startPeer(ctx, e, bob, url, signal.ModeListen)
 	if err != nil {
 		return fmt.Errorf("bob: %w", err)
 	}
-	defer bp.close()
+	defer bp.Close()
 	step("both registered", fmt.Sprintf("alice=%s bob=%s (signed the server's challenge)", alice.ID(), bob.ID()), time.Since(began))
 
 	secret := keys.NewSecret()
 	ticket := keys.Ticket{Kind: keys.TicketPort, Port: webPort, Peer: alice.Public(), Signal: url, Name: "alice", Secret: secret}
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: alice,
-		Tickets: func(s []byte) (keys.Permissions, bool) {
-			return keys.Permissions{Ports: []int{webPort}}, keys.SecretEqual(s, secret)
-		},
-		Ports: map[int]string{webPort: web.Addr().String()},
+		Tickets:  session.OneTicket(secret, keys.Permissions{Ports: []int{webPort}}),
+		Ports:    map[int]string{webPort: web.Addr().String()},
 	})
 	if err != nil {
 		return err
 	}
-	t.Go(func() error { return ap.serve(ctx, srv) })
+	t.Go(func() error { return serve(ctx, ap, srv) })
 	step("ticket", shorten(ticket.String()), 0)
 
 	// bob connects with the ticket, as kin connect does.
@@ -109,7 +103,7 @@ func demoAction(c *cli.Context) error {
 		return err
 	}
 	began = time.Now()
-	client, info, err := bp.dial(ctx, e, parsed.Peer, parsed.Secret, "alice")
+	client, info, err := dial(ctx, bp.Link(), parsed.Peer, parsed.Secret, "", "alice")
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 	"kin/signal"
@@ -53,17 +54,17 @@ func doctorAction(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
-	p, err := startPeerMode(c.Context, e, id, e.signal, signal.ModeDial) // never takes kin up's connections
+	p, err := startPeer(c.Context, e, id, e.signal, signal.ModeDial) // never takes kin up's connections
 	if err != nil {
 		fmt.Fprintf(out, "signaling: %s: NOT reachable\n", e.signal)
 		return err
 	}
-	defer p.close()
-	fmt.Fprintf(out, "signaling: %s: registered as %s in %s\n", e.signal, p.node.Registration().ID, time.Since(start).Round(time.Millisecond))
+	defer p.Close()
+	fmt.Fprintf(out, "signaling: %s: registered as %s in %s\n", e.signal, p.Node.Registration().ID, time.Since(start).Round(time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(c.Context, 20*time.Second)
 	defer cancel()
-	r, err := netcheck.Check(ctx, p.node.Registration().ICEServers)
+	r, err := netcheck.Check(ctx, p.Node.Registration().ICEServers)
 	if err != nil {
 		return fmt.Errorf("check the network: %w", err)
 	}
@@ -101,11 +102,11 @@ func doctorAction(c *cli.Context) error {
 }
 
 // doctorPeer connects to friend and lists what ICE tried.
-func doctorPeer(ctx context.Context, e *env, p *peer, friend keys.Friend) error {
+func doctorPeer(ctx context.Context, e *env, p *agent.Peer, friend keys.Friend) error {
 	out := e.stdout
-	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // as long as any kin command waits for a peer
 	defer cancel()
-	conn, err := p.node.Dial(ctx, keys.IDOf(friend.Key))
+	conn, err := p.Node.Dial(ctx, keys.IDOf(friend.Key))
 	if err != nil {
 		fmt.Fprintf(out, "peer: %s: %v\n", friend.Name, err)
 		return withHint(fmt.Errorf("connect to %s: %w", friend.Name, err), "is %s running kin up (or kin share) with the same signaling server?", friend.Name)
@@ -120,7 +121,7 @@ func doctorPeer(ctx context.Context, e *env, p *peer, friend keys.Friend) error 
 		}
 		fmt.Fprintf(out, "pair:%s %s -> %s %s\n", mark, pr.Local, pr.Remote, pr.State)
 	}
-	client, err := session.NewClient(ctx, conn, session.ClientConfig{Identity: p.id, HostKey: friend.Key, Logger: e.log.With("part", "session")})
+	client, err := session.NewClient(ctx, conn, session.ClientConfig{Identity: p.Identity, HostKey: friend.Key, Logger: e.log.With("part", "session")})
 	switch {
 	case errors.Is(err, session.ErrHostKeyMismatch):
 		fmt.Fprintf(out, "ssh: %s answered with a different key: do not trust this connection\n", friend.Name)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"kin/agent"
 	"kin/internal/memsignal"
 	"kin/keys"
 	"kin/session"
@@ -64,10 +65,8 @@ func TestLyingSignalingServerGetsRefusedHostKey(t *testing.T) {
 		srv.ServeConn(ctx, conn, "bob")
 	}()
 
-	var logs strings.Builder
-	e := &env{log: newLogger(io.Discard, false), stderr: &logs}
-	p := &peer{id: bob, url: "ws://evil", node: bNode}
-	client, _, err := p.dial(ctx, e, alice.Public(), keys.NewSecret(), "alice")
+	p := &agent.Peer{Identity: bob, URL: "ws://evil", Node: bNode}
+	client, _, err := dial(ctx, p.Link(), alice.Public(), keys.NewSecret(), "", "alice")
 	if err == nil {
 		client.Close()
 		t.Fatal("bob connected to mallory believing she is alice")
@@ -210,7 +209,7 @@ type evilLab struct {
 	wg                     sync.WaitGroup
 	url                    string // the lying server
 	alice, mallory, bob    *keys.Identity
-	alicePeer, malloryPeer *peer
+	alicePeer, malloryPeer *agent.Peer
 	bobHome                string // bob's KIN_HOME, alice in his friends
 	alicePort              int    // serves page to bob and to ticket holders
 	page                   []byte
@@ -231,7 +230,7 @@ func newEvilLab(t *testing.T, mitm bool) *evilLab {
 		t.Fatal(err)
 	}
 	l.wg.Add(1)
-	go func() { defer l.wg.Done(); serveSignal(ctx, l.e, ln, signal.ServerConfig{}) }()
+	go func() { defer l.wg.Done(); signal.NewServer(signal.ServerConfig{Logger: l.e.log}).Serve(ctx, ln) }()
 	evil := &evilSignal{upstream: "ws://" + ln.Addr().String(), victim: l.alice.ID(), impostor: l.mallory.ID(), ctx: ctx}
 	eln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -304,7 +303,7 @@ func newEvilLab(t *testing.T, mitm bool) *evilLab {
 			return
 		}
 		defer conn.Close()
-		real, err := l.malloryPeer.node.Dial(ctx, l.alice.ID())
+		real, err := l.malloryPeer.Node.Dial(ctx, l.alice.ID())
 		if err != nil {
 			t.Errorf("mallory could not reach alice: %v", err)
 			return
@@ -321,22 +320,22 @@ func newEvilLab(t *testing.T, mitm bool) *evilLab {
 	return l
 }
 
-func (l *evilLab) startPeer(id *keys.Identity) *peer {
-	p, err := startPeer(l.ctx, l.e, id, l.url)
+func (l *evilLab) startPeer(id *keys.Identity) *agent.Peer {
+	p, err := startPeer(l.ctx, l.e, id, l.url, signal.ModeListen)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	l.t.Cleanup(p.close)
+	l.t.Cleanup(p.Close)
 	return p
 }
 
 // serve runs handle on every connection p accepts, until the test ends.
-func (l *evilLab) serve(p *peer, handle func(net.Conn)) {
+func (l *evilLab) serve(p *agent.Peer, handle func(net.Conn)) {
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
 		for {
-			conn, err := p.node.Accept(l.ctx)
+			conn, err := p.Node.Accept(l.ctx)
 			if err != nil {
 				return
 			}
@@ -373,7 +372,7 @@ func (l *evilLab) mallorySawSSH() bool {
 func TestLyingSignalingSwapGetsNoTicketSecret(t *testing.T) {
 	l := newEvilLab(t, false)
 	bp := l.startPeer(l.bob)
-	client, _, err := bp.dial(l.ctx, l.e, l.alice.Public(), l.ticket, "alice")
+	client, _, err := dial(l.ctx, bp.Link(), l.alice.Public(), l.ticket, "", "alice")
 	if err == nil {
 		client.Close()
 		t.Fatal("bob connected to mallory believing she is alice")
@@ -394,7 +393,7 @@ func TestLyingSignalingSwapGetsNoTicketSecret(t *testing.T) {
 func TestLyingSignalingMITMGetsNoTicketSecret(t *testing.T) {
 	l := newEvilLab(t, true)
 	bp := l.startPeer(l.bob)
-	client, _, err := bp.dial(l.ctx, l.e, l.alice.Public(), l.ticket, "alice")
+	client, _, err := dial(l.ctx, bp.Link(), l.alice.Public(), l.ticket, "", "alice")
 	if err != nil {
 		t.Fatalf("through mallory's relay: %v", err)
 	}

@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/crypto/ssh"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 	"kin/signal"
@@ -65,33 +64,6 @@ the name in the invite, or --name.`,
 
 func (e *env) invites() keys.Invites { return keys.Invites{Path: filepath.Join(e.home, "invites")} }
 
-// inviteHook lets joiners redeem the invites in KIN_HOME/invites: the
-// joiner becomes a friend with the invite's permissions. joined hears of
-// each success.
-func inviteHook(e *env, log *slog.Logger, joined func(keys.Invite, keys.Friend)) func([]byte) (session.Redeem, bool) {
-	store := e.invites()
-	return func(secret []byte) (session.Redeem, bool) {
-		if _, err := store.Find(secret); err != nil {
-			if !errors.Is(err, keys.ErrInviteUnknown) {
-				log.Warn("cannot read the invites file", "err", err)
-			}
-			return nil, false
-		}
-		return func(key ssh.PublicKey) (session.Joined, error) {
-			iv, fr, err := store.Befriend(secret, key, e.friendsPath(), time.Now())
-			if errors.Is(err, keys.ErrFriendsFile) {
-				log.Error("invite not used", "err", err)
-				return session.Joined{}, keys.ErrFriendsFile // the details are not the joiner's
-			}
-			if err != nil {
-				return session.Joined{}, err
-			}
-			joined(iv, fr)
-			return session.Joined{Name: fr.Name, Perms: fr.Perms}, nil
-		}, true
-	}
-}
-
 // addedSentence says what a join added on the inviter's side.
 func addedSentence(fr keys.Friend) string {
 	return fmt.Sprintf("%s joined: added %s (%s) to your friends, allowed: %s", fr.Name, fr.Name, fr.ID(), fr.Perms)
@@ -141,7 +113,7 @@ func inviteAction(c *cli.Context) error {
 		return withHint(fmt.Errorf("you already have a friend named %q", name), "choose another name, or remove them first: kin friends rm %s", name)
 	}
 
-	if r, up := runningAgent(c.Context, e, id, ""); up {
+	if r, up := agent.Running(c.Context, e.home, id.ID(), "", e.log); up {
 		url := r.Signal
 		tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
 		if err != nil {
@@ -154,43 +126,38 @@ func inviteAction(c *cli.Context) error {
 	return inviteOnline(c, e, store, id, name, perms, life)
 }
 
+// newStoredInvite issues an invite for name (see keys.Invites.Issue),
+// reached through the signaling server url.
 func newStoredInvite(e *env, store keys.Invites, id *keys.Identity, name string, perms keys.Permissions, url string, life time.Duration) (keys.Ticket, keys.Invite, error) {
-	tk, iv, err := keys.NewInvite(id, displayName(), name, perms, url, life, time.Now())
-	if err != nil {
-		return tk, iv, err
+	tk, iv, err := store.Issue(id, displayName(), name, perms, url, life, time.Now())
+	if errors.Is(err, keys.ErrInvitePending) {
+		err = withHint(err, "revoke the old one with kin invite --revoke %s, or list them with kin invite --list", name)
 	}
-	if err := store.Add(iv); err != nil {
-		return tk, iv, withHint(err, "revoke the old one with kin invite --revoke %s, or list them with kin invite --list", name)
-	}
-	return tk, iv, nil
+	return tk, iv, err
 }
 
 // inviteOnline serves the invite itself, with no agent running, until it
 // is used or expires or the user presses Ctrl-C.
 func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity, name string, perms keys.Permissions, life time.Duration) error {
-	t, ctx := newTasks(c.Context)
-	defer t.stop()
-
 	builtin := e.signal == ""
-	p, err := e.startServing(ctx, t, id, signal.ModeListen)
+	p, err := startPeer(c.Context, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	url := p.url
-	tk, iv, err := newStoredInvite(e, store, id, name, perms, url, life)
+	defer p.Close()
+	tk, iv, err := newStoredInvite(e, store, id, name, perms, p.URL, life)
 	if err != nil {
 		return err
 	}
 	// What people read here are sentences; the session's log is for --verbose.
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.DiscardHandler)
 	if c.Bool("verbose") {
 		log = e.log.With("part", "session")
 	}
 	joined := make(chan keys.Friend, 1)
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
-		Invites: inviteHook(e, log, func(used keys.Invite, fr keys.Friend) {
+		Invites: session.InviteBook(store, e.friendsPath(), log, func(used keys.Invite, fr keys.Friend) {
 			if used.ID == iv.ID {
 				joined <- fr
 			} else {
@@ -203,71 +170,38 @@ func inviteOnline(c *cli.Context, e *env, store keys.Invites, id *keys.Identity,
 		return err
 	}
 
-	// Connections are accepted until the invite is settled, then the
-	// joiner's connection gets to finish (it closes after the answer).
-	accepting, stopAccepting := context.WithCancel(ctx)
-	defer stopAccepting()
-	served := make(chan struct{})
-	t.Go(func() error {
-		defer close(served)
-		return p.serveUntil(ctx, accepting, srv)
-	})
-	finish := func() {
-		stopAccepting()
-		select {
-		case <-served:
-		case <-time.After(10 * time.Second):
-		}
-	}
-
 	fmt.Fprintf(e.stderr, "waiting for %s to join until %s (or Ctrl-C); give %s this line:\n", name, iv.Expires.Format("15:04:05"), name)
 	fmt.Fprintf(e.stdout, "kin join %s\n", tk)
-	expiry := time.NewTimer(time.Until(iv.Expires))
-	defer expiry.Stop()
-	poll := time.NewTicker(time.Second) // revoked or used elsewhere
-	defer poll.Stop()
-	for {
-		select {
-		case fr := <-joined:
-			fmt.Fprintln(e.stdout, addedSentence(fr))
-			finish()
-			return nil
-		case <-expiry.C:
-			finish()
-			return withHint(fmt.Errorf("the invite for %s expired before anyone used it", name), "make a new one with kin invite %s (--for sets how long it works)", name)
-		case <-ctx.Done():
-			finish()
-			if builtin {
-				store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
-			}
-			if c.Context.Err() == nil {
-				return t.stop()
-			}
-			if builtin {
-				fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")
-			} else {
-				fmt.Fprintf(e.stderr, "stopped waiting; if you start kin up, it answers the invite until %s (kin invite --revoke %s cancels it)\n", iv.Expires.Format("15:04"), iv.ID)
-			}
-			return nil
-		case <-poll.C:
-			switch st, _ := store.Status(iv.ID, time.Now()); st {
-			case keys.InviteRevoked:
-				finish()
-				fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
-				return nil
-			case keys.InviteUsed:
-				// Usually by our own joiner, whose news is on its way.
-				select {
-				case fr := <-joined:
-					fmt.Fprintln(e.stdout, addedSentence(fr))
-				case <-time.After(5 * time.Second):
-					fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
-				}
-				finish()
-				return nil
-			}
-		}
+	var fr keys.Friend
+	err = p.ServeWhile(c.Context, srv, func(ctx context.Context) (err error) {
+		fr, err = session.AwaitInvite(ctx, store, iv, joined)
+		return err
+	})
+	switch {
+	case err == nil:
+		fmt.Fprintln(e.stdout, addedSentence(fr))
+		return nil
+	case errors.Is(err, keys.ErrInviteExpired):
+		return withHint(fmt.Errorf("the invite for %s expired before anyone used it", name), "make a new one with kin invite %s (--for sets how long it works)", name)
+	case errors.Is(err, keys.ErrInviteRevoked):
+		fmt.Fprintf(e.stderr, "the invite for %s was revoked\n", name)
+		return nil
+	case errors.Is(err, keys.ErrInviteUsed):
+		fmt.Fprintf(e.stderr, "the invite for %s was used (answered by your agent): see kin friends ls\n", name)
+		return nil
 	}
+	if builtin {
+		store.Revoke(iv.ID, time.Now()) // nobody can reach it any more
+	}
+	if c.Context.Err() == nil {
+		return serveAdvice(err) // the signaling server turned us away
+	}
+	if builtin {
+		fmt.Fprintln(e.stderr, "stopped; the invite no longer works (it needed this kin invite's built-in signaling server)")
+	} else {
+		fmt.Fprintf(e.stderr, "stopped waiting; if you start kin up, it answers the invite until %s (kin invite --revoke %s cancels it)\n", iv.Expires.Format("15:04"), iv.ID)
+	}
+	return nil
 }
 
 func inviteList(e *env, store keys.Invites) error {
@@ -305,15 +239,9 @@ func joinAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	t, err := keys.ParseTicket(c.Args().First())
+	t, err := parseTicket(c.Args().First(), keys.TicketInvite)
 	if err != nil {
-		return withHint(err, "ask for the invite again and paste the whole line")
-	}
-	switch t.Kind {
-	case keys.TicketPort:
-		return withHint(errors.New("this is a ticket for a port, not an invite"), "use it with: kin connect %s", c.Args().First())
-	case keys.TicketFiles:
-		return withHint(errors.New("this is a ticket for files, not an invite"), "use it with: kin receive %s", c.Args().First())
+		return err
 	}
 	name := c.String("name")
 	if name == "" {
@@ -349,7 +277,7 @@ func joinAction(c *cli.Context) error {
 		}
 		return withHint(fmt.Errorf("%w (at %s)", keys.ErrInviteExpired, t.Expires.Local().Format("Jan 2 15:04")), "ask %s for a new invite", name)
 	}
-	p, err := startPeer(ctx, e, id, t.Signal)
+	l, err := reach(ctx, e, id, t.Signal) // a joiner only dials: through kin up, if it runs
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -364,8 +292,8 @@ func joinAction(c *cli.Context) error {
 		return withHint(fmt.Errorf("cannot reach the signaling server in %s's invite: %w", name, err),
 			"if %s made the invite without kin up running, it works only while their kin invite runs (it stops once the invite is used or expires); ask them for a new one", name)
 	}
-	defer p.close()
-	client, _, err := p.dial(ctx, e, t.Peer, t.Secret, name)
+	defer l.Close()
+	client, _, err := dial(ctx, l, t.Peer, t.Secret, "", name)
 	if err != nil {
 		if err := expired(); err != nil {
 			return err

@@ -4,132 +4,85 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"runtime/debug"
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/sync/errgroup"
 
 	"kin/agent"
 	"kin/keys"
 	"kin/session"
-	"kin/signal"
 	"kin/transport"
 )
 
-// How long kin waits for the signaling server and for a peer. (A
-// variable so that tests of what a gone server means need not wait.)
+// How long kin waits for the signaling server. (A variable so that tests
+// of what a gone server means need not wait.)
 var signalTimeout = 10 * time.Second
 
-const connectTimeout = 30 * time.Second
-
-// peer is this machine on the kin network: a transport node registered
-// with a signaling server, ready to dial or accept peer connections.
-// close stops it.
-type peer struct {
-	id       *keys.Identity
-	url      string
-	node     *transport.Node
-	instance string // this registration's name; tickets it serves carry it
-	log      *slog.Logger
+// peerConfig says how id registers with the signaling server url, in
+// mode (see signal.ModeListen), from this environment.
+func (e *env) peerConfig(id *keys.Identity, url, mode string) agent.PeerConfig {
+	return agent.PeerConfig{Identity: id, Signal: url, Mode: mode, Interfaces: e.interfaces, RegisterTimeout: signalTimeout, Logger: e.log}
 }
 
-// startPeer registers id with the signaling server at url, taking offers,
-// and runs the transport node until close is called or ctx ends.
-func startPeer(ctx context.Context, e *env, id *keys.Identity, url string) (*peer, error) {
-	return startPeerMode(ctx, e, id, url, signal.ModeListen)
-}
-
-// startPeerMode is startPeer with a registration mode: which offers this
-// process takes (see signal.ModeListen).
-func startPeerMode(ctx context.Context, e *env, id *keys.Identity, url, mode string) (*peer, error) {
+// startPeer registers id with the signaling server at url in mode, or
+// with a built-in one when url is "" (see agent.StartPeer).
+func startPeer(ctx context.Context, e *env, id *keys.Identity, url, mode string) (*agent.Peer, error) {
 	tuneGC()
-	p := &peer{id: id, url: url, instance: newInstance(), log: e.log}
-	node, err := transport.Start(ctx, transport.StartConfig{
-		Config: transport.Config{Interfaces: e.interfaces, Logger: e.log.With("part", "transport")},
-		Signal: signal.ClientConfig{
-			URL: url, Signer: id.Signer, Mode: mode, Instance: p.instance, Logger: e.log.With("part", "signal"),
-			Lost:     func(err error) { e.log.Info("lost the signaling server; reconnecting", "signal", url, "err", err) },
-			Regained: func(signal.Registration) { e.log.Info("registered with the signaling server again", "signal", url) },
-		},
-		RegisterTimeout: signalTimeout,
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if !errors.Is(err, signal.ErrUnreachable) { // that one names the server already
-			err = fmt.Errorf("signaling server %s: %w", url, err)
-		}
-		return nil, withHint(err, "is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
+	p, err := agent.StartPeer(ctx, e.peerConfig(id, url, mode))
+	return p, registerAdvice(ctx, err)
+}
+
+// reach returns a link for dialing peers as id on the signaling server
+// url: through the agent (kin up), or registered by itself.
+func reach(ctx context.Context, e *env, id *keys.Identity, url string) (*agent.Link, error) {
+	tuneGC()
+	l, err := agent.Reach(ctx, e.home, e.peerConfig(id, url, ""))
+	return l, registerAdvice(ctx, err)
+}
+
+// registerAdvice adds to a failed registration what to do about it.
+func registerAdvice(ctx context.Context, err error) error {
+	switch {
+	case err == nil || ctx.Err() != nil:
+		return err
+	case errors.Is(err, agent.ErrBuiltinSignal):
+		return withHint(err, "use a running one with --signal ws://HOST:PORT")
 	}
-	p.node = node
-	e.log.Debug("registered", "id", id.ID(), "signal", url, "ice_servers", len(node.Registration().ICEServers))
-	return p, nil
+	return withHint(err, "is the signaling server running and reachable from here? set it with --signal or KIN_SIGNAL")
 }
 
-func (p *peer) close() { p.node.Close() }
-
-// serve serves every peer connection with srv until ctx ends (then nil),
-// or the node stops: then it says why (the signaling server refused us).
-func (p *peer) serve(ctx context.Context, srv *session.Server) error {
-	return p.serveUntil(ctx, ctx, srv)
+// serve is p.Serve, with advice when the signaling server turned p away.
+func serve(ctx context.Context, p *agent.Peer, srv *session.Server) error {
+	return serveAdvice(p.Serve(ctx, srv))
 }
 
-// serveUntil is serve taking connections only until accepting ends; those
-// taken go on until they end by themselves or ctx ends.
-func (p *peer) serveUntil(ctx, accepting context.Context, srv *session.Server) error {
-	err := srv.Serve(ctx, session.ListenerFunc(func(context.Context) (net.Conn, error) {
-		c, err := p.node.Accept(accepting)
-		switch {
-		case err == nil:
-			info := c.Info()
-			p.log.Debug("peer connection", "peer", info.Peer, "path", info.Route())
-			return c, nil
-		case accepting.Err() != nil:
-			return nil, io.EOF
-		}
-		return nil, err
-	}))
-	if nerr := p.node.Err(); nerr != nil {
-		return withHint(fmt.Errorf("signaling server %s: %w", p.url, nerr),
-			"the server turned this kin away; ask whoever runs it, or use another one with --signal or KIN_SIGNAL")
+func serveAdvice(err error) error {
+	var stopped *agent.NodeStopped
+	if errors.As(err, &stopped) {
+		return withHint(err, "the server turned this kin away; ask whoever runs it, or use another one with --signal or KIN_SIGNAL")
 	}
 	return err
 }
 
-// tasks are a command's goroutines under one ctx: the first to fail ends
-// the others, and stop ends them all and waits for them.
-type tasks struct {
-	*errgroup.Group
-	cancel context.CancelFunc
+// dial connects through l to the owner of hostKey (see agent.Link.Dial),
+// with what a failure means for the person who calls that peer name.
+func dial(ctx context.Context, l *agent.Link, hostKey ssh.PublicKey, secret []byte, instance, name string) (*session.Client, transport.Info, error) {
+	client, info, err := l.Dial(ctx, hostKey, secret, instance)
+	return client, info, dialAdvice(err, l, name)
 }
 
-func newTasks(parent context.Context) (*tasks, context.Context) {
-	ctx, cancel := context.WithCancel(parent)
-	g, ctx := errgroup.WithContext(ctx)
-	return &tasks{g, cancel}, ctx
-}
-
-// stop ends the tasks and returns the first error one of them returned.
-func (t *tasks) stop() error {
-	t.cancel()
-	return t.Wait()
-}
-
-// link is the peer as a link to dial others with; its close is p's.
-func (p *peer) link() *link {
-	return &link{id: p.id, url: p.url, close: p.close, raw: (&agent.NodeHandler{Node: p.node}).Dial}
-}
-
-// dial opens a peer connection to the owner of hostKey and runs the SSH
-// client handshake on it. name is how the user calls that peer.
-func (p *peer) dial(ctx context.Context, e *env, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, transport.Info, error) {
-	return p.link().dial(ctx, e, hostKey, secret, "", name)
+// dialAdvice explains an error of l.Dial to name, nil staying nil.
+func dialAdvice(err error, l *agent.Link, name string) error {
+	var he *agent.HandshakeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &he):
+		return handshakeError(he.Err, l.Identity, name)
+	}
+	return dialError(err, name, l.URL)
 }
 
 // dialError explains a failed peer connection to name through url.
@@ -154,52 +107,15 @@ type notOnline struct {
 func (n *notOnline) Error() string { return n.name + " is not online" }
 func (n *notOnline) Unwrap() error { return n.err }
 
-// sshHandshake runs the SSH client handshake as id over conn, which must
-// lead to the owner of hostKey.
-func sshHandshake(ctx context.Context, e *env, id *keys.Identity, conn net.Conn, hostKey ssh.PublicKey, secret []byte, name string) (*session.Client, error) {
-	client, err := session.NewClient(ctx, conn, session.ClientConfig{
-		Identity: id, HostKey: hostKey, Secret: secret, Logger: e.log.With("part", "session"),
-	})
-	if err != nil {
-		switch {
-		case errors.Is(err, session.ErrHostKeyMismatch):
-			return nil, withHint(err, "do not trust this connection; check %s's key with them", name)
-		case errors.Is(err, session.ErrAuthRefused):
-			return nil, withHint(err, `ask %s for a fresh ticket, or to add you as a friend with: kin friends add NAME "%s"`, name, id.AuthorizedKey())
-		}
-		return nil, fmt.Errorf("ssh handshake with %s: %w", name, err)
+// handshakeError explains a failed SSH handshake as id with name.
+func handshakeError(err error, id *keys.Identity, name string) error {
+	switch {
+	case errors.Is(err, session.ErrHostKeyMismatch):
+		return withHint(err, "do not trust this connection; check %s's key with them", name)
+	case errors.Is(err, session.ErrAuthRefused):
+		return withHint(err, `ask %s for a fresh ticket, or to add you as a friend with: kin friends add NAME "%s"`, name, id.AuthorizedKey())
 	}
-	return client, nil
-}
-
-// serveSignal runs a signaling server with cfg on ln until ctx ends.
-func serveSignal(ctx context.Context, e *env, ln net.Listener, cfg signal.ServerConfig) error {
-	cfg.Logger = e.log.With("part", "signal-server")
-	return signal.NewServer(cfg).Serve(ctx, ln)
-}
-
-var errSignalFailed = errors.New("the built-in signaling server failed")
-
-// startServing starts a peer (startPeerMode) that serves something for
-// the length of one command, on the configured signaling server, or on a
-// built-in one it starts as one of t's tasks (run with t's ctx).
-func (e *env) startServing(ctx context.Context, t *tasks, id *keys.Identity, mode string) (*peer, error) {
-	url := e.signal
-	if url == "" {
-		ln, local, err := signal.ListenLocal(e.interfaces)
-		if err != nil {
-			return nil, withHint(err, "use a running one with --signal ws://HOST:PORT")
-		}
-		url = local
-		e.log.Debug("built-in signaling server", "listen", ln.Addr(), "url", url)
-		t.Go(func() error {
-			if err := serveSignal(ctx, e, ln, signal.ServerConfig{}); err != nil {
-				return fmt.Errorf("%w: %w", errSignalFailed, err)
-			}
-			return nil
-		})
-	}
-	return startPeerMode(ctx, e, id, url, mode)
+	return fmt.Errorf("ssh handshake with %s: %w", name, err)
 }
 
 // tuneGC trades memory for speed in a process about to move bytes: pion

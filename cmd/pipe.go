@@ -1,14 +1,10 @@
 package cmd
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -57,49 +53,7 @@ func pipeAction(c *cli.Context) error {
 		return fmt.Errorf("pipe to %s: %w", fr.Name, err)
 	}
 	defer conn.Close()
-	splice(c.Context, conn, c.App.Reader, e.stdout) // its only error is ctx's: Ctrl-C
-	return nil
-}
-
-// splice carries OpenSSH's stream over conn: in to the friend, the
-// friend's bytes to out. Each way is drained, then half-closed: in's EOF
-// becomes conn's EOF, while the friend's reply is still written out to
-// its end. It returns once the reply has ended and in has too, or the
-// friend closed conn, so that nothing more can go (a lost connection
-// closes it); when out fails (whoever read it, OpenSSH, is gone); or when
-// ctx ends.
-func splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) error {
-	up := make(chan struct{})
-	go func() {
-		defer close(up)
-		io.Copy(conn, in) // a write error means the friend closed conn
-		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-	}()
-	down := make(chan error, 1)
-	go func() {
-		_, err := io.Copy(out, conn)
-		down <- err
-	}()
-	var closed <-chan struct{} // nil (never) for a conn that cannot tell
-	if cc, ok := conn.(interface{ Closed() <-chan struct{} }); ok {
-		closed = cc.Closed()
-	}
-	select {
-	case err := <-down:
-		if err != nil {
-			return nil // out's reader went away: nothing more can be delivered
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-up:
-	case <-closed:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	session.Splice(c.Context, conn, c.App.Reader, e.stdout) // its only error is ctx's: Ctrl-C
 	return nil
 }
 
@@ -140,15 +94,8 @@ func sshConfigAction(c *cli.Context) error {
 		self = "kin"
 	}
 	known := filepath.Join(e.home, "known_hosts")
-	var lines []string
-	for _, fr := range friends.List() {
-		lines = append(lines, "kin-"+fr.Name+" "+keys.FormatKey(fr.Key))
-	}
-	if err := os.MkdirAll(e.home, 0o700); err != nil {
-		return fmt.Errorf("create %s: %w", e.home, err)
-	}
-	if err := keys.WriteFileAtomic(known, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", known, err)
+	if err := keys.WriteKnownHosts(known, friends); err != nil {
+		return err
 	}
 	identity := e.identity
 	if identity == "" {
@@ -159,8 +106,8 @@ func sshConfigAction(c *cli.Context) error {
 		env += " KIN_SIGNAL=" + e.signal
 	}
 	for _, fr := range list {
-		fmt.Fprintf(e.stdout, "Host %s\n  HostName %s\n  HostKeyAlias kin-%s\n  ProxyCommand env %s %s pipe %s\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  IdentityFile %s\n  IdentitiesOnly yes\n\n",
-			fr.Name, fr.Name, fr.Name, env, self, fr.Name, known, identity)
+		fmt.Fprintf(e.stdout, "Host %s\n  HostName %s\n  HostKeyAlias %s\n  ProxyCommand env %s %s pipe %s\n  UserKnownHostsFile %s\n  StrictHostKeyChecking yes\n  IdentityFile %s\n  IdentitiesOnly yes\n\n",
+			fr.Name, fr.Name, keys.HostAlias(fr.Name), env, self, fr.Name, known, identity)
 	}
 	return nil
 }

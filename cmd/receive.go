@@ -11,9 +11,11 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"kin/agent"
 	"kin/keys"
 	"kin/session"
 	"kin/session/files"
+	"kin/signal"
 )
 
 func receiveCommand() *cli.Command {
@@ -54,15 +56,9 @@ func receiveAction(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return receiveFromFriends(c.Context, e, id, inbox, quiet)
 	}
-	t, err := keys.ParseTicket(c.Args().First())
+	t, err := parseTicket(c.Args().First(), keys.TicketFiles)
 	if err != nil {
-		return withHint(err, "ask for the ticket again and paste the whole line")
-	}
-	if t.Kind == keys.TicketInvite {
-		return withHint(errors.New("this is an invite to become friends, not a ticket for files"), "run: kin join %s", c.Args().First())
-	}
-	if t.Kind != keys.TicketFiles {
-		return withHint(errors.New("this ticket is for a port, not for files"), "use it with kin connect")
+		return err
 	}
 	name := t.Name
 	friends, err := e.loadFriends()
@@ -77,8 +73,8 @@ func receiveAction(c *cli.Context) error {
 	if err != nil {
 		return ticketGone(err, e, name, "kin send", t.Signal)
 	}
-	defer l.close()
-	client, _, err := l.dial(c.Context, e, t.Peer, t.Secret, t.Instance, name)
+	defer l.Close()
+	client, _, err := dial(c.Context, l, t.Peer, t.Secret, t.Instance, name)
 	if err != nil {
 		return ticketGone(err, e, name, "kin send", t.Signal)
 	}
@@ -165,17 +161,17 @@ func receiveFromFriends(ctx context.Context, e *env, id *keys.Identity, inbox *f
 	if err != nil {
 		return err
 	}
-	if r, ok := runningAgent(ctx, e, id, e.signal); ok {
+	if r, ok := agent.Running(ctx, e.home, id.ID(), e.signal, e.log); ok {
 		// Friends' files already land where kin up puts them; a second
 		// listener of this identity would take its connections.
 		return withHint(fmt.Errorf("kin up is running for this identity and receives friends' files into %s", r.Inbox),
 			"they land there as friends send them; to receive elsewhere, stop kin up or start it with --dir")
 	}
-	p, err := startPeer(ctx, e, id, e.signal)
+	p, err := startPeer(ctx, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 	var mu sync.Mutex
 	printers := map[string]*progressPrinter{}
 	srv, err := session.NewServer(session.ServerConfig{
@@ -231,5 +227,5 @@ func receiveFromFriends(ctx context.Context, e *env, id *keys.Identity, inbox *f
 	} else {
 		fmt.Fprintf(e.stderr, "friends allowed files (%s) run: %s\n", joinNames(allowed), howFriendsReachUs("kin send FILE @", id.ID()))
 	}
-	return p.serve(ctx, srv)
+	return serve(ctx, p, srv)
 }

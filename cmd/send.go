@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 
 	"github.com/urfave/cli/v2"
@@ -51,7 +50,7 @@ func sendAction(c *cli.Context) error {
 	var to *keys.Friend
 	if len(args) >= 2 {
 		last := args[len(args)-1]
-		if fr, ok := friendNamed(friends, last); ok {
+		if fr, ok := friends.Find(last); ok {
 			to = &fr
 			args = args[:len(args)-1]
 		} else if _, err := os.Lstat(last); err != nil {
@@ -124,8 +123,8 @@ func sendToFriend(ctx context.Context, e *env, id *keys.Identity, to keys.Friend
 	if err != nil {
 		return err
 	}
-	defer l.close()
-	client, info, err := l.dial(ctx, e, to.Key, nil, "", to.Name)
+	defer l.Close()
+	client, info, err := dial(ctx, l, to.Key, nil, "", to.Name)
 	if err != nil {
 		return err
 	}
@@ -166,15 +165,13 @@ func printSkipped(e *env, st files.Stats) {
 // sendWithTicket waits for the holder of a fresh ticket to fetch plan, and
 // returns once one of them has received everything.
 func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *files.Plan, quiet bool) error {
-	t, ctx := newTasks(parent)
-	defer t.stop()
 	// Only offers naming this process (from its ticket) reach it, so a
 	// running kin up (or another kin send) of this identity keeps its own.
-	p, err := e.startServing(ctx, t, id, signal.ModeTicket)
+	p, err := startPeer(parent, e, id, e.signal, signal.ModeTicket)
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 	secret := keys.NewSecret()
 	nfiles, _ := plan.Offer.Files()
 	done := make(chan error, 1)
@@ -182,14 +179,12 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	pp := newProgress(e.stderr, "sent", quiet)
 	srv, err := session.NewServer(session.ServerConfig{
 		Identity: id,
-		Tickets: func(s []byte) (keys.Permissions, bool) {
-			return keys.Permissions{Files: true}, keys.SecretEqual(s, secret)
-		},
-		Outbox: plan,
+		Tickets:  session.OneTicket(secret, keys.Permissions{Files: true}),
+		Outbox:   plan,
 		Files: session.FileHooks{
 			Progress: func(_ session.Grant, pr files.Progress) { pp.update(pr) },
 			Done: func(_ session.Grant, sent bool, st files.Stats, err error) {
-				if finished.Load() || ctx.Err() != nil {
+				if finished.Load() || parent.Err() != nil {
 					// An earlier receiver's session ending now (its
 					// connection lost, or closed as we stop) is old news.
 					return
@@ -216,30 +211,20 @@ func sendWithTicket(parent context.Context, e *env, id *keys.Identity, plan *fil
 	if err != nil {
 		return err
 	}
-	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
+	ticket := keys.Ticket{Kind: keys.TicketFiles, Peer: id.Public(), Signal: p.URL, Name: displayName(), Secret: secret, Instance: p.Instance}
 	fmt.Fprintf(e.stderr, "ready to send %s; the receiver runs:\n", describeOffer(plan.Offer))
 	fmt.Fprintf(e.stdout, "kin receive %s\n", ticket)
-	t.Go(func() error { return p.serve(ctx, srv) })
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		if parent.Err() == nil {
-			return t.Wait()
+	err = p.ServeWhile(parent, srv, func(ctx context.Context) error {
+		select {
+		case err := <-done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
+	})
+	if parent.Err() != nil {
 		fmt.Fprintln(e.stderr, "stopped; the ticket no longer works")
 		return nil
 	}
-}
-
-// inboxDir is where received files go: --dir, or the user's Downloads/kin.
-func inboxDir(c *cli.Context) string {
-	if dir := c.String("dir"); dir != "" {
-		return dir
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "kin-inbox"
-	}
-	return filepath.Join(home, "Downloads", "kin")
+	return serveAdvice(err)
 }

@@ -3,7 +3,6 @@ package cmd
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"time"
 
@@ -47,7 +46,7 @@ func shareAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	port := sharedPort{num, udp}
+	port := session.Port{Num: num, UDP: udp}
 	e, id, err := getEnvAnd(c, (*env).loadIdentity)
 	if err != nil {
 		return err
@@ -56,42 +55,32 @@ func shareAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	t, ctx := newTasks(c.Context)
-	defer t.stop()
-
-	target := port.target()
+	ctx := c.Context
 	secret := keys.NewSecret()
-	if _, ok := runningAgent(ctx, e, id, e.signal); ok {
+	if _, ok := agent.Running(ctx, e.home, id.ID(), e.signal, e.log); ok {
 		return shareThroughAgent(c, e, id, port, secret, friends)
 	}
-	p, err := e.startServing(ctx, t, id, signal.ModeListen)
+	p, err := startPeer(ctx, e, id, e.signal, signal.ModeListen)
 	if err != nil {
 		return err
 	}
-	defer p.close()
+	defer p.Close()
 
 	cfg := session.ServerConfig{
 		Identity: id,
 		Friends:  friendsFile.Get,
-		Tickets: func(s []byte) (keys.Permissions, bool) {
-			if keys.SecretEqual(s, secret) {
-				return port.perms(), true
-			}
-			return keys.Permissions{}, false
-		},
-		Logger: e.log.With("part", "session"),
+		Tickets:  session.OneTicket(secret, port.Grant()),
+		Logger:   e.log.With("part", "session"),
 	}
-	port.serve(&cfg)
+	port.ServeIn(&cfg)
 	srv, err := session.NewServer(cfg)
 	if err != nil {
 		return err
 	}
 
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: p.url, Name: displayName(), Secret: secret, Instance: p.instance}
-	printShare(e, ticket, port, target, friends)
-	t.Go(func() error { return p.serve(ctx, srv) })
-	err = t.Wait()
-	if c.Context.Err() != nil {
+	printShare(e, id, port, secret, p.URL, p.Instance, friends)
+	err = serve(ctx, p, srv)
+	if ctx.Err() != nil {
 		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
 		return nil
 	}
@@ -100,32 +89,29 @@ func shareAction(c *cli.Context) error {
 
 // shareThroughAgent has the running agent (kin up) serve the ticket, so
 // this identity stays one presence; the share ends when this command does.
-func shareThroughAgent(c *cli.Context, e *env, id *keys.Identity, port sharedPort, secret []byte, friends *keys.Friends) error {
-	ctl, r, err := agent.Share(c.Context, e.home, port.port, port.udp, secret)
+func shareThroughAgent(c *cli.Context, e *env, id *keys.Identity, port session.Port, secret []byte, friends *keys.Friends) error {
+	ctl, r, err := agent.Share(c.Context, e.home, port.Num, port.UDP, secret)
 	if err != nil {
 		return withHint(fmt.Errorf("share through kin up: %w", err), "stop kin up, or update it to this kin's version")
 	}
 	defer ctl.Close()
-	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.port, UDP: port.udp, Peer: id.Public(), Signal: r.Signal, Name: displayName(), Secret: secret, Instance: r.Instance}
-	printShare(e, ticket, port, port.target(), friends)
+	printShare(e, id, port, secret, r.Signal, r.Instance, friends)
 	fmt.Fprintln(e.stderr, "(served by your kin up, which keeps serving your friends meanwhile)")
-	gone := make(chan struct{})
-	go func() {
-		io.Copy(io.Discard, ctl)
-		close(gone)
-	}()
 	select {
 	case <-c.Context.Done():
 		fmt.Fprintln(e.stderr, "stopped sharing; the ticket no longer works")
 		return nil
-	case <-gone:
+	case <-agent.Gone(ctl):
 		return withHint(errors.New("kin up stopped, and the ticket with it"), "start kin up again, then kin share again for a new ticket")
 	}
 }
 
-// printShare tells the user what is shared and prints the ticket.
-func printShare(e *env, ticket keys.Ticket, port sharedPort, target string, friends *keys.Friends) {
-	if port.udp {
+// printShare tells the user what is shared and prints the ticket for it:
+// secret, as id, on the signaling server url, to its registration instance.
+func printShare(e *env, id *keys.Identity, port session.Port, secret []byte, url, instance string, friends *keys.Friends) {
+	ticket := keys.Ticket{Kind: keys.TicketPort, Port: port.Num, UDP: port.UDP, Peer: id.Public(), Signal: url, Name: displayName(), Secret: secret, Instance: instance}
+	target := port.Target()
+	if port.UDP {
 		target += "/udp" // nothing to probe: UDP services answer only what they understand
 	} else if probe, err := net.DialTimeout("tcp", target, time.Second); err != nil {
 		fmt.Fprintf(e.stderr, "note: nothing answers on %s yet; connections will fail until something listens there\n", target)
@@ -134,7 +120,13 @@ func printShare(e *env, ticket keys.Ticket, port sharedPort, target string, frie
 	}
 	fmt.Fprintf(e.stderr, "sharing %s until you press Ctrl-C; give this line to the person who should get it:\n", target)
 	fmt.Fprintf(e.stdout, "kin connect %s\n", ticket)
-	if allowed := friendsAllowed(friends, port); len(allowed) > 0 {
+	var allowed []string
+	for _, fr := range friends.List() {
+		if port.AllowedBy(fr.Perms) {
+			allowed = append(allowed, fr.Name)
+		}
+	}
+	if len(allowed) > 0 {
 		fmt.Fprintf(e.stderr, "friends allowed port %s (%s) can also run: %s\n", port, joinNames(allowed), howFriendsReachUs("kin connect @:"+port.String(), keys.IDOf(ticket.Peer)))
 	}
 }

@@ -58,11 +58,11 @@ func dialFriend(ctx context.Context, e *env, name string) (fr keys.Friend, clien
 	if err != nil {
 		return fr, nil, nil, err
 	}
-	if client, _, err = l.dial(ctx, e, fr.Key, nil, "", fr.Name); err != nil {
-		l.close()
+	if client, _, err = dial(ctx, l, fr.Key, nil, "", fr.Name); err != nil {
+		l.Close()
 		return fr, nil, nil, err
 	}
-	return fr, client, func() { client.Close(); l.close() }, nil
+	return fr, client, func() { client.Close(); l.Close() }, nil
 }
 
 func shellAction(c *cli.Context) error {

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/crypto/acme/autocert"
 
 	"kin/signal"
 )
@@ -87,89 +85,75 @@ func signalAction(c *cli.Context) error {
 		// instead of 270 MB, for a little CPU (measured with bench/load).
 		debug.SetGCPercent(30)
 	}
-	t, ctx := newTasks(c.Context)
-	defer t.stop()
-	var allow []netip.Prefix
+	cfg := signal.ServiceConfig{
+		Server: signal.ServerConfig{
+			MaxConns:        c.Int("max-conns"),
+			MaxMessageBytes: int64(c.Int("max-message")),
+			Rate:            c.Float64("rate"),
+			Burst:           int(2 * c.Float64("rate")),
+			RegisterRate:    c.Float64("register-rate"),
+			RegisterBurst:   int(10 * c.Float64("register-rate")),
+			IdleTimeout:     c.Duration("idle-timeout"),
+		},
+		TURN:   c.String("turn"),
+		Relay:  signal.TURNConfig{BytesPerSecond: int(c.Float64("relay-rate") * 1e6), MaxLifetime: c.Duration("relay-lifetime")},
+		Secret: []byte(c.String("turn-secret")),
+		Redis:  c.String("redis"),
+		Logger: e.log,
+	}
 	for _, a := range c.StringSlice("relay-allow") {
 		p, err := netip.ParsePrefix(a)
 		if err != nil {
 			return withHint(fmt.Errorf("--relay-allow %q is not an address range: %w", a, err), "give it in CIDR form, e.g. --relay-allow 192.168.1.0/24")
 		}
-		allow = append(allow, p.Masked())
+		cfg.Relay.RelayAllow = append(cfg.Relay.RelayAllow, p.Masked())
 	}
-	if len(allow) > 0 && c.String("turn") == "" {
+	if len(cfg.Relay.RelayAllow) > 0 && cfg.TURN == "" {
 		return withHint(errors.New("--relay-allow is for the built-in relay, which is off"), "add --turn :3478 (an external TURN server has its own settings, e.g. coturn's allowed-peer-ip)")
 	}
-
-	secret := []byte(c.String("turn-secret"))
-	if len(secret) == 0 {
-		secret = make([]byte, 32)
-		rand.Read(secret)
+	if ip := c.String("public-ip"); ip != "" {
+		if cfg.Relay.RelayIP = net.ParseIP(ip); cfg.Relay.RelayIP == nil {
+			return withHint(fmt.Errorf("--public-ip %q is not an IP address", ip), "e.g. --public-ip 198.51.100.7")
+		}
 	}
-	var servers []signal.ICEServer
-	var relayStats *signal.RelayStats
 	for _, u := range c.StringSlice("ice-server") {
 		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
 			return withHint(fmt.Errorf("--ice-server %q is not a stun:, turn: or turns: URL", u), "e.g. --ice-server turn:turn.example.org:3478")
 		}
-		servers = append(servers, signal.ICEServer{URLs: []string{u}})
+		cfg.ICEServers = append(cfg.ICEServers, signal.ICEServer{URLs: []string{u}})
 	}
-	if addr := c.String("turn"); addr != "" {
-		relayStats = &signal.RelayStats{}
-		tn, err := listenTURN(e, addr, c.String("public-ip"), signal.TURNConfig{
-			Secret: secret, BytesPerSecond: int(c.Float64("relay-rate") * 1e6), MaxLifetime: c.Duration("relay-lifetime"),
-			RelayAllow: allow, Stats: relayStats, Logger: e.log.With("part", "turn"),
-		})
-		if err != nil {
-			return err
-		}
-		t.Go(func() error {
-			if err := tn.Serve(ctx); err != nil {
-				e.log.Error("STUN/TURN stopped", "err", err)
-			}
-			return nil
-		})
-		servers = append(servers, tn.ICEServers()...)
-	}
-	cfg := signal.ServerConfig{
-		ICEServers:      signal.ICEServersFor(servers, secret),
-		MaxConns:        c.Int("max-conns"),
-		MaxMessageBytes: int64(c.Int("max-message")),
-		Rate:            c.Float64("rate"),
-		Burst:           int(2 * c.Float64("rate")),
-		RegisterRate:    c.Float64("register-rate"),
-		RegisterBurst:   int(10 * c.Float64("register-rate")),
-		IdleTimeout:     c.Duration("idle-timeout"),
-		RelayStats:      relayStats,
-	}
-	if cfg.TLS, err = signalTLS(e, c); err != nil {
+	if cfg.Server.TLS, err = signalTLS(e, c); err != nil {
 		return err
 	}
-	cfg.Logger = e.log.With("part", "signal-server")
-	var bus *signal.RedisBus
-	if url := c.String("redis"); url != "" {
-		if bus, err = signal.NewRedisBus(ctx, url, e.log.With("part", "redis")); err != nil {
-			return withHint(err, "is Redis running there? check --redis redis://HOST:PORT/DB")
-		}
-		cfg.Bus = bus
+	svc, err := signal.OpenService(c.Context, cfg)
+	switch {
+	case errors.Is(err, signal.ErrNoRelayIP):
+		return withHint(err, "add --public-ip YOUR-PUBLIC-IP")
+	case errors.Is(err, signal.ErrTURNListen):
+		return withHint(err, "give --turn a free port, e.g. --turn :3478 (the next port is needed too, for STUN)")
+	case errors.Is(err, signal.ErrRedis):
+		return withHint(err, "is Redis running there? check --redis redis://HOST:PORT/DB")
+	case err != nil:
+		return err
 	}
-	srv := signal.NewServer(cfg)
-	if bus != nil {
-		t.Go(func() error {
-			bus.Run(ctx, srv.Deliver)
-			return nil
-		})
+	if tn := svc.TURN; tn != nil {
+		fmt.Fprintf(e.stderr, "STUN and TURN on %s (UDP, TCP), STUN alone on %s (UDP); the relay reaches public addresses", tn.Addr(), tn.STUNAddr())
+		if len(cfg.Relay.RelayAllow) > 0 {
+			fmt.Fprintf(e.stderr, " and %v", cfg.Relay.RelayAllow)
+		}
+		fmt.Fprintln(e.stderr)
 	}
 	ln, err := net.Listen("tcp", c.String("listen"))
 	if err != nil {
+		svc.Close()
 		return withHint(fmt.Errorf("listen on %s: %w", c.String("listen"), err), "choose another address with --listen HOST:PORT")
 	}
 	scheme := "ws"
-	if cfg.TLS != nil {
+	if cfg.Server.TLS != nil {
 		scheme = "wss"
 	}
 	fmt.Fprintf(e.stderr, "signaling server on %s://%s (peers use KIN_SIGNAL=%s://THIS-HOST:%d); Ctrl-C stops it\n", scheme, ln.Addr(), scheme, ln.Addr().(*net.TCPAddr).Port)
-	return srv.Serve(ctx, ln)
+	return svc.Serve(c.Context, ln)
 }
 
 // signalTLS is the TLS set-up the flags ask for, or nil for plain ws://.
@@ -183,40 +167,13 @@ func signalTLS(e *env, c *cli.Context) (*tls.Config, error) {
 		if dir == "" {
 			dir = filepath.Join(e.home, "acme")
 		}
-		m := &autocert.Manager{Prompt: autocert.AcceptTOS, HostPolicy: autocert.HostWhitelist(domain), Cache: autocert.DirCache(dir)}
-		return m.TLSConfig(), nil
+		return signal.TLSACME(domain, dir), nil
 	case cert != "" || key != "":
 		if cert == "" || key == "" {
 			return nil, withHint(errors.New("--tls-cert and --tls-key go together"), "give both, e.g. --tls-cert fullchain.pem --tls-key privkey.pem")
 		}
-		pair, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			return nil, withHint(fmt.Errorf("load the TLS certificate: %w", err), "both files must be PEM, the key matching the certificate")
-		}
-		return &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+		cfg, err := signal.TLSFiles(cert, key)
+		return cfg, withHint(err, "both files must be PEM, the key matching the certificate")
 	}
 	return nil, nil
-}
-
-// listenTURN opens the built-in STUN/TURN at addr, relaying at publicIP
-// (default: the IP in addr).
-func listenTURN(e *env, addr, publicIP string, cfg signal.TURNConfig) (*signal.TURN, error) {
-	if publicIP != "" {
-		if cfg.RelayIP = net.ParseIP(publicIP); cfg.RelayIP == nil {
-			return nil, withHint(fmt.Errorf("--public-ip %q is not an IP address", publicIP), "e.g. --public-ip 198.51.100.7")
-		}
-	}
-	tn, err := signal.ListenTURN(addr, cfg)
-	switch {
-	case errors.Is(err, signal.ErrNoRelayIP):
-		return nil, withHint(err, "add --public-ip YOUR-PUBLIC-IP")
-	case err != nil:
-		return nil, withHint(fmt.Errorf("--turn %s: %w", addr, err), "give a free port, e.g. --turn :3478 (the next port is needed too, for STUN)")
-	}
-	fmt.Fprintf(e.stderr, "STUN and TURN on %s (UDP, TCP), STUN alone on %s (UDP); the relay reaches public addresses", tn.Addr(), tn.STUNAddr())
-	if len(cfg.RelayAllow) > 0 {
-		fmt.Fprintf(e.stderr, " and %v", cfg.RelayAllow)
-	}
-	fmt.Fprintln(e.stderr)
-	return tn, nil
 }

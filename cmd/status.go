@@ -46,33 +46,22 @@ func statusAction(c *cli.Context) error {
 		fmt.Fprintln(e.stdout, "signaling: none configured (kin share and kin send run their own; set KIN_SIGNAL for friends)")
 		return printFriends(e, friends, nil)
 	}
-	probe, err := keys.NewIdentity()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(c.Context, signalTimeout)
 	defer cancel()
-	client := signal.NewClient(signal.ClientConfig{URL: e.signal, Signer: probe.Signer, Logger: e.log})
-	t, ctx := newTasks(ctx)
-	defer t.stop()
-	t.Go(func() error { return client.Run(ctx) })
-	if _, err := client.Ready(ctx); err != nil {
-		fmt.Fprintf(e.stdout, "signaling: %s: unreachable\n", e.signal)
-		return withHint(fmt.Errorf("signaling server %s: %w", e.signal, err), "check the URL, and that the server runs")
-	}
 	ids := []keys.PeerID{id.ID()}
 	for _, f := range friends.List() {
 		ids = append(ids, f.ID())
 	}
-	online, err := client.Online(ctx, ids...)
-	if err != nil {
-		return fmt.Errorf("ask the signaling server who is online: %w", err)
+	reg, online, err := signal.AskOnline(ctx, e.signal, e.log, ids...)
+	if reg.ID == "" {
+		fmt.Fprintf(e.stdout, "signaling: %s: unreachable\n", e.signal)
+		return withHint(err, "check the URL, and that the server runs")
 	}
-	if online == nil {
-		online = map[keys.PeerID]bool{}
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(e.stdout, "signaling: %s: reachable\n", e.signal)
-	if r, err := netcheck.Check(ctx, netcheck.STUNOnly(client.Registration().ICEServers)); err == nil {
+	if r, err := netcheck.Check(ctx, netcheck.STUNOnly(reg.ICEServers)); err == nil {
 		fmt.Fprintf(e.stdout, "network:   NAT %s: %s (details: kin doctor)\n", r.NAT, r.NAT.Advice())
 	}
 	if online[id.ID()] {

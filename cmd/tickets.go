@@ -32,29 +32,32 @@ func ticketGone(err error, e *env, name, maker, ticketSignal string) error {
 	return err
 }
 
-// friendNamed finds the friend a person means by s: the name they gave
-// the friend, or the friend's kin ID (what kin share and kin receive can
-// print for others, who know us under names we cannot know).
-func friendNamed(f *keys.Friends, s string) (keys.Friend, bool) {
-	if fr, ok := f.ByName(s); ok {
-		return fr, true
-	}
-	id := keys.PeerID(strings.ToLower(s))
-	if !id.Valid() {
-		return keys.Friend{}, false
-	}
-	for _, fr := range f.List() {
-		if keys.IDOf(fr.Key) == id {
-			return fr, true
-		}
-	}
-	return keys.Friend{}, false
-}
-
 // howFriendsReachUs is how kin share and kin receive tell the user what
 // their friends type: each friend knows us under the name they chose,
 // which this computer cannot know, or by our kin ID.
 func howFriendsReachUs(command string, id keys.PeerID) string {
 	return fmt.Sprintf("%s  (NAME: what they call you in their friends list; or your kin ID: %s)",
 		strings.ReplaceAll(command, "@", "NAME"), strings.ReplaceAll(command, "@", string(id)))
+}
+
+// ticketKinds say, for each kind of ticket, what people call it, what it
+// is for and the command that uses it.
+var ticketKinds = map[keys.TicketKind]struct{ noun, what, use string }{
+	keys.TicketPort:   {"ticket", "a ticket for a port", "kin connect"},
+	keys.TicketFiles:  {"ticket", "a ticket for files", "kin receive"},
+	keys.TicketInvite: {"invite", "an invite to become friends", "kin join"},
+}
+
+// parseTicket reads arg as a ticket of kind want, or says which command
+// the ticket is for.
+func parseTicket(arg string, want keys.TicketKind) (keys.Ticket, error) {
+	t, err := keys.ParseTicket(arg)
+	if err != nil {
+		return t, withHint(err, "ask for the %s again and paste the whole line", ticketKinds[want].noun)
+	}
+	if t.Kind != want {
+		got := ticketKinds[t.Kind]
+		return t, withHint(fmt.Errorf("this is %s, not %s", got.what, ticketKinds[want].what), "use it with: %s %s", got.use, arg)
+	}
+	return t, nil
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
@@ -13,6 +12,7 @@ import (
 	"kin/session"
 	"kin/session/files"
 	"kin/session/shell"
+	"kin/signal"
 )
 
 func upCommand() *cli.Command {
@@ -68,72 +68,51 @@ func upAction(c *cli.Context) error {
 	if err := inbox.Check(); err != nil {
 		return withHint(err, "start kin up with --dir DIR, a folder you can write, for files friends send")
 	}
-	t, ctx := newTasks(c.Context)
-	defer t.stop()
-	// The control socket first: a second kin up of this home stops here,
-	// before it registers and takes connections meant for the first.
-	ag := &agent.NodeHandler{}
-	ctl, err := agent.Listen(e.home, ag, e.log.With("part", "agent"))
-	if errors.Is(err, agent.ErrAlreadyRunning) {
-		return withHint(errors.New("kin up is already running for this identity"), "kin share, send, receive, connect and shell use it; stop it first to run another")
-	}
-	if err != nil {
-		// Still serve friends; commands then register on their own.
-		e.log.Warn("no control socket: kin share and kin receive of this identity will compete with this agent", "err", err)
-	}
-	p, err := startPeer(ctx, e, id, e.signal)
-	if err != nil {
-		if ctl != nil {
-			ctl.Close()
-		}
-		return err
-	}
-	defer p.close()
-	ag.Node, ag.Reply = p.node, agent.Reply{ID: id.ID(), Signal: p.url, Instance: p.instance, Inbox: dir}
-	if ctl != nil {
-		defer ctl.Close()
-		t.Go(func() error {
-			if err := ctl.Serve(ctx); err != nil {
-				e.log.Error("control socket stopped; kin commands will not use this agent", "err", err)
-			}
-			return nil
-		})
-	}
 	shells, shellOff := rootShells(e, c.Bool("allow-root-shell"))
-	invites := inviteHook(e, e.log, func(iv keys.Invite, fr keys.Friend) {
+	invites := session.InviteBook(e.invites(), e.friendsPath(), e.log, func(iv keys.Invite, fr keys.Friend) {
 		e.log.Info(addedSentence(fr)+" (invite "+iv.ID+")", "who", fr.Name)
 	})
-	srv, err := session.NewServer(session.ServerConfig{
-		Identity: id,
-		Friends:  friendsFile.Get,
-		Tickets:  ag.Shares.Tickets, // kin share through this agent
-		AnyPort:  true,
-		Invites:  invites,
-		Inbox:    inbox,
-		Shell:    shells,
-		ShellOff: shellOff,
-		Backups:  backupsDir(c),
-		Files: session.FileHooks{
-			Done: func(g session.Grant, _ bool, st files.Stats, err error) {
-				for _, r := range st.Results {
-					if r.Warning != "" {
-						e.log.Warn("skipped", "from", g.Name, "why", r.Warning)
-					} else if r.Error == "" {
-						e.log.Info("file received", "from", g.Name, "name", r.Name)
+	tuneGC()
+	registered := false
+	err = agent.Up(c.Context, agent.UpConfig{
+		Home:  e.home,
+		Peer:  e.peerConfig(id, e.signal, signal.ModeListen),
+		Inbox: dir,
+		Server: session.ServerConfig{
+			Identity: id,
+			Friends:  friendsFile.Get,
+			AnyPort:  true,
+			Invites:  invites,
+			Inbox:    inbox,
+			Shell:    shells,
+			ShellOff: shellOff,
+			Backups:  backupsDir(c),
+			Files: session.FileHooks{
+				Done: func(g session.Grant, _ bool, st files.Stats, err error) {
+					for _, r := range st.Results {
+						if r.Warning != "" {
+							e.log.Warn("skipped", "from", g.Name, "why", r.Warning)
+						} else if r.Error == "" {
+							e.log.Info("file received", "from", g.Name, "name", r.Name)
+						}
 					}
-				}
+				},
 			},
+			Logger: e.log,
 		},
-		Logger: e.log,
+		Ready: func(*agent.Peer) {
+			registered = true
+			e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir, "backups", backupsDir(c))
+		},
 	})
-	if err != nil {
-		return err
+	switch {
+	case errors.Is(err, agent.ErrAlreadyRunning):
+		return withHint(errors.New("kin up is already running for this identity"), "kin share, send, receive, connect and shell use it; stop it first to run another")
+	case !registered:
+		return registerAdvice(c.Context, err)
 	}
-	e.log.Info("kin is up", "id", id.ID(), "signal", e.signal, "friends", len(friends.List()), "inbox", dir, "backups", backupsDir(c))
-	t.Go(func() error { return p.serve(ctx, srv) })
-	err = t.Wait()
 	e.log.Info("kin is down")
-	return err
+	return serveAdvice(err)
 }
 
 // rootShellOff is what a friend allowed a shell is told when kin up runs
@@ -155,19 +134,6 @@ func rootShells(e *env, allowRoot bool) (*shell.Config, string) {
 	}
 	e.log.Warn("kin up runs as root: friends allowed a shell are refused it (a root shell); run kin up as your own user, or pass --allow-root-shell if you mean it")
 	return nil, rootShellOff + " (its owner can allow them with kin up --allow-root-shell)"
-}
-
-// backupsDir holds the sftp folders of friends who may send files but not
-// run commands: --backups, or ~/kin-backups. Folders are made on first use.
-func backupsDir(c *cli.Context) string {
-	if dir := c.String("backups"); dir != "" {
-		return dir
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "kin-backups"
-	}
-	return filepath.Join(home, "kin-backups")
 }
 
 // installService registers `kin up` to start at login, per user.

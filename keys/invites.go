@@ -235,6 +235,10 @@ func (s Invites) Update(fn func([]Invite) ([]Invite, error)) error {
 	return nil
 }
 
+// ErrInvitePending is why Add refuses an invite: one for the same name
+// is pending.
+var ErrInvitePending = errors.New("there is already a pending invite")
+
 // Add stores a new invite. A pending invite for the same name must be
 // revoked first, so that two joiners never compete for one name.
 func (s Invites) Add(iv Invite) error {
@@ -242,11 +246,21 @@ func (s Invites) Add(iv Invite) error {
 		now := time.Now()
 		for _, o := range list {
 			if strings.EqualFold(o.Name, iv.Name) && o.Status(now) == InvitePending {
-				return nil, fmt.Errorf("there is already a pending invite for %s (%s)", o.Name, o.ID)
+				return nil, fmt.Errorf("%w for %s (%s)", ErrInvitePending, o.Name, o.ID)
 			}
 		}
 		return append(list, iv), nil
 	})
+}
+
+// Issue makes an invite (NewInvite) and stores it (Add): it returns the
+// ticket to give the joiner and the invite as stored.
+func (s Invites) Issue(issuer *Identity, issuerName, name string, perms Permissions, signal string, life time.Duration, now time.Time) (Ticket, Invite, error) {
+	tk, iv, err := NewInvite(issuer, issuerName, name, perms, signal, life, now)
+	if err == nil {
+		err = s.Add(iv)
+	}
+	return tk, iv, err
 }
 
 // Find returns the invite whose secret this is, in whatever state.

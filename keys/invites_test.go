@@ -13,14 +13,24 @@ import (
 
 func newTestInvite(t testing.TB, store Invites, name string, life time.Duration) (Ticket, Invite) {
 	t.Helper()
-	tk, iv, err := NewInvite(mustIdentity(t), "alice", name, Permissions{Shell: true}, "ws://127.0.0.1:7000", life, time.Now())
+	tk, iv, err := store.Issue(mustIdentity(t), "alice", name, Permissions{Shell: true}, "ws://127.0.0.1:7000", life, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Add(iv); err != nil {
+	return tk, iv
+}
+
+// One pending invite per name: a second waits until the first is revoked.
+func TestIssueRefusesASecondPendingInviteForAName(t *testing.T) {
+	store := Invites{Path: filepath.Join(t.TempDir(), "invites")}
+	_, iv := newTestInvite(t, store, "dad", time.Hour)
+	if _, _, err := store.Issue(mustIdentity(t), "alice", "Dad", Permissions{}, "ws://127.0.0.1:7000", time.Hour, time.Now()); !errors.Is(err, ErrInvitePending) {
+		t.Fatalf("second invite for dad: %v, want ErrInvitePending", err)
+	}
+	if _, err := store.Revoke(iv.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	return tk, iv
+	newTestInvite(t, store, "dad", time.Hour)
 }
 
 func TestInviteRedeemedOnceAndStoredWithoutItsSecret(t *testing.T) {

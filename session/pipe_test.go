@@ -1,4 +1,4 @@
-package cmd
+package session
 
 import (
 	"bytes"
@@ -11,36 +11,15 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
-
-	"kin/keys"
-	"kin/session"
 )
 
-// pipeFriend is the far end of a kin pipe: an SSH server that hands each
-// kin-pipe@kin channel to serve, with its TCP connection (to end it).
-func pipeFriend(t *testing.T, serve func(ch ssh.Channel, tcp *net.TCPConn)) *session.Client {
+// pipeFriend is the far end of a kin pipe: an SSH server that hands the
+// kin-pipe@kin channel to serve, with its TCP connection (to end it). It
+// returns our client and the pipe it opened.
+func pipeFriend(t *testing.T, serve func(ch ssh.Channel, tcp *net.TCPConn)) (*Client, net.Conn) {
 	t.Helper()
-	host, err := keys.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	me, err := keys.NewIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	host := ident(t)
+	a, b := tcpPair(t)
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil },
 	}
@@ -57,7 +36,7 @@ func pipeFriend(t *testing.T, serve func(ch ssh.Channel, tcp *net.TCPConn)) *ses
 		defer sc.Close()
 		go ssh.DiscardRequests(reqs)
 		for nc := range chans {
-			if nc.ChannelType() != "kin-pipe@kin" {
+			if nc.ChannelType() != pipeChannel {
 				nc.Reject(ssh.UnknownChannelType, "no")
 				continue
 			}
@@ -73,12 +52,17 @@ func pipeFriend(t *testing.T, serve func(ch ssh.Channel, tcp *net.TCPConn)) *ses
 			}()
 		}
 	}()
-	c, err := session.NewClient(context.Background(), a, session.ClientConfig{Identity: me, HostKey: host.Public()})
+	c, err := NewClient(context.Background(), a, ClientConfig{Identity: ident(t), HostKey: host.Public()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close(); wg.Wait() })
-	return c
+	conn, err := c.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return c, conn
 }
 
 func randomBytes(t *testing.T, n int) []byte {
@@ -109,9 +93,9 @@ func (w *gatedWriter) sum() ([32]byte, int) {
 
 // The friend answers after our stdin's EOF and then drops the whole
 // connection: the reply still reaches stdout whole.
-func TestPipeReplyAfterStdinEOFArrivesWhole(t *testing.T) {
+func TestSpliceReplyAfterStdinEOFArrivesWhole(t *testing.T) {
 	request, reply := []byte("request"), randomBytes(t, 1<<20)
-	c := pipeFriend(t, func(ch ssh.Channel, tcp *net.TCPConn) {
+	c, conn := pipeFriend(t, func(ch ssh.Channel, tcp *net.TCPConn) {
 		got, err := io.ReadAll(ch) // until our stdin's EOF
 		if err != nil || !bytes.Equal(got, request) {
 			t.Errorf("friend read %q, %v", got, err)
@@ -121,17 +105,12 @@ func TestPipeReplyAfterStdinEOFArrivesWhole(t *testing.T) {
 		// its sending half, so no TCP reset can discard the reply.)
 		tcp.CloseWrite()
 	})
-	conn, err := c.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	lost := make(chan struct{})
 	go func() { c.Wait(); close(lost) }()
 	// stdout takes nothing until the connection is gone, so the whole
 	// reply is still on its way when it is.
 	out := &gatedWriter{gate: lost}
-	if err := splice(context.Background(), conn, bytes.NewReader(request), out); err != nil {
+	if err := Splice(context.Background(), conn, bytes.NewReader(request), out); err != nil {
 		t.Fatal(err)
 	}
 	if sum, n := out.sum(); sum != sha256.Sum256(reply) {
@@ -141,11 +120,11 @@ func TestPipeReplyAfterStdinEOFArrivesWhole(t *testing.T) {
 
 // The friend ends its reply before our stdin ends: everything stdin still
 // has reaches the friend before kin pipe returns.
-func TestPipeStdinAfterReplyEOFArrivesWhole(t *testing.T) {
+func TestSpliceStdinAfterReplyEOFArrivesWhole(t *testing.T) {
 	reply, upload := []byte("reply"), randomBytes(t, 1<<20)
 	replied := make(chan struct{})
 	received := make(chan [32]byte, 1)
-	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
+	_, conn := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
 		ch.Write(reply)
 		ch.CloseWrite()
 		close(replied)
@@ -153,14 +132,9 @@ func TestPipeStdinAfterReplyEOFArrivesWhole(t *testing.T) {
 		received <- sha256.Sum256(got)
 		ch.Close()
 	})
-	conn, err := c.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	var out bytes.Buffer
 	in := io.MultiReader(gateReader(replied), bytes.NewReader(upload))
-	if err := splice(context.Background(), conn, in, &out); err != nil {
+	if err := Splice(context.Background(), conn, in, &out); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != string(reply) {
@@ -182,21 +156,16 @@ func (g gateReader) Read([]byte) (int, error) {
 
 // When the friend closes the pipe, kin pipe returns even though stdin
 // stays open (OpenSSH closes it only once we are gone).
-func TestPipeEndsWhenFriendCloses(t *testing.T) {
+func TestSpliceEndsWhenFriendCloses(t *testing.T) {
 	reply := randomBytes(t, 64<<10)
-	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
+	_, conn := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
 		ch.Write(reply)
 		ch.Close()
 	})
-	conn, err := c.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	in, stdin := io.Pipe()
 	defer stdin.Close()
 	var out bytes.Buffer
-	if err := splice(context.Background(), conn, in, &out); err != nil {
+	if err := Splice(context.Background(), conn, in, &out); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), reply) {
@@ -205,22 +174,17 @@ func TestPipeEndsWhenFriendCloses(t *testing.T) {
 }
 
 // Ctrl-C ends kin pipe while both sides are still open.
-func TestPipeEndsWithContext(t *testing.T) {
+func TestSpliceEndsWithContext(t *testing.T) {
 	started := make(chan struct{})
-	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
+	_, conn := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
 		close(started)
 		io.Copy(io.Discard, ch)
 	})
-	conn, err := c.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	in, stdin := io.Pipe()
 	defer stdin.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- splice(ctx, conn, in, io.Discard) }()
+	go func() { done <- Splice(ctx, conn, in, io.Discard) }()
 	<-started
 	cancel()
 	if err := <-done; err != context.Canceled {
@@ -234,19 +198,14 @@ func (brokenWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
 
 // When stdout fails, OpenSSH is gone: kin pipe returns quietly, without
 // waiting for a stdin that may never end.
-func TestPipeEndsWhenStdoutFails(t *testing.T) {
-	c := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
+func TestSpliceEndsWhenStdoutFails(t *testing.T) {
+	_, conn := pipeFriend(t, func(ch ssh.Channel, _ *net.TCPConn) {
 		ch.Write([]byte("reply"))
 		io.Copy(io.Discard, ch)
 	})
-	conn, err := c.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	in, stdin := io.Pipe()
 	defer stdin.Close()
-	if err := splice(context.Background(), conn, in, brokenWriter{}); err != nil {
+	if err := Splice(context.Background(), conn, in, brokenWriter{}); err != nil {
 		t.Fatalf("splice: %v", err)
 	}
 }
