@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -86,7 +85,7 @@ func shellAction(c *cli.Context) error {
 	defer hangUp()
 	s, err := client.NewSession()
 	if err != nil {
-		if errors.Is(err, session.ErrShellNotAllowed) && strings.Contains(err.Error(), rootShellOff) {
+		if errors.Is(err, session.ErrShellOff) {
 			return withHint(err, "ask %s to run kin up as their own user rather than root", fr.Name)
 		}
 		if errors.Is(err, session.ErrShellNotAllowed) {

@@ -115,10 +115,6 @@ func upAction(c *cli.Context) error {
 	return serveAdvice(err)
 }
 
-// rootShellOff is what a friend allowed a shell is told when kin up runs
-// as root without --allow-root-shell.
-const rootShellOff = "this kin runs as root and gives no root shells"
-
 // rootShells decides whether kin up serves shells: as root only with
 // --allow-root-shell, since a friend's shell would be a root shell.
 func rootShells(e *env, allowRoot bool) (*shell.Config, string) {
@@ -133,7 +129,7 @@ func rootShells(e *env, allowRoot bool) (*shell.Config, string) {
 		return &shell.Config{}, ""
 	}
 	e.log.Warn("kin up runs as root: friends allowed a shell are refused it (a root shell); run kin up as your own user, or pass --allow-root-shell if you mean it")
-	return nil, rootShellOff + " (its owner can allow them with kin up --allow-root-shell)"
+	return nil, "this kin runs as root and gives no root shells (its owner can allow them with kin up --allow-root-shell)"
 }
 
 // installService registers `kin up` to start at login, per user.

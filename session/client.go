@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,11 +22,15 @@ import (
 
 // Errors a client may get, wrapped with detail.
 var (
-	ErrHostKeyMismatch  = errors.New("host key mismatch")
-	ErrAuthRefused      = errors.New("refused")
-	ErrPortNotAllowed   = errors.New("port not allowed")
-	ErrFilesNotAllowed  = errors.New("files not allowed")
-	ErrShellNotAllowed  = errors.New("shell not allowed")
+	ErrHostKeyMismatch = errors.New("host key mismatch")
+	ErrAuthRefused     = errors.New("refused")
+	ErrPortNotAllowed  = errors.New("port not allowed")
+	ErrFilesNotAllowed = errors.New("files not allowed")
+	ErrShellNotAllowed = errors.New("shell not allowed")
+	// ErrShellOff: the peer gives no shells to anyone right now (kin up
+	// as root), whatever its friends file says; wrapped with
+	// ErrShellNotAllowed.
+	ErrShellOff         = errors.New("shells are off on that computer")
 	ErrPipeNotAllowed   = errors.New("pipe not allowed")
 	errConnectionClosed = errors.New("connection closed")
 	// ErrConnectionLost: the connection under SSH failed (the peer went
@@ -370,6 +375,9 @@ func (c *Client) NewSession() (*ssh.Session, error) {
 	if err != nil {
 		var oe *ssh.OpenChannelError
 		if errors.As(err, &oe) && oe.Reason == ssh.Prohibited {
+			if why, ok := strings.CutPrefix(oe.Message, shellOffPrefix); ok {
+				return nil, fmt.Errorf("%w: %w: %s", ErrShellNotAllowed, ErrShellOff, why)
+			}
 			return nil, fmt.Errorf("%w: %s", ErrShellNotAllowed, oe.Message)
 		}
 		return nil, err

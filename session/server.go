@@ -77,7 +77,7 @@ type ServerConfig struct {
 	Outbox   *files.Plan                                  // what pulls get; nil = refuse pulls
 	Files    FileHooks
 	Shell    *shell.Config // nil = no shells for anyone
-	ShellOff string        // with Shell nil: why, told to a friend allowed a shell
+	ShellOff string        // with Shell nil: why, told to a friend allowed a shell (who gets ErrShellOff)
 	Backups  string        // friends with files (no shell) get sftp in Backups/NAME; "" = not
 	Logger   *slog.Logger
 }
@@ -404,7 +404,7 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *s
 		if !ok {
 			why := "you may not open a shell here"
 			if g.Perms.Shell && s.cfg.Shell == nil && s.cfg.ShellOff != "" {
-				why = s.cfg.ShellOff
+				why = shellOffPrefix + s.cfg.ShellOff
 			}
 			log.Warn("refused shell", "why", why)
 			nc.Reject(ssh.Prohibited, why)
@@ -511,3 +511,8 @@ func pipe(ch ssh.Channel, c net.Conn) {
 	ch.Close()
 	c.Close()
 }
+
+// shellOffPrefix starts the refusal of a session channel when the server
+// gives no shells at all (ServerConfig.ShellOff): the client tells it
+// apart from "not allowed for you" (ErrShellOff) by this wire text.
+const shellOffPrefix = "shells are off here: "
