@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 )
 
 // coalescer sits between a writer that makes many small writes and a QUIC
@@ -19,15 +20,19 @@ import (
 // stream takes it: when the writer goes idle, the bytes it wrote are
 // already on their way (there is no timer).
 //
-// Write blocks while limit bytes are waiting; an error of the stream is
+// Write blocks while limit bytes are waiting. The limit follows the rate
+// the stream takes bytes at (queueTime's worth, within minQueue and
+// maxQueue): what is queued is what an interactive channel's next packet
+// waits behind, so on a slow link the queue stays short. An error of the stream is
 // returned by the next Write (bytes accepted before it may be lost, as
 // with any net.Conn whose write failed).
 type coalescer struct {
 	w       io.Writer
-	limit   int
 	expired func() <-chan struct{} // closed once the write deadline has passed; nil: none
 
 	mu     sync.Mutex
+	limit  int // bytes Write may queue; adapts (see adapt) unless fixed
+	fixed  bool
 	buf    []byte // gathering: appended to by Write
 	err    error  // the stream's first error, or errCoalescerClosed
 	closed bool
@@ -39,17 +44,29 @@ type coalescer struct {
 
 var errCoalescerClosed = net.ErrClosed
 
-// coalesceLimit is how many bytes a QUIC-lane Conn queues before Write
-// waits; 0 turns the queue off (BenchmarkSSHOverConn compares). Measured
-// with SSH on loopback (CPU s/GB, both ends): no queue 5.1-5.3, 256 KiB
-// 4.8-5.1, 1 MiB 4.7-4.8, 4 MiB 4.4-4.9. Larger costs latency: on a slow
-// link whatever is queued is what an interactive channel's next packet
-// waits behind (1 MiB is 80 ms at 100 Mbit/s), so the queue stays at 1 MiB.
-var coalesceLimit = 1 << 20
+// The write queue's bounds, by measurement (BenchmarkSSHOverConn, CPU
+// s/GB of both ends with SSH on loopback): no queue 5.1-5.3, a fixed 256
+// KiB 4.8-5.1, 1 MiB 4.7-4.8, 4 MiB 4.4-4.9. Larger pays on a fast path
+// but costs latency on a slow one, hence the limit follows the rate: 10 ms
+// of it, 4 MiB on loopback, 1.25 MB at 1 Gbit/s, 64 KiB below 50 Mbit/s.
+const (
+	queueTime = 10 * time.Millisecond
+	minQueue  = 64 << 10
+	maxQueue  = 4 << 20
+)
 
+// coalesceLimit fixes the queue's limit when > 0; 0 turns the queue off;
+// -1 lets it adapt. Benchmarks compare.
+var coalesceLimit = -1
+
+// newCoalescer makes a queue in front of w; limit > 0 fixes its size,
+// otherwise it adapts.
 func newCoalescer(w io.Writer, limit int, expired func() <-chan struct{}) *coalescer {
-	c := &coalescer{w: w, limit: limit, expired: expired,
+	c := &coalescer{w: w, limit: limit, fixed: limit > 0, expired: expired,
 		ready: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
+	if !c.fixed {
+		c.limit = 1 << 20 // until the first batches tell the rate
+	}
 	go c.flushLoop()
 	return c
 }
@@ -116,7 +133,14 @@ func (c *coalescer) flushLoop() {
 		c.mu.Unlock()
 		signal1(c.space)
 		if len(batch) > 0 {
-			if _, err := c.w.Write(batch); err != nil {
+			start := time.Now()
+			_, err := c.w.Write(batch)
+			if err == nil && !c.fixed {
+				c.mu.Lock()
+				c.limit = adapt(c.limit, len(batch), time.Since(start))
+				c.mu.Unlock()
+			}
+			if err != nil {
 				c.mu.Lock()
 				if c.err == nil || c.err == errCoalescerClosed {
 					c.err = err
@@ -136,6 +160,23 @@ func (c *coalescer) flushLoop() {
 			signal1(c.ready)
 		}
 	}
+}
+
+// adapt moves the limit a quarter of the way towards queueTime's worth of
+// the rate the stream just took a batch at. Small batches say little
+// about the rate (the writer, not the stream, was slow): they leave it.
+func adapt(limit, n int, took time.Duration) int {
+	if limit <= 0 {
+		limit = maxQueue
+	}
+	if n < minQueue {
+		return limit
+	}
+	want := maxQueue
+	if took > 0 {
+		want = int(min(float64(maxQueue), float64(n)*float64(queueTime)/float64(took)))
+	}
+	return max(minQueue, min(maxQueue, (3*limit+want)/4))
 }
 
 // close stops accepting writes and lets the flusher write what is

@@ -185,3 +185,30 @@ func TestQUICConnCloseFlushesQueuedWrites(t *testing.T) {
 		t.Fatalf("got %d bytes that differ from the %d written", len(got), len(payload))
 	}
 }
+
+// The queue's limit follows the rate batches were taken at, within its
+// bounds, and small batches leave it.
+func TestCoalescerLimitFollowsRate(t *testing.T) {
+	limit := 1 << 20
+	for range 40 { // 1 MB taken in 100 ms: 10 MB/s, 100 KB in 10 ms
+		limit = adapt(limit, 1e6, 100*time.Millisecond)
+	}
+	if limit < 95_000 || limit > 110_000 {
+		t.Errorf("at 10 MB/s the limit is %d, want about 100 KB", limit)
+	}
+	for range 40 { // 1 MB in 1 ms: past the top
+		limit = adapt(limit, 1e6, time.Millisecond)
+	}
+	if limit < maxQueue*95/100 || limit > maxQueue {
+		t.Errorf("at 1 GB/s the limit is %d, want about %d", limit, maxQueue)
+	}
+	if got := adapt(limit, 1000, time.Second); got != limit {
+		t.Errorf("a small batch moved the limit from %d to %d", limit, got)
+	}
+	for range 40 { // 100 KB in a second: the floor
+		limit = adapt(limit, 100_000, time.Second)
+	}
+	if limit != minQueue {
+		t.Errorf("at 100 KB/s the limit is %d, want %d", limit, minQueue)
+	}
+}

@@ -103,7 +103,7 @@ func newConn(h *handshake, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, ra
 
 func newQUICConn(h *handshake, pc *webrtc.PeerConnection, qc *quic.Conn, st *quic.Stream) *Conn {
 	c := &Conn{h: h, pc: pc, qc: qc, st: st, eof: make(chan struct{}), closed: make(chan struct{}), wdExpire: make(chan struct{})}
-	if coalesceLimit > 0 {
+	if coalesceLimit != 0 {
 		c.wq = newCoalescer(streamWriter{c}, coalesceLimit, c.writeExpired)
 	}
 	c.describe(LaneQUIC)
@@ -374,7 +374,9 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// Write writes all of p, waiting while the send buffer is full.
+// Write writes all of p, waiting while the send buffer is full. On QUIC it
+// returns once p is queued (see coalescer): an error of the stream is
+// returned by a later Write, and Close sends what is queued first.
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.st != nil && c.wq == nil {
 		n, err := streamWriter{c}.Write(p)

@@ -17,8 +17,9 @@ import (
 // BenchmarkSSHOverConn moves 128 MiB through one SSH channel (x/crypto/ssh,
 // kin's default algorithms) over a real peer connection on loopback, as
 // kin connect and kin send do, with the transport alone beside it: the
-// difference is what SSH over the lane costs. "cores" is the CPU both ends
-// used per second of wall time.
+// difference is what SSH over the lane costs; ssh-queue-* fix the write
+// queue's size (coalesceLimit; "off": none) where ssh lets it adapt.
+// "cores" is the CPU both ends used per second of wall time.
 func BenchmarkSSHOverConn(b *testing.B) {
 	const size = 128 << 20
 	for _, lane := range []string{LaneAuto, LaneForceDC} {
@@ -40,13 +41,23 @@ func BenchmarkSSHOverConn(b *testing.B) {
 		if lane == LaneForceDC {
 			continue
 		}
-		b.Run(name+"/ssh-nocoalesce", func(b *testing.B) {
-			defer func(l int) { coalesceLimit = l }(coalesceLimit)
-			coalesceLimit = 0
+		b.Run(name+"/ssh-256k", func(b *testing.B) {
 			d, a := benchPair(b, lane)
 			snd, rcv := sshChannel(b, d, a)
-			benchMove(b, size, 32<<10, snd, rcv)
+			benchMove(b, size, 256<<10, snd, rcv)
 		})
+		for _, q := range []struct {
+			name  string
+			limit int
+		}{{"off", 0}, {"256k", 256 << 10}, {"1m", 1 << 20}, {"4m", 4 << 20}} {
+			b.Run(name+"/ssh-queue-"+q.name, func(b *testing.B) {
+				defer func(l int) { coalesceLimit = l }(coalesceLimit)
+				coalesceLimit = q.limit
+				d, a := benchPair(b, lane)
+				snd, rcv := sshChannel(b, d, a)
+				benchMove(b, size, 32<<10, snd, rcv)
+			})
+		}
 	}
 }
 
@@ -106,7 +117,8 @@ func sshChannel(b *testing.B, cli, srv net.Conn) (io.WriteCloser, io.Reader) {
 }
 
 // benchMove writes size bytes on w in writes of ws bytes (io.Copy's 32
-// KiB for SSH channels, as kin's pipes do) and reads them from r, b.N times.
+// KiB for SSH channels, as kin's pipes do) and reads them from r into a
+// buffer as large, b.N times.
 func benchMove(b *testing.B, size int64, ws int, w io.Writer, r io.Reader) {
 	buf := make([]byte, ws)
 	rand.Read(buf)
@@ -116,7 +128,11 @@ func benchMove(b *testing.B, size int64, ws int, w io.Writer, r io.Reader) {
 	for it := 0; it < b.N; it++ {
 		errs := make(chan error, 1)
 		go func() {
-			_, err := io.CopyN(io.Discard, r, size)
+			rbuf := make([]byte, ws)
+			var err error
+			for got, n := int64(0), 0; got < size && err == nil; got += int64(n) {
+				n, err = r.Read(rbuf)
+			}
 			errs <- err
 		}()
 		for sent := int64(0); sent < size; sent += int64(len(buf)) {
