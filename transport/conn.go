@@ -562,6 +562,9 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 // SetWriteDeadline bounds how long Write waits for buffer space (on QUIC:
 // for room in the write queue; what is queued is written regardless).
 func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if c.st != nil && c.wq == nil { // no queue (benchmarks): Write is the stream's
+		return c.st.SetWriteDeadline(t)
+	}
 	c.wdMu.Lock()
 	defer c.wdMu.Unlock()
 	if c.wdTimer != nil {
