@@ -47,11 +47,16 @@ var errCoalescerClosed = net.ErrClosed
 // The write queue's bounds, by measurement (BenchmarkSSHOverConn, CPU
 // s/GB of both ends with SSH on loopback): no queue 5.1-5.3, a fixed 256
 // KiB 4.8-5.1, 1 MiB 4.7-4.8, 4 MiB 4.4-4.9. Larger pays on a fast path
-// but costs latency on a slow one, hence the limit follows the rate: 10 ms
-// of it, 4 MiB on loopback, 1.25 MB at 1 Gbit/s, 64 KiB below 50 Mbit/s.
+// but costs on a slower one: what is queued (and the batch quic-go is
+// packing) is what an interactive channel's next packet waits behind, and
+// it counts against SSH's channel window (2 MiB in x/crypto/ssh), which
+// on a 10 ms path already holds most of a 1 Gbit/s flight: 10 ms of queue
+// cut kin connect there from ~105 to ~83 MB/s. Hence the limit is 2 ms
+// of the rate: about 1 MB on loopback, 250 KB at 1 Gbit/s, one SSH
+// packet below 130 Mbit/s.
 const (
-	queueTime = 10 * time.Millisecond
-	minQueue  = 64 << 10
+	queueTime = 2 * time.Millisecond
+	minQueue  = 32 << 10
 	maxQueue  = 4 << 20
 )
 

@@ -185,14 +185,14 @@ func TestQUICConnCloseFlushesQueuedWrites(t *testing.T) {
 // bounds, and small batches leave it.
 func TestCoalescerLimitFollowsRate(t *testing.T) {
 	limit := 1 << 20
-	for range 40 { // 1 MB taken in 100 ms: 10 MB/s, 100 KB in 10 ms
-		limit = adapt(limit, 1e6, 100*time.Millisecond)
+	for range 40 { // 1 MB taken in 20 ms: 50 MB/s, 100 KB in 2 ms
+		limit = adapt(limit, 1e6, 20*time.Millisecond)
 	}
 	if limit < 95_000 || limit > 110_000 {
-		t.Errorf("at 10 MB/s the limit is %d, want about 100 KB", limit)
+		t.Errorf("at 50 MB/s the limit is %d, want about 100 KB", limit)
 	}
-	for range 40 { // 1 MB in 1 ms: past the top
-		limit = adapt(limit, 1e6, time.Millisecond)
+	for range 40 { // 4 MB in 1 ms: past the top
+		limit = adapt(limit, 4e6, time.Millisecond)
 	}
 	if limit < maxQueue*95/100 || limit > maxQueue {
 		t.Errorf("at 1 GB/s the limit is %d, want about %d", limit, maxQueue)
