@@ -50,9 +50,11 @@ var errCoalescerClosed = net.ErrClosed
 // but costs on a slower one: what is queued (and the batch quic-go is
 // packing) is what an interactive channel's next packet waits behind, and
 // it counts against SSH's channel window (2 MiB in x/crypto/ssh), which
-// on a 10 ms path already holds most of a 1 Gbit/s flight: 10 ms of queue
-// cut kin connect there from ~105 to ~83 MB/s. Hence the limit is 2 ms
-// of the rate: about 1 MB on loopback, 250 KB at 1 Gbit/s, one SSH
+// on a 10 ms path already holds most of a 1 Gbit/s flight (with 10 ms of
+// queue, kin connect there measured 84 and 59 MB/s against 87-107 without
+// it: noisy, but the window arithmetic says the same; with 2 ms, 102 and
+// 104 against 102 with the queue off, same build). Hence the limit is
+// 2 ms of the rate: about 1 MB on loopback, 250 KB at 1 Gbit/s, one SSH
 // packet below 130 Mbit/s.
 const (
 	queueTime = 2 * time.Millisecond
