@@ -62,6 +62,7 @@ type Conn struct {
 	raw datachannel.ReadWriteCloser
 	qc  *quic.Conn
 	st  *quic.Stream
+	wq  *coalescer // QUIC: Write queues here; one goroutine writes to st
 
 	laneTr     *quic.Transport // QUIC: where extra lanes are dialled from (lanes.go)
 	laneRemote *net.UDPAddr    // QUIC: and to
@@ -101,7 +102,10 @@ func newConn(h *handshake, pc *webrtc.PeerConnection, dc *webrtc.DataChannel, ra
 }
 
 func newQUICConn(h *handshake, pc *webrtc.PeerConnection, qc *quic.Conn, st *quic.Stream) *Conn {
-	c := &Conn{h: h, pc: pc, qc: qc, st: st, eof: make(chan struct{}), closed: make(chan struct{})}
+	c := &Conn{h: h, pc: pc, qc: qc, st: st, eof: make(chan struct{}), closed: make(chan struct{}), wdExpire: make(chan struct{})}
+	if coalesceLimit != 0 {
+		c.wq = newCoalescer(streamWriter{c}, coalesceLimit, c.writeExpired)
+	}
 	c.describe(LaneQUIC)
 	c.prepareLanes()
 	go func() { // QUIC ends: the peer connection ends too
@@ -370,16 +374,20 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// Write writes all of p, waiting while the send buffer is full.
+// Write writes all of p, waiting while the send buffer is full. On QUIC it
+// returns once p is queued (see coalescer): an error of the stream is
+// returned by a later Write, and Close sends what is queued first.
 func (c *Conn) Write(p []byte) (int, error) {
-	if c.st != nil {
-		// A write waiting for flow-control credit from a peer that is gone
-		// must end with the connection (measured: quic-go left it waiting
-		// after the connection had timed out, and SSH's Close waited on it).
-		stop := context.AfterFunc(c.qc.Context(), func() { c.st.CancelWrite(quic.StreamErrorCode(quicCodeClosed)) })
-		n, err := c.st.Write(p)
-		stop()
+	if c.st != nil && c.wq == nil {
+		n, err := streamWriter{c}.Write(p)
 		if err != nil {
+			err = c.quicErr("write", err)
+		}
+		return n, err
+	}
+	if c.st != nil {
+		n, err := c.wq.Write(p)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			err = c.quicErr("write", err)
 		}
 		return n, err
@@ -457,6 +465,9 @@ func (c *Conn) shutdown(sayBye bool) {
 		}
 		if c.st != nil {
 			c.qc.CloseWithError(quicCodeClosed, "")
+			if c.wq != nil {
+				<-c.wq.close() // the stream's writes end with the connection
+			}
 		} else {
 			c.SetReadDeadline(time.Time{}) // stops pion's deadline timer goroutine
 			c.raw.Close()
@@ -480,9 +491,25 @@ func (c *Conn) finishQUIC(wait time.Duration) {
 		peerDone = true
 	default:
 	}
-	c.st.Close()
 	t := time.NewTimer(wait)
 	defer t.Stop()
+	var flushed <-chan struct{}
+	if c.wq != nil {
+		flushed = c.wq.close()
+	} else {
+		ch := make(chan struct{})
+		close(ch)
+		flushed = ch
+	}
+	select { // what Write queued goes first
+	case <-flushed:
+	case <-c.qc.Context().Done():
+	case <-t.C:
+		c.st.CancelWrite(quic.StreamErrorCode(quicCodeClosed)) // the peer takes nothing: give up the tail
+		<-flushed
+		return
+	}
+	c.st.Close()
 	var eof <-chan struct{}
 	if !peerDone {
 		eof = c.eof
@@ -532,9 +559,10 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	return errors.New("read deadlines not supported")
 }
 
-// SetWriteDeadline bounds how long Write waits for buffer space.
+// SetWriteDeadline bounds how long Write waits for buffer space (on QUIC:
+// for room in the write queue; what is queued is written regardless).
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	if c.st != nil {
+	if c.st != nil && c.wq == nil { // no queue (benchmarks): Write is the stream's
 		return c.st.SetWriteDeadline(t)
 	}
 	c.wdMu.Lock()
@@ -553,6 +581,26 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		c.wdTimer = time.AfterFunc(d, func() { close(ch) })
 	}
 	return nil
+}
+
+// writeExpired is closed once the write deadline has passed.
+func (c *Conn) writeExpired() <-chan struct{} {
+	c.wdMu.Lock()
+	defer c.wdMu.Unlock()
+	return c.wdExpire
+}
+
+// streamWriter is what the QUIC lane's coalescer writes to.
+type streamWriter struct{ c *Conn }
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	c := w.c
+	// A write waiting for flow-control credit from a peer that is gone
+	// must end with the connection (measured: quic-go left it waiting
+	// after the connection had timed out, and SSH's Close waited on it).
+	stop := context.AfterFunc(c.qc.Context(), func() { c.st.CancelWrite(quic.StreamErrorCode(quicCodeClosed)) })
+	defer stop()
+	return c.st.Write(p)
 }
 
 // Pair is one ICE candidate pair that was tried.
