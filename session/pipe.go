@@ -20,14 +20,14 @@ func Splice(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) err
 	up := make(chan struct{})
 	go func() {
 		defer close(up)
-		io.Copy(conn, in) // a write error means the peer closed conn
+		copyGrowing(conn, in) // a write error means the peer closed conn
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
 	}()
 	down := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(out, conn)
+		_, err := copyGrowing(out, conn)
 		down <- err
 	}()
 	var closed <-chan struct{} // nil (never) for a conn that cannot tell
