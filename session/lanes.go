@@ -25,6 +25,14 @@ type LaneConn interface {
 	AcceptLane(ctx context.Context) (net.Conn, error)
 }
 
+var _ files.PathReporter = (*laneHub)(nil)
+
+// pathStatser is what a LaneConn may also tell of its path
+// (transport.Conn on QUIC): the lane controller paces by it.
+type pathStatser interface {
+	PathStats() (rtt time.Duration, lost uint64, ok bool)
+}
+
 // laneTokenWait bounds how long an accepted lane may take to present its
 // secret.
 const laneTokenWait = 10 * time.Second
@@ -91,6 +99,17 @@ func (h *laneHub) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, e
 		return nil, err
 	}
 	return l, nil
+}
+
+// PathStats tells the lane controller the connection's round trip and
+// losses, when the connection knows them.
+func (h *laneHub) PathStats() (files.PathStats, bool) {
+	ps, ok := h.conn.(pathStatser)
+	if !ok {
+		return files.PathStats{}, false
+	}
+	rtt, lost, ok := ps.PathStats()
+	return files.PathStats{RTT: rtt, Lost: lost}, ok
 }
 
 // Expect delivers the lanes that present one of tokens, each once.

@@ -346,56 +346,140 @@ func TestLaneSecretsWorkOnce(t *testing.T) {
 	}
 }
 
+// laneRun drives a controller on a synthetic clock: every laneTick the
+// link moves rate(n) bytes per second on n lanes. It returns the lane
+// count at every tick.
+func laneRun(rate func(n int) float64, path PathStats, known bool, d time.Duration) []int {
+	c := newLaneController(maxLanes)
+	now := time.Unix(0, 0)
+	var moved float64
+	var seen []int
+	n := 1
+	for t := time.Duration(0); t < d; t += laneTick {
+		now = now.Add(laneTick)
+		moved += rate(n) * laneTick.Seconds()
+		n = c.sample(now, int64(moved), path, known)
+		seen = append(seen, n)
+	}
+	return seen
+}
+
+func mostLanes(s []int) int {
+	m := 0
+	for _, n := range s {
+		m = max(m, n)
+	}
+	return m
+}
+
+// ticksTo is how many ticks pass before n lanes are first used; -1: never.
+func ticksTo(s []int, n int) int {
+	for i, x := range s {
+		if x >= n {
+			return i
+		}
+	}
+	return -1
+}
+
 // The controller, shown the rate a link would give with n lanes.
 func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
-	run := func(rate func(n int) float64, samples int) []int {
-		c := newLaneController(maxLanes)
-		var seen []int
-		n := 1
-		for range samples {
-			n = c.sample(rate(n))
-			seen = append(seen, n)
-		}
-		return seen
-	}
-	final := func(s []int) int { return s[len(s)-1] }
-	most := func(s []int) int {
-		m := 0
-		for _, n := range s {
-			m = max(m, n)
-		}
-		return m
-	}
+	lossyPath := PathStats{RTT: 40 * time.Millisecond, Lost: 30}
 	// A lossy long link: each lane adds (the measured 0.8 MB/s per flow).
-	lossy := run(func(n int) float64 { return 0.8e6 * float64(n) }, 40)
-	if final(lossy) != 16 || most(lossy) != 16 {
+	// It gets to 16 lanes within a few windows of a few round trips.
+	lossy := laneRun(func(n int) float64 { return 0.8e6 * float64(n) }, lossyPath, true, 20*time.Second)
+	if got := lossy[len(lossy)-1]; got != 16 || mostLanes(lossy) != 16 {
 		t.Errorf("lossy link: lanes %v, want to reach and stay at 16", lossy)
 	}
+	// settle + window at 1 lane, then three steps (x2, x4, x2).
+	if at := ticksTo(lossy, 16); at < 0 || at*int(laneTick) > int(1200*time.Millisecond) {
+		t.Errorf("lossy link: 16 lanes only after %d ticks of %v", at, laneTick)
+	}
 	// A fast clean link: one lane already fills it (more only cost CPU).
-	fast := run(func(n int) float64 { return 300e6 - float64(n-1)*5e6 }, 200)
-	if most(fast) != 1 {
+	fast := laneRun(func(n int) float64 { return 300e6 - float64(n-1)*5e6 }, PathStats{RTT: 100 * time.Microsecond}, true, 20*time.Second)
+	if mostLanes(fast) != 1 {
 		t.Errorf("fast clean link: lanes %v, want 1 throughout", fast)
 	}
-	// A slower clean link: more lanes do not help; it tries, goes back,
-	// and tries less and less often.
-	clean := run(func(n int) float64 { return 40e6 - float64(n-1)*1e6 }, 200)
-	if final(clean) != 1 || most(clean) != 2 {
-		t.Errorf("clean link: lanes %v, want to try 2 and come back to 1", clean)
+	// A slower link that loses nothing: one flow is not held back by loss.
+	clean := laneRun(func(n int) float64 { return 40e6 }, PathStats{RTT: 10 * time.Millisecond}, true, 20*time.Second)
+	if mostLanes(clean) != 1 {
+		t.Errorf("lossless link: lanes %v, want 1 throughout", clean)
+	}
+	// Nothing known of the path, and more lanes do not help: it tries,
+	// goes back, and tries less and less often.
+	flat := laneRun(func(n int) float64 { return 40e6 - float64(n-1)*1e6 }, PathStats{}, false, 60*time.Second)
+	if flat[len(flat)-1] != 1 || mostLanes(flat) != 2 {
+		t.Errorf("flat link: lanes %v, want to try 2 and come back to 1", flat)
 	}
 	ones := 0
-	for _, n := range clean {
+	for _, n := range flat {
 		if n == 1 {
 			ones++
 		}
 	}
-	if ones < len(clean)*8/10 {
-		t.Errorf("clean link: only %d of %d samples at one lane: probing too often", ones, len(clean))
+	if ones < len(flat)*9/10 {
+		t.Errorf("flat link: only %d of %d ticks at one lane: probing too often", ones, len(flat))
 	}
-	// A link that gains up to 4 lanes and no more.
-	capped := run(func(n int) float64 { return 1e6 * float64(min(n, 4)) }, 60)
-	if final(capped) != 4 || most(capped) != 8 {
-		t.Errorf("capped link: lanes %v, want to try 8 and settle at 4", capped)
+	// A lossy link that gains up to 4 lanes and no more: it may try more,
+	// and settles at 4.
+	capped := laneRun(func(n int) float64 { return 1e6 * float64(min(n, 4)) }, lossyPath, true, 30*time.Second)
+	if capped[len(capped)-1] != 4 || mostLanes(capped) > 8 {
+		t.Errorf("capped link: lanes %v, want to settle at 4 having tried at most 8", capped)
 	}
+	// A link where lanes cost: it goes back to one.
+	costly := laneRun(func(n int) float64 { return 5e6 / float64(n) }, lossyPath, true, 30*time.Second)
+	if costly[len(costly)-1] != 1 || mostLanes(costly) != 2 {
+		t.Errorf("costly link: lanes %v, want to try 2 and stay at 1", costly)
+	}
+}
+
+// The controller's windows follow the round trip, within bounds.
+func TestLaneControllerPacesByRoundTrip(t *testing.T) {
+	lin := func(n int) float64 { return 0.5e6 * float64(n) }
+	near := laneRun(lin, PathStats{RTT: 20 * time.Millisecond, Lost: 1}, true, 10*time.Second)
+	far := laneRun(lin, PathStats{RTT: 80 * time.Millisecond, Lost: 1}, true, 10*time.Second)
+	unknown := laneRun(lin, PathStats{}, false, 10*time.Second)
+	a, b, c := ticksTo(near, 16), ticksTo(far, 16), ticksTo(unknown, 16)
+	if a < 0 || b < 0 || c < 0 || !(a < b && b <= c) {
+		t.Errorf("ticks to 16 lanes: RTT 20 ms %d, 80 ms %d, unknown %d: want faster on a shorter round trip", a, b, c)
+	}
+	if got, want := rttSpan(time.Microsecond, laneWindowRTTs, laneWindowMin, laneWindowMax), laneWindowMin; got != want {
+		t.Errorf("window on loopback %v, want %v", got, want)
+	}
+	if got, want := rttSpan(time.Second, laneWindowRTTs, laneWindowMin, laneWindowMax), laneWindowMax; got != want {
+		t.Errorf("window on a 1 s round trip %v, want %v", got, want)
+	}
+}
+
+// A file's start (a burst into buffers) is not taken for its rate: after
+// idle, the controller settles before it measures.
+func TestLaneControllerSettlesAfterIdle(t *testing.T) {
+	c := newLaneController(maxLanes)
+	now := time.Unix(0, 0)
+	var moved int64
+	tick := func(path PathStats) int {
+		now = now.Add(laneTick)
+		moved += 10_000 // 1 MB/s
+		return c.sample(now, moved, path, true)
+	}
+	for range 100 { // a file on a path that loses nothing: one lane
+		if n := tick(PathStats{RTT: 40 * time.Millisecond}); n != 1 {
+			t.Fatalf("lanes %d on a lossless path", n)
+		}
+	}
+	c.idle()
+	lossy := PathStats{RTT: 40 * time.Millisecond, Lost: 3}
+	tick(lossy)
+	moved += 64 << 20 // the next file's first bytes fill buffers at once
+	// The first decision comes after a settle and a window (12 and 16
+	// ticks at this round trip); with the burst in that window it would
+	// not step.
+	for range 30 {
+		if tick(lossy) == 2 {
+			return // measured at 1 MB/s: a lossy path below laneFastEnough tries more
+		}
+	}
+	t.Errorf("no step to 2 lanes: the burst at the file's start was taken for its rate")
 }
 
 func TestSpans(t *testing.T) {
