@@ -200,3 +200,14 @@ func (l *laneConn) RemoteAddr() net.Addr               { return l.qc.RemoteAddr(
 func (l *laneConn) SetDeadline(t time.Time) error      { return l.st.SetDeadline(t) }
 func (l *laneConn) SetReadDeadline(t time.Time) error  { return l.st.SetReadDeadline(t) }
 func (l *laneConn) SetWriteDeadline(t time.Time) error { return l.st.SetWriteDeadline(t) }
+
+// PathStats tells what the connection's QUIC knows of its path: the
+// smoothed round-trip time and the packets lost so far. ok is false on a
+// connection without QUIC.
+func (c *Conn) PathStats() (rtt time.Duration, lost uint64, ok bool) {
+	if c.qc == nil {
+		return 0, 0, false
+	}
+	st := c.qc.ConnectionStats()
+	return st.SmoothedRTT, st.PacketsLost, true
+}
