@@ -202,12 +202,12 @@ func (l *laneConn) SetReadDeadline(t time.Time) error  { return l.st.SetReadDead
 func (l *laneConn) SetWriteDeadline(t time.Time) error { return l.st.SetWriteDeadline(t) }
 
 // PathStats tells what the connection's QUIC knows of its path: the
-// smoothed round-trip time and the packets lost so far. ok is false on a
-// connection without QUIC.
-func (c *Conn) PathStats() (rtt time.Duration, lost uint64, ok bool) {
+// smoothed round-trip time, the packets lost and the bytes sent so far.
+// ok is false on a connection without QUIC.
+func (c *Conn) PathStats() (rtt time.Duration, lost, sent uint64, ok bool) {
 	if c.qc == nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	st := c.qc.ConnectionStats()
-	return st.SmoothedRTT, st.PacketsLost, true
+	return st.SmoothedRTT, st.PacketsLost, st.BytesSent, true
 }

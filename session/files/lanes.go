@@ -127,6 +127,7 @@ func TokenIndex(tokens [][]byte, tok []byte) int {
 type PathStats struct {
 	RTT  time.Duration // smoothed round-trip time; 0: not known
 	Lost uint64        // packets lost on the path so far
+	Sent uint64        // bytes the main connection has sent so far
 }
 
 // PathReporter is implemented by a Lanes that knows its path's PathStats.
@@ -160,10 +161,14 @@ type laneController struct {
 	due       time.Time // when the settle or the window ends
 	from      time.Time
 	fromBytes int64
+	rate      float64 // the last window's rate (for the log)
 }
 
 const (
 	laneGain = 1.15
+	// laneHalf: a step of x4 that gained less than this times what a
+	// step of x2 gains at best goes back to x2.
+	laneHalf = 1.05
 	// laneLinear: a step whose new lanes each moved at least this share of
 	// what a lane moved before it is followed by a bigger one.
 	laneLinear = 0.7
@@ -201,11 +206,16 @@ func rttSpan(rtt time.Duration, k int, lo, hi time.Duration) time.Duration {
 func (c *laneController) idle() { c.started, c.measuring = false, false }
 
 // sample takes the bytes moved so far (a count that only grows) at time
-// now, with what is known of the path, and returns the lane count to use.
-func (c *laneController) sample(now time.Time, moved int64, path PathStats, known bool) int {
+// now, whether every lane asked for is open (ready), and what is known of
+// the path, and returns the lane count to use. The settle after a change
+// counts from when the lanes are open.
+func (c *laneController) sample(now time.Time, moved int64, ready bool, path PathStats, known bool) int {
 	window := rttSpan(path.RTT, laneWindowRTTs, laneWindowMin, laneWindowMax)
 	settle := rttSpan(path.RTT, laneSettleRTTs, laneSettleMin, laneSettleMax)
 	switch {
+	case !ready && c.started && !c.measuring:
+		c.due = now.Add(settle)
+		return c.n
 	case !c.started:
 		c.started, c.due = true, now.Add(settle)
 		return c.n
@@ -216,7 +226,11 @@ func (c *laneController) sample(now time.Time, moved int64, path PathStats, know
 		return c.n
 	}
 	rate := float64(moved-c.fromBytes) / now.Sub(c.from).Seconds()
+	c.rate = rate
 	before := c.n
+	if known && path.Lost > 0 && c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
+		c.factor = 4 // the first step on a path known to lose packets: no step has failed yet
+	}
 	c.judge(rate, !known || path.Lost > 0)
 	if c.n != before {
 		c.measuring, c.due = false, now.Add(settle)
@@ -236,7 +250,7 @@ func (c *laneController) judge(rate float64, lossy bool) {
 			c.hold, c.backoff = c.backoff, min(2*c.backoff, laneHoldLimit)
 			return
 		}
-		if c.n >= 4*c.prev && rate < 2*laneGain*c.base {
+		if c.n >= 4*c.prev && rate < 2*laneHalf*c.base {
 			// A big step that gained no more than one of half its size
 			// would have: half of it does as well.
 			c.n, c.prev, c.factor = 2*c.prev, 0, 2
@@ -303,10 +317,12 @@ type laneSet struct {
 	ctrl     *laneController
 	inUse    atomic.Int32 // lanes carrying the transfer, the main stream included
 	mostUsed atomic.Int32
-	// moved counts the bytes handed to the main stream and written into
-	// lanes (in pieces of laneCountPiece): the controller's view of the
-	// rate, finer than acknowledgements of whole chunks.
-	moved atomic.Int64
+	// The controller's view of the rate, finer than acknowledgements of
+	// whole chunks: the bytes written into lanes (in pieces of
+	// laneCountPiece), and the bytes handed to the main stream (used when
+	// the path does not tell what its main connection sent: handing runs
+	// ahead by the SSH window).
+	laneMoved, mainMoved atomic.Int64
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -395,7 +411,7 @@ func (ls *laneSet) control() {
 			return
 		case now := <-t.C:
 			ls.mu.Lock()
-			busy := ls.file != nil
+			busy, ready := ls.file != nil, ls.opening == 0
 			ls.mu.Unlock()
 			if !busy {
 				ls.ctrl.idle()
@@ -406,9 +422,16 @@ func (ls *laneSet) control() {
 			if pr != nil {
 				path, known = pr.PathStats()
 			}
-			n := ls.ctrl.sample(now, ls.moved.Load(), path, known)
+			moved := ls.laneMoved.Load()
+			if known {
+				moved += int64(path.Sent)
+			} else {
+				moved += ls.mainMoved.Load()
+			}
+			n := ls.ctrl.sample(now, moved, ready, path, known)
 			ls.mu.Lock()
 			if ls.file != nil && n != ls.target {
+				ls.opts.Logger.Debug("lanes", "from", ls.target, "to", n, "MB/s", fmt.Sprintf("%.2f", ls.ctrl.rate/1e6), "rtt", path.RTT, "lost", path.Lost)
 				ls.target = n
 				ls.reconcile()
 			}
@@ -597,7 +620,7 @@ func (ls *laneSet) take(l *sendLane, buf []byte, wait func()) (index int, off in
 // hand records a chunk given to l (under mu).
 func (ls *laneSet) hand(l *sendLane, job *fileJob, off int64, n int, fresh bool) {
 	if l == nil {
-		ls.moved.Add(int64(n))
+		ls.mainMoved.Add(int64(n))
 	} else {
 		l.out[off] = n
 		l.unacked += int64(n)
@@ -611,7 +634,7 @@ func (ls *laneSet) hand(l *sendLane, job *fileJob, off int64, n int, fresh bool)
 // work sends chunks on lane l until it retires, fails or the transfer ends.
 func (ls *laneSet) work(l *sendLane) {
 	defer ls.wg.Done()
-	w := frameWriter{bufio.NewWriterSize(countingWriter{l.conn, &ls.moved}, dataChunk+64)}
+	w := frameWriter{bufio.NewWriterSize(countingWriter{l.conn, &ls.laneMoved}, dataChunk+64)}
 	buf := make([]byte, dataChunk)
 	hdr := make([]byte, 0, 2*binary.MaxVarintLen64)
 	for {
