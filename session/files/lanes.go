@@ -201,8 +201,7 @@ func rttSpan(rtt time.Duration, k int, lo, hi time.Duration) time.Duration {
 	return min(max(time.Duration(k)*rtt, lo), hi)
 }
 
-// idle says no file is being sent: the next sample starts afresh (after a
-// settle, so a file's first burst into buffers is not taken for its rate).
+// idle says no file is being sent: the next sample starts afresh.
 func (c *laneController) idle() { c.started, c.measuring = false, false }
 
 // sample takes the bytes moved so far (a count that only grows) at time
@@ -217,7 +216,13 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 		c.due = now.Add(settle)
 		return c.n
 	case !c.started:
-		c.started, c.due = true, now.Add(settle)
+		// A file's first bytes fill buffers at once: handed to the main
+		// stream, they run ahead of the path by the SSH window. What the
+		// main connection sent does not.
+		c.started, c.due = true, now
+		if !known {
+			c.due = now.Add(settle)
+		}
 		return c.n
 	case now.Before(c.due):
 		return c.n

@@ -494,32 +494,33 @@ func TestLaneControllerPacesByRoundTrip(t *testing.T) {
 	}
 }
 
-// A file's start (a burst into buffers) is not taken for its rate: after
-// idle, the controller settles before it measures.
+// A file's start (a burst into buffers) is not taken for its rate: when
+// the rate comes from bytes handed to the main stream (the path tells
+// nothing), the controller settles before it measures.
 func TestLaneControllerSettlesAfterIdle(t *testing.T) {
 	c := newLaneController(maxLanes)
 	now := time.Unix(0, 0)
 	var moved int64
-	tick := func(path PathStats) int {
+	tick := func(path PathStats, known bool) int {
 		now = now.Add(laneTick)
 		moved += 10_000 // 1 MB/s
-		return c.sample(now, moved, true, path, true)
+		return c.sample(now, moved, true, path, known)
 	}
 	for range 100 { // a file on a path that loses nothing: one lane
-		if n := tick(PathStats{RTT: 40 * time.Millisecond}); n != 1 {
+		if n := tick(PathStats{RTT: 40 * time.Millisecond}, true); n != 1 {
 			t.Fatalf("lanes %d on a lossless path", n)
 		}
 	}
 	c.idle()
-	lossy := PathStats{RTT: 40 * time.Millisecond, Lost: 3}
-	tick(lossy)
+	tick(PathStats{}, false)
+	tick(PathStats{}, false)
 	moved += 64 << 20 // the next file's first bytes fill buffers at once
-	// The first decision comes after a settle and a window (12 and 16
-	// ticks at this round trip); with the burst in that window it would
-	// not step.
-	for range 30 {
-		if tick(lossy) > 1 {
-			return // measured at 1 MB/s: a lossy path below laneFastEnough tries more
+	// The first decision comes after a settle and a window (laneSettleMax
+	// and laneWindowMax when the round trip is not known); with the burst
+	// in that window it would not step.
+	for range (laneSettleMax+laneWindowMax)/laneTick + 2 {
+		if tick(PathStats{}, false) > 1 {
+			return // measured at 1 MB/s, below laneFastEnough: it tries more
 		}
 	}
 	t.Errorf("no step up: the burst at the file's start was taken for its rate")
