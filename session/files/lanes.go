@@ -251,7 +251,14 @@ func (c *laneController) judge(rate float64, lossy bool) {
 	per := rate / float64(c.n)
 	if c.prev != 0 {
 		if rate < c.base*laneGain { // the step did not pay: back, and wait
-			c.n, c.prev, c.factor = c.prev, 0, 2
+			back := c.prev
+			if c.n >= 4*c.prev && rate > c.base {
+				// A big step that gained a little: its half may be what
+				// pays (new lanes that just left slow start look faster
+				// than they will stay).
+				back = 2 * c.prev
+			}
+			c.n, c.prev, c.factor = back, 0, 2
 			c.hold, c.backoff = c.backoff, min(2*c.backoff, laneHoldLimit)
 			return
 		}
@@ -445,7 +452,7 @@ func (ls *laneSet) control() {
 	}
 }
 
-// laneCountPiece: a lane's writes are counted (laneSet.moved) in pieces of
+// laneCountPiece: a lane's writes are counted (laneSet.laneMoved) in pieces of
 // at most this; each returns once the lane has taken it.
 const laneCountPiece = 16 << 10
 

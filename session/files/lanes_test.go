@@ -426,6 +426,12 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 	if capped[len(capped)-1] != 4 {
 		t.Errorf("capped link: lanes %v, want to settle at 4", capped)
 	}
+	// A link that is nearly full at 4 lanes: a step to 16 that gains a
+	// little goes back to 8, not 4.
+	full := laneRun(func(n int) float64 { return min(2.4e6*float64(n), 10.5e6) }, lossyPath, true, 2*time.Second)
+	if at := ticksTo(full, 16); at < 0 || full[len(full)-1] != 8 {
+		t.Errorf("nearly full link: lanes %v, want to try 16 and keep 8", full)
+	}
 	// A link where lanes cost: it goes back to one, tries x2 after that,
 	// and less and less often.
 	costly := laneRun(func(n int) float64 { return 5e6 / float64(n) }, lossyPath, true, 60*time.Second)
