@@ -143,7 +143,11 @@ type PathReporter interface {
 // four times while the lanes added moved about as much each as the ones
 // before (the link has room; on a lossy long path every flow adds its own
 // loss-capped share). A step that did not pay goes back to the count
-// before it, and the next try waits longer each time. It adds lanes only
+// before it (to its half when it was x4 and gained a little), and the next
+// try waits longer each time. A step that paid is kept even when it paid
+// much less than its size: the rate before it was measured while its
+// lanes were new, in slow start, faster than they stay once they lose
+// packets. It adds lanes only
 // while the rate is below laneFastEnough and, when the path's losses are
 // known, once some packet was lost: a flow on a clean path is not held by
 // its window, so more of them would only cost CPU and crowd a shared link.
@@ -166,9 +170,6 @@ type laneController struct {
 
 const (
 	laneGain = 1.15
-	// laneHalf: a step of x4 that gained less than this times what a
-	// step of x2 gains at best goes back to x2.
-	laneHalf = 1.05
 	// laneLinear: a step whose new lanes each moved at least this share of
 	// what a lane moved before it is followed by a bigger one.
 	laneLinear = 0.7
@@ -260,13 +261,6 @@ func (c *laneController) judge(rate float64, lossy bool) {
 			}
 			c.n, c.prev, c.factor = back, 0, 2
 			c.hold, c.backoff = c.backoff, min(2*c.backoff, laneHoldLimit)
-			return
-		}
-		if c.n >= 4*c.prev && rate < 2*laneHalf*c.base {
-			// A big step that gained no more than one of half its size
-			// would have: half of it does as well.
-			c.n, c.prev, c.factor = 2*c.prev, 0, 2
-			c.base, c.per = rate, rate/float64(c.n)
 			return
 		}
 		c.factor = 2 // it paid: keep it, and try the next step now
