@@ -30,7 +30,7 @@ var _ files.PathReporter = (*laneHub)(nil)
 // pathStatser is what a LaneConn may also tell of its path
 // (transport.Conn on QUIC): the lane controller paces by it.
 type pathStatser interface {
-	PathStats() (rtt time.Duration, lost, sent uint64, ok bool)
+	PathStats() (rtt time.Duration, lost, delivered uint64, ok bool)
 }
 
 // laneTokenWait bounds how long an accepted lane may take to present its
@@ -147,8 +147,8 @@ func (h *laneHub) PathStats() (files.PathStats, bool) {
 	if !ok {
 		return files.PathStats{}, false
 	}
-	rtt, lost, sent, ok := ps.PathStats()
-	return files.PathStats{RTT: rtt, Lost: lost, Sent: sent}, ok
+	rtt, lost, delivered, ok := ps.PathStats()
+	return files.PathStats{RTT: rtt, Lost: lost, Delivered: delivered}, ok
 }
 
 // Expect delivers the lanes that present one of tokens, each once.

@@ -125,9 +125,16 @@ func TokenIndex(tokens [][]byte, tok []byte) int {
 // on (its main connection): the controller paces its looks by the round
 // trip and adds lanes only where packets are lost.
 type PathStats struct {
-	RTT  time.Duration // smoothed round-trip time; 0: not known
-	Lost uint64        // packets lost on the path so far
-	Sent uint64        // bytes the main connection has sent so far
+	RTT       time.Duration // smoothed round-trip time; 0: not known
+	Lost      uint64        // packets lost on the path so far
+	Delivered uint64        // bytes the main connection has delivered so far
+}
+
+// deliveryReporter is implemented by a lane that tells how many bytes its
+// connection has delivered so far; the bytes written into other lanes
+// stand for it.
+type deliveryReporter interface {
+	Delivered() uint64
 }
 
 // PathReporter is implemented by a Lanes that knows its path's PathStats.
@@ -219,7 +226,7 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	case !c.started:
 		// A file's first bytes fill buffers at once: handed to the main
 		// stream, they run ahead of the path by the SSH window. What the
-		// main connection sent does not.
+		// main connection delivered does not.
 		c.started, c.due = true, now
 		if !known {
 			c.due = now.Add(settle)
@@ -324,11 +331,12 @@ type laneSet struct {
 	inUse    atomic.Int32 // lanes carrying the transfer, the main stream included
 	mostUsed atomic.Int32
 	// The controller's view of the rate, finer than acknowledgements of
-	// whole chunks: the bytes written into lanes (in pieces of
-	// laneCountPiece), and the bytes handed to the main stream (used when
-	// the path does not tell what its main connection sent: handing runs
-	// ahead by the SSH window).
+	// whole chunks: what the lanes' and the main connection's congestion
+	// controllers say was delivered; else the bytes written into lanes (in
+	// pieces of laneCountPiece) and handed to the main stream (handing
+	// runs ahead by the SSH window).
 	laneMoved, mainMoved atomic.Int64
+	goneDelivered        int64 // lanes lost or retired: what they delivered (under mu)
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -354,11 +362,12 @@ type fileJob struct {
 }
 
 type sendLane struct {
-	conn    io.ReadWriteCloser
-	out     map[int64]int // offset -> length, unacknowledged, of the current file
-	unacked int64
-	retire  bool
-	dead    bool
+	conn      io.ReadWriteCloser
+	out       map[int64]int // offset -> length, unacknowledged, of the current file
+	unacked   int64
+	retire    bool
+	dead      bool
+	delivered int64 // what its connection delivered, last asked (deliveryReporter)
 }
 
 func newLaneSet(ctx context.Context, opts LaneOptions, tokens [][]byte) *laneSet {
@@ -428,9 +437,9 @@ func (ls *laneSet) control() {
 			if pr != nil {
 				path, known = pr.PathStats()
 			}
-			moved := ls.laneMoved.Load()
+			moved := ls.laneMoved.Load() + ls.lanesDelivered()
 			if known {
-				moved += int64(path.Sent)
+				moved += int64(path.Delivered)
 			} else {
 				moved += ls.mainMoved.Load()
 			}
@@ -444,6 +453,21 @@ func (ls *laneSet) control() {
 			ls.mu.Unlock()
 		}
 	}
+}
+
+// lanesDelivered is what the lanes that tell it (deliveryReporter) have
+// delivered so far, the ones gone included.
+func (ls *laneSet) lanesDelivered() int64 {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	sum := ls.goneDelivered
+	for _, l := range ls.live {
+		if d, ok := l.conn.(deliveryReporter); ok {
+			l.delivered = max(l.delivered, int64(d.Delivered()))
+			sum += l.delivered
+		}
+	}
+	return sum
 }
 
 // laneCountPiece: a lane's writes are counted (laneSet.laneMoved) in pieces of
@@ -640,7 +664,11 @@ func (ls *laneSet) hand(l *sendLane, job *fileJob, off int64, n int, fresh bool)
 // work sends chunks on lane l until it retires, fails or the transfer ends.
 func (ls *laneSet) work(l *sendLane) {
 	defer ls.wg.Done()
-	w := frameWriter{bufio.NewWriterSize(countingWriter{l.conn, &ls.laneMoved}, dataChunk+64)}
+	var out io.Writer = l.conn
+	if _, ok := l.conn.(deliveryReporter); !ok {
+		out = countingWriter{l.conn, &ls.laneMoved}
+	}
+	w := frameWriter{bufio.NewWriterSize(out, dataChunk+64)}
 	buf := make([]byte, dataChunk)
 	hdr := make([]byte, 0, 2*binary.MaxVarintLen64)
 	for {
@@ -728,6 +756,7 @@ func (ls *laneSet) lose(l *sendLane, err error) {
 		}
 	}
 	l.out, l.unacked = nil, 0
+	ls.goneDelivered += l.delivered
 	for i, x := range ls.live {
 		if x == l {
 			ls.live = append(ls.live[:i], ls.live[i+1:]...)
