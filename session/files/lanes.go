@@ -190,6 +190,7 @@ const (
 	// each within these bounds (the upper one also when the round trip is
 	// not known).
 	laneWindowRTTs, laneSettleRTTs = 4, 3
+	laneFirstRTTs                  = 2 // the first window, before any step
 	laneWindowMin, laneWindowMax   = 100 * time.Millisecond, 400 * time.Millisecond
 	laneSettleMin, laneSettleMax   = 50 * time.Millisecond, 300 * time.Millisecond
 	// laneTick is how often the sender shows the controller its progress.
@@ -235,6 +236,12 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	case now.Before(c.due):
 		return c.n
 	case !c.measuring:
+		if c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
+			// The first look only asks whether one lane is slow on a
+			// lossy path; the rate it takes is what the first step is
+			// judged against, and a step that paid is kept.
+			window = rttSpan(path.RTT, laneFirstRTTs, laneSettleMin, laneWindowMax)
+		}
 		c.measuring, c.from, c.fromBytes, c.due = true, now, moved, now.Add(window)
 		return c.n
 	}
