@@ -151,7 +151,8 @@ type PathReporter interface {
 // before (the link has room; on a lossy long path every flow adds its own
 // loss-capped share). A step that did not pay goes back to the count
 // before it (to its half when it was x4 and gained a little), and the next
-// try waits longer each time. A step that paid is kept even when it paid
+// try waits longer each time; a step is not judged a failure on one window
+// alone. A step that paid is kept even when it paid
 // much less than its size: the rate before it was measured while its
 // lanes were new, in slow start, faster than they stay once they lose
 // packets. It adds lanes only
@@ -164,6 +165,7 @@ type laneController struct {
 	base    float64 // the total rate before that step
 	per     float64 // the rate per lane before that step
 	factor  int     // the next step multiplies the lanes by this
+	doubt   bool    // the step being judged did not pay in one window
 	hold    int     // windows to wait before the next step up
 	backoff int
 
@@ -265,6 +267,14 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 func (c *laneController) judge(rate float64, lossy bool) {
 	per := rate / float64(c.n)
 	if c.prev != 0 {
+		if rate < c.base*laneGain && !c.doubt {
+			// It did not pay in this window: look at one more before
+			// going back (many new flows overshoot the link together in
+			// slow start, and all lose at once for a round trip or two).
+			c.doubt = true
+			return
+		}
+		c.doubt = false
 		if rate < c.base*laneGain { // the step did not pay: back, and wait
 			back := c.prev
 			if c.n >= 4*c.prev && rate > c.base {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -408,7 +409,7 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 	// Nothing known of the path, and more lanes do not help: it tries,
 	// goes back, and tries less and less often.
 	flat := laneRun(func(n int) float64 { return 40e6 - float64(n-1)*1e6 }, PathStats{}, false, 60*time.Second)
-	if flat[len(flat)-1] != 1 || mostLanes(flat) != 2 {
+	if i := ticksTo(flat, 2); i < 0 || !slices.Contains(flat[i:], 1) || mostLanes(flat) != 2 {
 		t.Errorf("flat link: lanes %v, want to try 2 and come back to 1", flat)
 	}
 	ones := 0
@@ -417,7 +418,7 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 			ones++
 		}
 	}
-	if ones < len(flat)*9/10 {
+	if ones < len(flat)*85/100 {
 		t.Errorf("flat link: only %d of %d ticks at one lane: probing too often", ones, len(flat))
 	}
 	// A lossy link that gains up to 4 lanes and no more: it may try more,
@@ -429,8 +430,9 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 	// A link that is nearly full at 4 lanes: a step to 16 that gains a
 	// little goes back to 8, not 4.
 	full := laneRun(func(n int) float64 { return min(2.4e6*float64(n), 10.5e6) }, lossyPath, true, 2*time.Second)
-	if at := ticksTo(full, 16); at < 0 || full[len(full)-1] != 8 {
-		t.Errorf("nearly full link: lanes %v, want to try 16 and keep 8", full)
+	at := ticksTo(full, 16)
+	if at < 0 || ticksTo(full[at:], 8) < 0 || slices.Contains(full[at:], 4) {
+		t.Errorf("nearly full link: lanes %v, want to try 16 and go back to 8", full)
 	}
 	// A link where lanes cost: it goes back to one, tries x2 after that,
 	// and less and less often.
