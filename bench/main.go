@@ -43,6 +43,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench/out", "directory for results.json and results.png")
 	flag.StringVar(&o.profile, "profile", "", "write CPU and block profiles of every kin process into this directory")
 	quick := flag.Bool("quick", false, "64 MiB, one run per row")
+	flag.StringVar(&o.link, "link", "", `measure only the links whose name contains this (e.g. "loopback", "loss", "1 Gbit")`)
 	flag.Parse()
 	if *quick {
 		o.sizeMiB, o.runs = 64, 1
@@ -58,6 +59,7 @@ func main() {
 type options struct {
 	sizeMiB, runs int
 	out, profile  string
+	link          string // "": every link
 }
 
 // Row is one measured path on one link.
@@ -99,12 +101,17 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	size := int64(o.sizeMiB) << 20
-	rows, err := b.link(ctx, "loopback", host{}, host{}, size, false)
-	if err != nil {
-		return err
+	var rows []*Row
+	if strings.Contains("loopback", o.link) {
+		if rows, err = b.link(ctx, "loopback", host{}, host{}, size, false); err != nil {
+			return err
+		}
 	}
 	for _, link := range wanLinks {
 		name := link.String()
+		if !strings.Contains(name, o.link) {
+			continue
+		}
 		if why := netem.Available(); why != "" {
 			for _, path := range wanPaths {
 				rows = append(rows, &Row{Name: path, Link: name, Skipped: why})

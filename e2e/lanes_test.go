@@ -165,3 +165,26 @@ func TestTicketSendOnForcedLanes(t *testing.T) {
 		t.Errorf("sent on %d lanes, forced 4: %q", n, snd.Output())
 	}
 }
+
+// One real QUIC lane is cut mid-way (its connection closed, as a lost path
+// would end it) while a file crosses the lossy link on four lanes: its
+// chunks go on the others, a new lane replaces it, and the file arrives
+// whole.
+func TestLaneCutMidwayOverALossyLink(t *testing.T) {
+	kid, inbox := lossyLinkAgent(t, "KIN_LANES=4", "KIN_TEST_CUT_LANE=1048576")
+
+	src := randomFile(t, 6<<20)
+	_, errs, code := kid.run("--verbose", "send", src, "dad")
+	if code != 0 {
+		t.Fatalf("kin send with a lane cut: exit %d: %s", code, errs)
+	}
+	if !strings.Contains(errs, "cutting a lane") {
+		t.Fatalf("no lane was cut (KIN_TEST_CUT_LANE): %s", errs)
+	}
+	if !regexp.MustCompile(`lane lost; its chunks go on the other lanes.* chunks=[1-9]`).MatchString(errs) {
+		t.Errorf("the cut lane gave no chunks back to the others: %s", errs)
+	}
+	if hashFile(t, filepath.Join(inbox, "big.bin")) != hashFile(t, src) {
+		t.Fatal("the file sent with a lane cut mid-way differs (SHA-256)")
+	}
+}

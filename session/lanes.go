@@ -25,6 +25,14 @@ type LaneConn interface {
 	AcceptLane(ctx context.Context) (net.Conn, error)
 }
 
+var _ files.PathReporter = (*laneHub)(nil)
+
+// pathStatser is what a LaneConn may also tell of its path
+// (transport.Conn on QUIC): the lane controller paces by it.
+type pathStatser interface {
+	PathStats() (rtt time.Duration, lost, delivered uint64, ok bool)
+}
+
 // laneTokenWait bounds how long an accepted lane may take to present its
 // secret.
 const laneTokenWait = 10 * time.Second
@@ -39,6 +47,40 @@ func forcedLanes() int {
 	return n
 }
 
+// cutLaneAfter reads KIN_TEST_CUT_LANE, for tests: the first extra lane
+// this process opens is cut (its QUIC connection closed at once, as a lost
+// path would end it) once this many bytes were written on it; 0: never.
+func cutLaneAfter() int64 {
+	n, err := strconv.ParseInt(os.Getenv("KIN_TEST_CUT_LANE"), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// laneCutter is a lane cut after left more bytes (KIN_TEST_CUT_LANE).
+type laneCutter struct {
+	net.Conn
+	left int64
+	log  *slog.Logger
+}
+
+func (c *laneCutter) Write(p []byte) (int, error) {
+	if int64(len(p)) < c.left {
+		n, err := c.Conn.Write(p)
+		c.left -= int64(n)
+		return n, err
+	}
+	n, err := c.Conn.Write(p[:c.left])
+	c.left -= int64(n)
+	if err == nil {
+		c.log.Warn("cutting a lane (KIN_TEST_CUT_LANE)")
+		c.Conn.Close()
+		err = errors.New("lane cut (KIN_TEST_CUT_LANE)")
+	}
+	return n, err
+}
+
 // laneHub is one connection's lanes: it opens lanes with a transfer's
 // secret, and gives each lane the peer opens to the transfer whose secret
 // it presents. A lane with no valid secret is closed and counted.
@@ -51,6 +93,8 @@ type laneHub struct {
 	once    sync.Once
 	wg      sync.WaitGroup
 	refused atomic.Int64
+	cutAt   int64       // KIN_TEST_CUT_LANE
+	cut     atomic.Bool // the lane to cut was opened
 
 	mu      sync.Mutex
 	waiting map[*laneWait]bool
@@ -67,7 +111,7 @@ func newLaneHub(conn net.Conn, log *slog.Logger) *laneHub {
 	if !ok || !lc.HasLanes() {
 		return nil
 	}
-	h := &laneHub{conn: lc, log: log, waiting: map[*laneWait]bool{}}
+	h := &laneHub{conn: lc, log: log, waiting: map[*laneWait]bool{}, cutAt: cutLaneAfter()}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h
 }
@@ -90,7 +134,21 @@ func (h *laneHub) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, e
 		l.Close()
 		return nil, err
 	}
+	if h.cutAt > 0 && h.cut.CompareAndSwap(false, true) {
+		return &laneCutter{Conn: l, left: h.cutAt, log: h.log}, nil
+	}
 	return l, nil
+}
+
+// PathStats tells the lane controller the connection's round trip and
+// losses, when the connection knows them.
+func (h *laneHub) PathStats() (files.PathStats, bool) {
+	ps, ok := h.conn.(pathStatser)
+	if !ok {
+		return files.PathStats{}, false
+	}
+	rtt, lost, delivered, ok := ps.PathStats()
+	return files.PathStats{RTT: rtt, Lost: lost, Delivered: delivered}, ok
 }
 
 // Expect delivers the lanes that present one of tokens, each once.

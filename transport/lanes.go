@@ -200,3 +200,30 @@ func (l *laneConn) RemoteAddr() net.Addr               { return l.qc.RemoteAddr(
 func (l *laneConn) SetDeadline(t time.Time) error      { return l.st.SetDeadline(t) }
 func (l *laneConn) SetReadDeadline(t time.Time) error  { return l.st.SetReadDeadline(t) }
 func (l *laneConn) SetWriteDeadline(t time.Time) error { return l.st.SetWriteDeadline(t) }
+
+// PathStats tells what the connection's QUIC knows of its path: the
+// smoothed round-trip time, the packets lost and the bytes delivered so
+// far (deliveredBytes). ok is false on a connection without QUIC.
+func (c *Conn) PathStats() (rtt time.Duration, lost, delivered uint64, ok bool) {
+	if c.qc == nil {
+		return 0, 0, 0, false
+	}
+	st := c.qc.ConnectionStats()
+	return st.SmoothedRTT, st.PacketsLost, deliveredBytes(st), true
+}
+
+// Delivered is how many bytes the lane's connection has delivered so far
+// (deliveredBytes).
+func (l *laneConn) Delivered() uint64 { return deliveredBytes(l.qc.ConnectionStats()) }
+
+// deliveredBytes estimates the bytes a QUIC connection has had acknowledged:
+// what it sent, less what it lost, less a congestion window in flight. Sent
+// bytes alone run ahead of the path while a queue on it fills (a flow in
+// slow start sends faster than the link), acknowledged ones do not.
+func deliveredBytes(st quic.ConnectionStats) uint64 {
+	out := st.BytesLost + st.CongestionWindow
+	if st.BytesSent < out {
+		return 0
+	}
+	return st.BytesSent - out
+}

@@ -9,6 +9,9 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
 )
 
 // laneTransfer writes size random bytes on from and checks them by SHA-256
@@ -118,4 +121,75 @@ func TestNoLanesOnTheDataChannel(t *testing.T) {
 	if _, err := a.AcceptLane(ctx); !errors.Is(err, ErrNoLanes) {
 		t.Errorf("accept lane: %v, want ErrNoLanes", err)
 	}
+}
+
+// A lane must come from the connection's own peer address: one from
+// another socket is refused even with the peer's certificate (as if it had
+// leaked), and AcceptLane goes on to the next lane.
+func TestAcceptLaneRefusesAnotherAddress(t *testing.T) {
+	p := newPair(t)
+	d, a := p.connect(t)
+	defer d.Close()
+	defer a.Close()
+	ctx := p.ctx
+
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &quic.Transport{Conn: uc}
+	defer tr.Close()
+	tlsc := p.a.quic.clientTLS(p.b.quic.fp)
+	tlsc.NextProtos = []string{laneALPN}
+	stranger, err := tr.Dial(ctx, a.qc.LocalAddr(), tlsc, quicConfig())
+	if err != nil {
+		t.Fatalf("the stranger's QUIC handshake (the certificate is the peer's): %v", err)
+	}
+	st, err := stranger.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Write([]byte("stranger")); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the stranger's lane is queued, so it comes before the
+	// real one.
+	for len(a.h.qn.lanes) == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the stranger's lane never arrived")
+		case <-time.After(time.Millisecond):
+		}
+	}
+
+	real, err := d.OpenLane(ctx)
+	if err != nil {
+		t.Fatalf("open lane: %v", err)
+	}
+	defer real.Close()
+	if _, err := real.Write([]byte("real")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.AcceptLane(ctx)
+	if err != nil {
+		t.Fatalf("accept lane: %v", err)
+	}
+	defer got.Close()
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(got, b); err != nil || string(b) != "real" {
+		t.Fatalf("accepted a lane that says %q (%v), want the real one", b, err)
+	}
+	if got.RemoteAddr().String() != a.qc.RemoteAddr().String() {
+		t.Errorf("accepted a lane from %s, the peer is at %s", got.RemoteAddr(), a.qc.RemoteAddr())
+	}
+	select {
+	case <-stranger.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("the stranger's lane is still open")
+	}
+	var ae *quic.ApplicationError
+	if err := context.Cause(stranger.Context()); !errors.As(err, &ae) || ae.ErrorCode != quicCodeRefused {
+		t.Errorf("the stranger's lane ended with %v, want refused (code %d)", err, quicCodeRefused)
+	}
+	transfer(t, d, a, 1<<20) // the connection goes on
 }

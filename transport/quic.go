@@ -228,6 +228,15 @@ func (n *quicNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPCo
 	tr := &quic.Transport{Conn: uc}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pionUDP{tr: tr, uc: uc, ctx: ctx, cancel: cancel}
+	// quic-go drops the non-QUIC packets that arrive before the first
+	// ReadNonQUICPacket, and pion starts reading a candidate's socket only
+	// once its ICE agent runs: the peer's first connectivity check (or its
+	// answer to ours) could be lost, and ICE would retry only at its next
+	// check round, 200 ms later. A read that returns at once makes the
+	// transport queue them from now on.
+	done, stop := context.WithCancel(ctx)
+	stop()
+	tr.ReadNonQUICPacket(done, nil)
 	if n.serverTLS != nil {
 		ln, err := tr.Listen(n.serverTLS, quicConfig())
 		if err != nil {

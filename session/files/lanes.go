@@ -22,9 +22,10 @@ package files
 //   - Resume: the receiver keeps, beside a partial file that has data past
 //     a gap, the length of its contiguous prefix (a ".have" file); a resume
 //     starts there.
-//   - How many: start with the main stream alone, add lanes while the total
-//     rate grows, at most maxLanes, and drop back when more did not help
-//     (laneController). KIN_LANES=N forces N.
+//   - How many: start with the main stream alone, add lanes (x2, x4) while
+//     the total rate grows, judged every few round trips, at most maxLanes,
+//     and drop back when more did not help (laneController). KIN_LANES=N
+//     forces N.
 
 import (
 	"bufio"
@@ -71,8 +72,6 @@ const (
 	// a failing lane gives back, and well above one lane's share of a
 	// long fat path.
 	laneInflight = 8 << 20
-	// laneSample is how often the controller looks at the rate.
-	laneSample = 300 * time.Millisecond
 	// sidecarEvery: how often (bytes of contiguous progress) the ".have"
 	// file is brought up to date.
 	sidecarEvery = 8 << 20
@@ -122,64 +121,187 @@ func TokenIndex(tokens [][]byte, tok []byte) int {
 	return found
 }
 
-// laneController decides how many lanes to use from the total rate it is
-// shown every laneSample. It doubles the lanes while that pays (the rate
-// grows by at least laneGain), stops at max, and goes back to the count
-// before the last step when the step did not pay, waiting longer each time
-// before it tries again.
+// PathStats is what a Lanes may also tell about the path a transfer runs
+// on (its main connection): the controller paces its looks by the round
+// trip and adds lanes only where packets are lost.
+type PathStats struct {
+	RTT       time.Duration // smoothed round-trip time; 0: not known
+	Lost      uint64        // packets lost on the path so far
+	Delivered uint64        // bytes the main connection has delivered so far
+}
+
+// deliveryReporter is implemented by a lane that tells how many bytes its
+// connection has delivered so far; the bytes written into other lanes
+// stand for it.
+type deliveryReporter interface {
+	Delivered() uint64
+}
+
+// PathReporter is implemented by a Lanes that knows its path's PathStats.
+type PathReporter interface {
+	PathStats() (PathStats, bool)
+}
+
+// laneController decides how many lanes to use from the bytes the transfer
+// has moved, looked at every few round trips (a window). After a change it
+// lets the new lanes start (settle: their handshake and slow start), then
+// measures a window. A step that paid (the total rate grew by at least
+// laneGain) is kept and the next one taken at once: twice the lanes, or
+// four times while the lanes added moved about as much each as the ones
+// before (the link has room; on a lossy long path every flow adds its own
+// loss-capped share). A step that did not pay goes back to the count
+// before it (to its half when it was x4 and gained a little), and the next
+// try waits longer each time; a step is not judged a failure on one window
+// alone. A step that paid is kept even when it paid
+// much less than its size: the rate before it was measured while its
+// lanes were new, in slow start, faster than they stay once they lose
+// packets. It adds lanes only
+// while the rate is below laneFastEnough and, when the path's losses are
+// known, once some packet was lost: a flow on a clean path is not held by
+// its window, so more of them would only cost CPU and crowd a shared link.
 type laneController struct {
 	n, max  int
 	prev    int     // the count before a step being judged; 0: none
-	base    float64 // the rate before that step
-	settle  int     // samples to skip after a change (new lanes start slowly)
-	hold    int     // samples to wait before the next step up
+	base    float64 // the total rate before that step
+	per     float64 // the rate per lane before that step
+	factor  int     // the next step multiplies the lanes by this
+	doubt   bool    // the step being judged did not pay in one window
+	hold    int     // windows to wait before the next step up
 	backoff int
+
+	started   bool      // a window or a settle is under way
+	measuring bool      // the window started at from, fromBytes
+	due       time.Time // when the settle or the window ends
+	from      time.Time
+	fromBytes int64
+	rate      float64 // the last window's rate (for the log)
 }
 
 const (
 	laneGain = 1.15
+	// laneLinear: a step whose new lanes each moved at least this share of
+	// what a lane moved before it is followed by a bigger one.
+	laneLinear = 0.7
 	// laneFastEnough: at this rate the lanes in use are not what holds a
 	// transfer back (a flow capped by loss on a long path moves a few
 	// MB/s); more would only cost CPU, so a fast clean link stays as it is.
 	laneFastEnough = 100e6
 	laneHoldFirst  = 4
 	laneHoldLimit  = 64
-	laneSettleRuns = 1
+	// A window is laneWindowRTTs round trips, a settle laneSettleRTTs,
+	// each within these bounds (the upper one also when the round trip is
+	// not known).
+	laneWindowRTTs, laneSettleRTTs = 4, 3
+	laneFirstRTTs                  = 2 // the first window, before any step
+	laneWindowMin, laneWindowMax   = 100 * time.Millisecond, 400 * time.Millisecond
+	laneSettleMin, laneSettleMax   = 50 * time.Millisecond, 300 * time.Millisecond
+	// laneTick is how often the sender shows the controller its progress.
+	laneTick = 10 * time.Millisecond
 )
 
 func newLaneController(max int) *laneController {
-	return &laneController{n: 1, max: max, backoff: laneHoldFirst}
+	return &laneController{n: 1, max: max, factor: 2, backoff: laneHoldFirst}
 }
 
-// sample takes the rate over the last interval and returns the lane count
-// to use now.
-func (c *laneController) sample(rate float64) int {
-	if c.settle > 0 {
-		c.settle--
-		return c.n
+// rttSpan is k round trips within [lo, hi]; hi when the round trip is not
+// known.
+func rttSpan(rtt time.Duration, k int, lo, hi time.Duration) time.Duration {
+	if rtt <= 0 {
+		return hi
 	}
-	if c.prev != 0 {
-		if rate < c.base*laneGain { // the step did not pay: back, and wait
-			c.n, c.prev = c.prev, 0
-			c.hold, c.backoff = c.backoff, min(2*c.backoff, laneHoldLimit)
-			c.settle = laneSettleRuns
-			return c.n
+	return min(max(time.Duration(k)*rtt, lo), hi)
+}
+
+// idle says no file is being sent: the next sample starts afresh.
+func (c *laneController) idle() { c.started, c.measuring = false, false }
+
+// sample takes the bytes moved so far (a count that only grows) at time
+// now, whether every lane asked for is open (ready), and what is known of
+// the path, and returns the lane count to use. The settle after a change
+// counts from when the lanes are open.
+func (c *laneController) sample(now time.Time, moved int64, ready bool, path PathStats, known bool) int {
+	window := rttSpan(path.RTT, laneWindowRTTs, laneWindowMin, laneWindowMax)
+	settle := rttSpan(path.RTT, laneSettleRTTs, laneSettleMin, laneSettleMax)
+	switch {
+	case !ready && c.started && !c.measuring:
+		c.due = now.Add(settle)
+		return c.n
+	case !c.started:
+		// A file's first bytes fill buffers at once: handed to the main
+		// stream, they run ahead of the path by the SSH window. What the
+		// main connection delivered does not.
+		c.started, c.due = true, now
+		if !known {
+			c.due = now.Add(settle)
 		}
-		c.prev = 0 // it paid: keep it, and try the next step now
-	}
-	c.base = rate
-	if c.hold > 0 {
-		c.hold--
+		return c.n
+	case now.Before(c.due):
+		return c.n
+	case !c.measuring:
+		if c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
+			// The first look only asks whether one lane is slow on a
+			// lossy path; the rate it takes is what the first step is
+			// judged against, and a step that paid is kept.
+			window = rttSpan(path.RTT, laneFirstRTTs, laneSettleMin, laneWindowMax)
+		}
+		c.measuring, c.from, c.fromBytes, c.due = true, now, moved, now.Add(window)
 		return c.n
 	}
-	if rate >= laneFastEnough {
-		return c.n
+	rate := float64(moved-c.fromBytes) / now.Sub(c.from).Seconds()
+	c.rate = rate
+	before := c.n
+	if known && path.Lost > 0 && c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
+		c.factor = 4 // the first step on a path known to lose packets: no step has failed yet
 	}
-	if c.n < c.max {
-		c.prev, c.n = c.n, min(2*c.n, c.max)
-		c.settle = laneSettleRuns
+	c.judge(rate, !known || path.Lost > 0)
+	if c.n != before {
+		c.measuring, c.due = false, now.Add(settle)
+	} else {
+		c.from, c.fromBytes, c.due = now, moved, now.Add(window)
 	}
 	return c.n
+}
+
+// judge takes the total rate over the last window; lossy says whether the
+// path loses packets (or may: not known).
+func (c *laneController) judge(rate float64, lossy bool) {
+	per := rate / float64(c.n)
+	if c.prev != 0 {
+		if rate < c.base*laneGain && !c.doubt {
+			// It did not pay in this window: look at one more before
+			// going back (many new flows overshoot the link together in
+			// slow start, and all lose at once for a round trip or two).
+			c.doubt = true
+			return
+		}
+		c.doubt = false
+		if rate < c.base*laneGain { // the step did not pay: back, and wait
+			back := c.prev
+			if c.n >= 4*c.prev && rate > c.base {
+				// A big step that gained a little: its half may be what
+				// pays (new lanes that just left slow start look faster
+				// than they will stay).
+				back = 2 * c.prev
+			}
+			c.n, c.prev, c.factor = back, 0, 2
+			c.hold, c.backoff = c.backoff, min(2*c.backoff, laneHoldLimit)
+			return
+		}
+		c.factor = 2 // it paid: keep it, and try the next step now
+		if per >= c.per*laneLinear {
+			c.factor = 4
+		}
+		c.prev = 0
+	}
+	c.base, c.per = rate, per
+	if c.hold > 0 {
+		c.hold--
+		return
+	}
+	if rate >= laneFastEnough || !lossy || c.n >= c.max {
+		return
+	}
+	c.prev, c.n = c.n, min(c.factor*c.n, c.max)
 }
 
 // spans is a set of byte ranges [start, end), sorted and disjoint.
@@ -225,6 +347,13 @@ type laneSet struct {
 	ctrl     *laneController
 	inUse    atomic.Int32 // lanes carrying the transfer, the main stream included
 	mostUsed atomic.Int32
+	// The controller's view of the rate, finer than acknowledgements of
+	// whole chunks: what the lanes' and the main connection's congestion
+	// controllers say was delivered; else the bytes written into lanes (in
+	// pieces of laneCountPiece) and handed to the main stream (handing
+	// runs ahead by the SSH window).
+	laneMoved, mainMoved atomic.Int64
+	goneDelivered        int64 // lanes lost or retired: what they delivered (under mu)
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -233,8 +362,6 @@ type laneSet struct {
 	openFails int
 	target    int // lanes wanted, the main stream included
 	file      *fileJob
-	fileSince time.Time
-	delivered int64 // bytes on the main stream plus bytes acknowledged on lanes
 	err       error // the transfer failed: everyone stops
 	closed    bool
 	wg        sync.WaitGroup
@@ -252,11 +379,12 @@ type fileJob struct {
 }
 
 type sendLane struct {
-	conn    io.ReadWriteCloser
-	out     map[int64]int // offset -> length, unacknowledged, of the current file
-	unacked int64
-	retire  bool
-	dead    bool
+	conn      io.ReadWriteCloser
+	out       map[int64]int // offset -> length, unacknowledged, of the current file
+	unacked   int64
+	retire    bool
+	dead      bool
+	delivered int64 // what its connection delivered, last asked (deliveryReporter)
 }
 
 func newLaneSet(ctx context.Context, opts LaneOptions, tokens [][]byte) *laneSet {
@@ -303,30 +431,83 @@ func (ls *laneSet) countLanes() { // under mu
 	}
 }
 
-// control feeds the controller the rate while a big file is being sent.
+// control feeds the controller the bytes moved while a big file is being
+// sent.
 func (ls *laneSet) control() {
-	t := time.NewTicker(laneSample)
+	t := time.NewTicker(laneTick)
 	defer t.Stop()
-	last := time.Now()
-	ls.mu.Lock()
-	lastBytes := ls.delivered
-	ls.mu.Unlock()
+	pr, _ := ls.opts.Lanes.(PathReporter)
 	for {
 		select {
 		case <-ls.ctx.Done():
 			return
 		case now := <-t.C:
 			ls.mu.Lock()
-			bytes := ls.delivered
-			busy := ls.file != nil && ls.fileSince.Before(last)
-			if busy {
-				ls.target = ls.ctrl.sample(float64(bytes-lastBytes) / now.Sub(last).Seconds())
+			busy, ready := ls.file != nil, ls.opening == 0
+			ls.mu.Unlock()
+			if !busy {
+				ls.ctrl.idle()
+				continue
+			}
+			var path PathStats
+			known := false
+			if pr != nil {
+				path, known = pr.PathStats()
+			}
+			moved := ls.laneMoved.Load() + ls.lanesDelivered()
+			if known {
+				moved += int64(path.Delivered)
+			} else {
+				moved += ls.mainMoved.Load()
+			}
+			n := ls.ctrl.sample(now, moved, ready, path, known)
+			ls.mu.Lock()
+			if ls.file != nil && n != ls.target {
+				ls.opts.Logger.Debug("lanes", "from", ls.target, "to", n, "MB/s", fmt.Sprintf("%.2f", ls.ctrl.rate/1e6), "rtt", path.RTT, "lost", path.Lost)
+				ls.target = n
 				ls.reconcile()
 			}
 			ls.mu.Unlock()
-			last, lastBytes = now, bytes
 		}
 	}
+}
+
+// lanesDelivered is what the lanes that tell it (deliveryReporter) have
+// delivered so far, the ones gone included.
+func (ls *laneSet) lanesDelivered() int64 {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	sum := ls.goneDelivered
+	for _, l := range ls.live {
+		if d, ok := l.conn.(deliveryReporter); ok {
+			l.delivered = max(l.delivered, int64(d.Delivered()))
+			sum += l.delivered
+		}
+	}
+	return sum
+}
+
+// laneCountPiece: a lane's writes are counted (laneSet.laneMoved) in pieces of
+// at most this; each returns once the lane has taken it.
+const laneCountPiece = 16 << 10
+
+// countingWriter writes to a lane in pieces and counts each.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		k, err := c.w.Write(p[done:min(len(p), done+laneCountPiece)])
+		done += k
+		c.n.Add(int64(k))
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // reconcile opens or retires lanes towards the target (under mu).
@@ -389,7 +570,7 @@ func (ls *laneSet) start(job *fileJob) {
 	for ls.opts.Force > 1 && ls.opening > 0 && ls.ctx.Err() == nil {
 		ls.cond.Wait()
 	}
-	ls.file, ls.fileSince = job, time.Now()
+	ls.file = job
 	ls.cond.Broadcast()
 }
 
@@ -486,7 +667,7 @@ func (ls *laneSet) take(l *sendLane, buf []byte, wait func()) (index int, off in
 // hand records a chunk given to l (under mu).
 func (ls *laneSet) hand(l *sendLane, job *fileJob, off int64, n int, fresh bool) {
 	if l == nil {
-		ls.delivered += int64(n)
+		ls.mainMoved.Add(int64(n))
 	} else {
 		l.out[off] = n
 		l.unacked += int64(n)
@@ -500,7 +681,11 @@ func (ls *laneSet) hand(l *sendLane, job *fileJob, off int64, n int, fresh bool)
 // work sends chunks on lane l until it retires, fails or the transfer ends.
 func (ls *laneSet) work(l *sendLane) {
 	defer ls.wg.Done()
-	w := frameWriter{bufio.NewWriterSize(l.conn, dataChunk+64)}
+	var out io.Writer = l.conn
+	if _, ok := l.conn.(deliveryReporter); !ok {
+		out = countingWriter{l.conn, &ls.laneMoved}
+	}
+	w := frameWriter{bufio.NewWriterSize(out, dataChunk+64)}
 	buf := make([]byte, dataChunk)
 	hdr := make([]byte, 0, 2*binary.MaxVarintLen64)
 	for {
@@ -561,7 +746,6 @@ func (ls *laneSet) acks(l *sendLane) {
 				delete(l.out, off)
 				l.unacked -= int64(n)
 				job.outstanding--
-				ls.delivered += int64(n)
 				ls.cond.Broadcast()
 			}
 		}
@@ -589,6 +773,7 @@ func (ls *laneSet) lose(l *sendLane, err error) {
 		}
 	}
 	l.out, l.unacked = nil, 0
+	ls.goneDelivered += l.delivered
 	for i, x := range ls.live {
 		if x == l {
 			ls.live = append(ls.live[:i], ls.live[i+1:]...)

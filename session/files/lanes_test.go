@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -346,56 +347,191 @@ func TestLaneSecretsWorkOnce(t *testing.T) {
 	}
 }
 
+// laneRun drives a controller on a synthetic clock: every laneTick the
+// link moves rate(n) bytes per second on n lanes. It returns the lane
+// count at every tick.
+func laneRun(rate func(n int) float64, path PathStats, known bool, d time.Duration) []int {
+	c := newLaneController(maxLanes)
+	now := time.Unix(0, 0)
+	var moved float64
+	var seen []int
+	n := 1
+	for t := time.Duration(0); t < d; t += laneTick {
+		now = now.Add(laneTick)
+		moved += rate(n) * laneTick.Seconds()
+		n = c.sample(now, int64(moved), true, path, known)
+		seen = append(seen, n)
+	}
+	return seen
+}
+
+func mostLanes(s []int) int {
+	m := 0
+	for _, n := range s {
+		m = max(m, n)
+	}
+	return m
+}
+
+// ticksTo is how many ticks pass before n lanes are first used; -1: never.
+func ticksTo(s []int, n int) int {
+	for i, x := range s {
+		if x >= n {
+			return i
+		}
+	}
+	return -1
+}
+
 // The controller, shown the rate a link would give with n lanes.
 func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
-	run := func(rate func(n int) float64, samples int) []int {
-		c := newLaneController(maxLanes)
-		var seen []int
-		n := 1
-		for range samples {
-			n = c.sample(rate(n))
-			seen = append(seen, n)
-		}
-		return seen
-	}
-	final := func(s []int) int { return s[len(s)-1] }
-	most := func(s []int) int {
-		m := 0
-		for _, n := range s {
-			m = max(m, n)
-		}
-		return m
-	}
+	lossyPath := PathStats{RTT: 40 * time.Millisecond, Lost: 30}
 	// A lossy long link: each lane adds (the measured 0.8 MB/s per flow).
-	lossy := run(func(n int) float64 { return 0.8e6 * float64(n) }, 40)
-	if final(lossy) != 16 || most(lossy) != 16 {
+	// It gets to 16 lanes within a few windows of a few round trips.
+	lossy := laneRun(func(n int) float64 { return 0.8e6 * float64(n) }, lossyPath, true, 20*time.Second)
+	if got := lossy[len(lossy)-1]; got != 16 || mostLanes(lossy) != 16 {
 		t.Errorf("lossy link: lanes %v, want to reach and stay at 16", lossy)
 	}
+	// settle + window at 1 lane, then two steps (x4, x4).
+	if at := ticksTo(lossy, 16); at < 0 || at*int(laneTick) > int(1200*time.Millisecond) {
+		t.Errorf("lossy link: 16 lanes only after %d ticks of %v", at, laneTick)
+	}
 	// A fast clean link: one lane already fills it (more only cost CPU).
-	fast := run(func(n int) float64 { return 300e6 - float64(n-1)*5e6 }, 200)
-	if most(fast) != 1 {
+	fast := laneRun(func(n int) float64 { return 300e6 - float64(n-1)*5e6 }, PathStats{RTT: 100 * time.Microsecond}, true, 20*time.Second)
+	if mostLanes(fast) != 1 {
 		t.Errorf("fast clean link: lanes %v, want 1 throughout", fast)
 	}
-	// A slower clean link: more lanes do not help; it tries, goes back,
-	// and tries less and less often.
-	clean := run(func(n int) float64 { return 40e6 - float64(n-1)*1e6 }, 200)
-	if final(clean) != 1 || most(clean) != 2 {
-		t.Errorf("clean link: lanes %v, want to try 2 and come back to 1", clean)
+	// A slower link that loses nothing: one flow is not held back by loss.
+	clean := laneRun(func(n int) float64 { return 40e6 }, PathStats{RTT: 10 * time.Millisecond}, true, 20*time.Second)
+	if mostLanes(clean) != 1 {
+		t.Errorf("lossless link: lanes %v, want 1 throughout", clean)
+	}
+	// Nothing known of the path, and more lanes do not help: it tries,
+	// goes back, and tries less and less often.
+	flat := laneRun(func(n int) float64 { return 40e6 - float64(n-1)*1e6 }, PathStats{}, false, 60*time.Second)
+	if i := ticksTo(flat, 2); i < 0 || !slices.Contains(flat[i:], 1) || mostLanes(flat) != 2 {
+		t.Errorf("flat link: lanes %v, want to try 2 and come back to 1", flat)
 	}
 	ones := 0
-	for _, n := range clean {
+	for _, n := range flat {
 		if n == 1 {
 			ones++
 		}
 	}
-	if ones < len(clean)*8/10 {
-		t.Errorf("clean link: only %d of %d samples at one lane: probing too often", ones, len(clean))
+	if ones < len(flat)*85/100 {
+		t.Errorf("flat link: only %d of %d ticks at one lane: probing too often", ones, len(flat))
 	}
-	// A link that gains up to 4 lanes and no more.
-	capped := run(func(n int) float64 { return 1e6 * float64(min(n, 4)) }, 60)
-	if final(capped) != 4 || most(capped) != 8 {
-		t.Errorf("capped link: lanes %v, want to try 8 and settle at 4", capped)
+	// A lossy link that gains up to 4 lanes and no more: it may try more,
+	// and settles at 4.
+	capped := laneRun(func(n int) float64 { return 1e6 * float64(min(n, 4)) }, lossyPath, true, 30*time.Second)
+	if capped[len(capped)-1] != 4 {
+		t.Errorf("capped link: lanes %v, want to settle at 4", capped)
 	}
+	// A link that is nearly full at 4 lanes: a step to 16 that gains a
+	// little goes back to 8, not 4.
+	full := laneRun(func(n int) float64 { return min(2.4e6*float64(n), 10.5e6) }, lossyPath, true, 2*time.Second)
+	at := ticksTo(full, 16)
+	if at < 0 || ticksTo(full[at:], 8) < 0 || slices.Contains(full[at:], 4) {
+		t.Errorf("nearly full link: lanes %v, want to try 16 and go back to 8", full)
+	}
+	// A link where lanes cost: it goes back to one, tries x2 after that,
+	// and less and less often.
+	costly := laneRun(func(n int) float64 { return 5e6 / float64(n) }, lossyPath, true, 60*time.Second)
+	if costly[len(costly)-1] != 1 || mostLanes(costly) != 4 {
+		t.Errorf("costly link: lanes %v, want to try 4 once, then 2, and stay at 1", costly)
+	}
+	fours, ones := 0, 0
+	for _, n := range costly {
+		switch n {
+		case 4:
+			fours++
+		case 1:
+			ones++
+		}
+	}
+	if ones < len(costly)*9/10 || fours > 100 {
+		t.Errorf("costly link: %d of %d ticks at one lane, %d at four", ones, len(costly), fours)
+	}
+}
+
+// While the lanes asked for are still opening, the controller does not
+// start measuring: their handshakes would count as a step that did not pay.
+func TestLaneControllerWaitsForLanesToOpen(t *testing.T) {
+	c := newLaneController(maxLanes)
+	path := PathStats{RTT: 40 * time.Millisecond, Lost: 1}
+	now := time.Unix(0, 0)
+	var moved int64
+	n := 1
+	opening := 0 // ticks until the lanes asked for are open
+	var seen []int
+	for range 1000 {
+		now = now.Add(laneTick)
+		if opening > 0 {
+			opening--
+			moved += 10_000 // the old lanes' 1 MB/s meanwhile
+		} else {
+			moved += int64(n) * 10_000
+		}
+		prev := n
+		n = c.sample(now, moved, opening == 0, path, true)
+		if n > prev {
+			opening = 50 // half a second to open
+		}
+		seen = append(seen, n)
+	}
+	if seen[len(seen)-1] != 16 {
+		t.Errorf("lanes %v, want 16: slow opens were taken for steps that did not pay", seen)
+	}
+}
+
+// The controller's windows follow the round trip, within bounds.
+func TestLaneControllerPacesByRoundTrip(t *testing.T) {
+	lin := func(n int) float64 { return 0.5e6 * float64(n) }
+	near := laneRun(lin, PathStats{RTT: 20 * time.Millisecond, Lost: 1}, true, 10*time.Second)
+	far := laneRun(lin, PathStats{RTT: 80 * time.Millisecond, Lost: 1}, true, 10*time.Second)
+	unknown := laneRun(lin, PathStats{}, false, 10*time.Second)
+	a, b, c := ticksTo(near, 16), ticksTo(far, 16), ticksTo(unknown, 16)
+	if a < 0 || b < 0 || c < 0 || !(a < b && b <= c) {
+		t.Errorf("ticks to 16 lanes: RTT 20 ms %d, 80 ms %d, unknown %d: want faster on a shorter round trip", a, b, c)
+	}
+	if got, want := rttSpan(time.Microsecond, laneWindowRTTs, laneWindowMin, laneWindowMax), laneWindowMin; got != want {
+		t.Errorf("window on loopback %v, want %v", got, want)
+	}
+	if got, want := rttSpan(time.Second, laneWindowRTTs, laneWindowMin, laneWindowMax), laneWindowMax; got != want {
+		t.Errorf("window on a 1 s round trip %v, want %v", got, want)
+	}
+}
+
+// A file's start (a burst into buffers) is not taken for its rate: when
+// the rate comes from bytes handed to the main stream (the path tells
+// nothing), the controller settles before it measures.
+func TestLaneControllerSettlesAfterIdle(t *testing.T) {
+	c := newLaneController(maxLanes)
+	now := time.Unix(0, 0)
+	var moved int64
+	tick := func(path PathStats, known bool) int {
+		now = now.Add(laneTick)
+		moved += 10_000 // 1 MB/s
+		return c.sample(now, moved, true, path, known)
+	}
+	for range 100 { // a file on a path that loses nothing: one lane
+		if n := tick(PathStats{RTT: 40 * time.Millisecond}, true); n != 1 {
+			t.Fatalf("lanes %d on a lossless path", n)
+		}
+	}
+	c.idle()
+	tick(PathStats{}, false)
+	tick(PathStats{}, false)
+	moved += 64 << 20 // the next file's first bytes fill buffers at once
+	// The first decision comes after a settle and a window (laneSettleMax
+	// and laneWindowMax when the round trip is not known); with the burst
+	// in that window it would not step.
+	for range (laneSettleMax+laneWindowMax)/laneTick + 2 {
+		if tick(PathStats{}, false) > 1 {
+			return // measured at 1 MB/s, below laneFastEnough: it tries more
+		}
+	}
+	t.Errorf("no step up: the burst at the file's start was taken for its rate")
 }
 
 func TestSpans(t *testing.T) {
