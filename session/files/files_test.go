@@ -557,3 +557,77 @@ func FuzzDecodeOffer(f *testing.F) {
 		}
 	})
 }
+
+// stallConn passes left bytes, then holds every write until released,
+// which fails it: a sender that went silent (killed, or its network gone)
+// before the receiver noticed.
+type stallConn struct {
+	net.Conn
+	left    int
+	release chan struct{}
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if len(p) > c.left {
+		n, _ := c.Conn.Write(p[:c.left])
+		c.left = 0
+		<-c.release
+		c.Conn.Close()
+		return n, errors.New("link down")
+	}
+	c.left -= len(p)
+	return c.Conn.Write(p)
+}
+
+// A resume that starts while the receiver still waits on the first
+// transfer of the same file takes the file over: when the first one ends
+// after the resume landed the file, it leaves it alone (it used to cut
+// the landed file back to its own prefix: a file whose SHA-256 differed
+// after a receive that said it was fine).
+func TestAnOlderTransferLeavesAResumedFileAlone(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	f := filepath.Join(src, "big.bin")
+	data := writeRandom(t, f, 8<<20)
+	in := &Inbox{Dir: inbox}
+
+	a, b := net.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		defer b.Close()
+		_, err := in.Receive(ctx, b, "peer-key", nil, nil)
+		first <- err
+	}()
+	stall := &stallConn{Conn: a, left: 3 << 20, release: make(chan struct{})}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := Send(ctx, stall, mustScan(t, f), nil)
+		sent <- err
+	}()
+	for { // the first transfer has written what it got
+		if parts, _ := filepath.Glob(filepath.Join(inbox, partialDir, "*.part")); len(parts) == 1 {
+			if st, err := os.Stat(parts[0]); err == nil && st.Size() >= 2<<20 {
+				break
+			}
+		}
+		select {
+		case err := <-first:
+			t.Fatalf("the first transfer ended early: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	_, res, serr, rerr := transferInto(t, mustScan(t, f), in)
+	if serr != nil || rerr != nil {
+		t.Fatal(serr, rerr)
+	}
+	close(stall.release) // now the first sender's link fails
+	if err := <-first; err == nil {
+		t.Fatal("the first transfer succeeded")
+	}
+	<-sent
+	if res[0].Name != "big.bin" || sum(t, filepath.Join(inbox, "big.bin")) != sha256.Sum256(data) {
+		t.Fatal("the resumed file differs once the older transfer ended")
+	}
+}

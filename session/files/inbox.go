@@ -40,8 +40,9 @@ type Inbox struct {
 	windows bool
 
 	mu     sync.Mutex
-	inUse  map[string]int // partial files of running transfers, by name
-	linkMu sync.Mutex     // one transfer at a time checks and makes its links
+	inUse  map[string]int       // partial files of running transfers, by name: how many hold each
+	owner  map[string]*receiver // the newest of them: the only one that writes it
+	linkMu sync.Mutex           // one transfer at a time checks and makes its links
 }
 
 // PartialMaxAge is how long a partial file that no sender resumes is kept.
@@ -129,35 +130,58 @@ func (in *Inbox) Partials() (n int, bytes int64, err error) {
 	return n, bytes, nil
 }
 
-// hold marks partial files as belonging to a running transfer, so that no
-// other transfer removes them; release undoes it.
-func (in *Inbox) hold(names []string) {
+// hold marks partial files as belonging to rc, a running transfer, so
+// that no other transfer removes them, and makes rc their owner: a resume
+// that starts while an older transfer of the same file has not yet noticed
+// its sender is gone takes the file over, and the older one may no longer
+// write, cut back or move it (it used to cut a file the resume had
+// finished back to its own prefix). release undoes it.
+func (in *Inbox) hold(rc *receiver, names []string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.inUse == nil {
-		in.inUse = map[string]int{}
+		in.inUse, in.owner = map[string]int{}, map[string]*receiver{}
 	}
 	for _, n := range names {
 		in.inUse[n]++
+		in.owner[n] = rc
 	}
 }
 
-// holders says how many running transfers hold a partial file.
-func (in *Inbox) holders(name string) int {
+// owns says whether rc is the newest transfer holding a partial file.
+func (in *Inbox) owns(rc *receiver, name string) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.inUse[name]
+	return in.owner[name] == rc
 }
 
-func (in *Inbox) release(names []string) {
+// whileOwner runs f if rc owns the partial file name, with no other
+// transfer able to take it over meanwhile, and says whether it ran.
+func (in *Inbox) whileOwner(rc *receiver, name string, f func()) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.owner[name] != rc {
+		return false
+	}
+	f()
+	return true
+}
+
+func (in *Inbox) release(rc *receiver, names []string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	for _, n := range names {
 		if in.inUse[n]--; in.inUse[n] <= 0 {
 			delete(in.inUse, n)
 		}
+		if in.owner[n] == rc {
+			delete(in.owner, n)
+		}
 	}
 }
+
+// errTakenOver ends an older transfer's work on a file a newer one resumed.
+var errTakenOver = &entryError{msg: "a newer transfer of this file took it over", fatal: true}
 
 // prune removes partial files that no running transfer holds and that
 // were last written more than olderThan ago (0: all of them). It returns
@@ -252,8 +276,8 @@ func (in *Inbox) ReceiveWith(ctx context.Context, rw io.ReadWriter, peerKey stri
 			parts = append(parts, rc.partName(i))
 		}
 	}
-	in.hold(parts)
-	defer in.release(parts)
+	in.hold(rc, parts)
+	defer in.release(rc, parts)
 	in.prune(root, PartialMaxAge)
 	nfiles, total := offer.Files()
 	rc.pr = Progress{Total: total, FilesTotal: nfiles}
@@ -664,6 +688,9 @@ func (rc *receiver) writeAt(off int64, p []byte) (int64, error) {
 	if end <= rc.written {
 		return 0, nil // again: a chunk a lost lane had delivered after all
 	}
+	if !rc.in.owns(rc, rc.partName(rc.cur)) {
+		return 0, errTakenOver
+	}
 	if off > rc.written && !rc.sidecar {
 		// A gap: from now on the file's size is not what a resume may
 		// start from; the sidecar says what is.
@@ -829,20 +856,23 @@ func (rc *receiver) openPart(i int, off int64) error {
 // closeCurrent closes a file left unfinished, cut back to its contiguous
 // prefix (what a resume starts from), and drops its sidecar; unless a
 // newer transfer (a resume that started before this one noticed its
-// sender was gone) holds the file too: then it is that one's.
+// sender was gone) took the file over: then it is that one's.
 func (rc *receiver) closeCurrent() {
-	if rc.f != nil {
-		mine := rc.in.holders(rc.partName(rc.cur)) <= 1
-		if st, err := rc.f.Stat(); mine && err == nil && st.Size() > rc.written {
+	if rc.f == nil {
+		return
+	}
+	name := rc.partName(rc.cur)
+	rc.in.whileOwner(rc, name, func() {
+		if st, err := rc.f.Stat(); err == nil && st.Size() > rc.written {
 			rc.f.Truncate(rc.written)
 		}
-		rc.f.Close()
-		rc.f = nil
-		if rc.sidecar && mine {
-			rc.root.Remove(sidecarOf(rc.partName(rc.cur)))
-			rc.sidecar = false
+		if rc.sidecar {
+			rc.root.Remove(sidecarOf(name))
 		}
-	}
+	})
+	rc.f.Close()
+	rc.f = nil
+	rc.sidecar = false
 }
 
 // perm is the mode bits the receiver gives an entry the sender sent with
@@ -869,6 +899,9 @@ func (rc *receiver) finish(i int, sum []byte) (string, error) {
 		return "", errors.New("no data")
 	}
 	defer f.Close()
+	if !rc.in.owns(rc, rc.partName(i)) {
+		return "", errTakenOver // nothing of it is this transfer's to verify, remove or move
+	}
 	if e.Size >= 0 && rc.written != e.Size {
 		return "", fatalf("the sender sent %d of the %d bytes it announced (partial data kept; sending again resumes)", rc.written, e.Size)
 	}
