@@ -292,6 +292,8 @@ type handshake struct {
 	remoteKind map[string]bool
 	knownIPs   map[string]webrtc.ICECandidateType // remote candidates' and TURN relays' addresses
 	conn       *Conn
+	offered    bool             // the dialer's offer went out: candidates may follow
+	early      []signal.Message // the dialer's candidates gathered before that
 
 	qn       *quicNet // nil: this connection does not offer QUIC
 	peerFP   []byte   // the peer's QUIC certificate fingerprint; nil: it does not offer QUIC
@@ -382,11 +384,16 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 			b, _ := json.Marshal(c.ToJSON())
 			m.Candidate = string(b)
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := h.send(sctx, m); err != nil {
-			h.log.Debug("could not send candidate", "err", err)
+		h.mu.Lock()
+		if h.dialer && !h.offered {
+			// Not before the offer: the peer has no handshake yet for a
+			// candidate that overtakes it, and drops it.
+			h.early = append(h.early, m)
+			h.mu.Unlock()
+			return
 		}
+		h.mu.Unlock()
+		h.sendCandidate(m)
 	})
 	pc.OnICEConnectionStateChange(func(s webrtc.ICEConnectionState) {
 		h.log.Debug("ICE state", "state", s)
@@ -420,6 +427,26 @@ func (h *handshake) newPeerConnection(ctx context.Context) (*webrtc.PeerConnecti
 		}
 	})
 	return pc, nil
+}
+
+func (h *handshake) sendCandidate(m signal.Message) {
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.send(sctx, m); err != nil {
+		h.log.Debug("could not send candidate", "err", err)
+	}
+}
+
+// sentOffer sends the candidates gathered while the offer was on its way.
+func (h *handshake) sentOffer() {
+	h.mu.Lock()
+	h.offered = true
+	early := h.early
+	h.early = nil
+	h.mu.Unlock()
+	for _, m := range early {
+		h.sendCandidate(m)
+	}
 }
 
 // abandon tears down a handshake that failed and tells the peer.
@@ -470,6 +497,7 @@ func (h *handshake) offer(ctx context.Context) (_ *Conn, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("send offer: %w", err)
 	}
+	h.sentOffer()
 	return h.negotiate(ctx, pc, func(ctx context.Context) (*webrtc.DataChannel, error) {
 		select {
 		case <-opened:

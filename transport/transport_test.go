@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"kin/internal/memsignal"
 	"kin/keys"
+	"kin/signal"
 )
 
 func TestMain(m *testing.M) {
@@ -230,5 +232,70 @@ func TestNoRouteIsErrNoRoute(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "kin doctor") {
 		t.Errorf("transport gives advice: %v", err)
+	}
+}
+
+// slowOffers is a Signaler whose offers take a while to go out (a loaded
+// machine, a busy WebSocket): meanwhile the candidates ICE gathers are
+// being sent too.
+type slowOffers struct{ Signaler }
+
+func (s slowOffers) Send(ctx context.Context, m signal.Message) error {
+	if m.Type == signal.TypeOffer {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return s.Signaler.Send(ctx, m)
+}
+
+// The dialer's candidates go out after its offer, never before it: the
+// acceptor has no handshake for a candidate that overtakes the offer and
+// drops it (seen in the NAT lab under load: "remote candidates: none").
+func TestCandidatesFollowTheOffer(t *testing.T) {
+	r := memsignal.New()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := Config{Interfaces: []string{"lo"}}
+	a := NewNode(slowOffers{r.Endpoint("aaaaaaaaaaaaaaaa")}, cfg)
+	b := NewNode(r.Endpoint("bbbbbbbbbbbbbbbb"), cfg)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for _, n := range []*Node{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.Run(ctx) }()
+	}
+	acc := make(chan error, 1)
+	go func() {
+		c, err := b.Accept(ctx)
+		if err == nil {
+			// On loopback a check from the dialer alone can connect; what
+			// must not be lost is the dialer's candidates (behind NATs and
+			// relays the acceptor needs them).
+			// They may still be on their way when the connection is up.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				c.h.mu.Lock()
+				got, kinds := c.h.remoteKind["host"], fmt.Sprint(c.h.remoteKind)
+				c.h.mu.Unlock()
+				if got {
+					break
+				}
+				if time.Now().After(deadline) {
+					err = fmt.Errorf("the acceptor got no host candidate from the dialer (remote: %s)", kinds)
+					break
+				}
+			}
+			c.Close()
+		}
+		acc <- err
+	}()
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	c, err := a.Dial(dctx, "bbbbbbbbbbbbbbbb")
+	if err != nil {
+		t.Fatalf("dial with a slow offer: %v", err)
+	}
+	c.Close()
+	if err := <-acc; err != nil {
+		t.Fatalf("accept: %v", err)
 	}
 }
