@@ -208,8 +208,9 @@ func (d *delayedWriter) Write(p []byte) (int, error) {
 // cutConn passes through the first limit bytes written, then breaks.
 type cutConn struct {
 	net.Conn
-	left int
-	cut  func() // called when it breaks
+	left  int
+	cut   func()        // called when it breaks
+	stall chan struct{} // if set, the link breaks only once it is closed: a sender gone silent first
 }
 
 func (c *cutConn) Write(p []byte) (int, error) {
@@ -220,6 +221,9 @@ func (c *cutConn) Write(p []byte) (int, error) {
 	if len(p) > c.left {
 		n, _ := c.Conn.Write(p[:c.left])
 		c.left = 0
+		if c.stall != nil {
+			<-c.stall
+		}
 		c.Conn.Close()
 		if c.cut != nil {
 			c.cut()
@@ -558,27 +562,6 @@ func FuzzDecodeOffer(f *testing.F) {
 	})
 }
 
-// stallConn passes left bytes, then holds every write until released,
-// which fails it: a sender that went silent (killed, or its network gone)
-// before the receiver noticed.
-type stallConn struct {
-	net.Conn
-	left    int
-	release chan struct{}
-}
-
-func (c *stallConn) Write(p []byte) (int, error) {
-	if len(p) > c.left {
-		n, _ := c.Conn.Write(p[:c.left])
-		c.left = 0
-		<-c.release
-		c.Conn.Close()
-		return n, errors.New("link down")
-	}
-	c.left -= len(p)
-	return c.Conn.Write(p)
-}
-
 // A resume that starts while the receiver still waits on the first
 // transfer of the same file takes the file over: when the first one ends
 // after the resume landed the file, it leaves it alone (it used to cut
@@ -599,7 +582,7 @@ func TestAnOlderTransferLeavesAResumedFileAlone(t *testing.T) {
 		_, err := in.Receive(ctx, b, "peer-key", nil, nil)
 		first <- err
 	}()
-	stall := &stallConn{Conn: a, left: 3 << 20, release: make(chan struct{})}
+	stall := &cutConn{Conn: a, left: 3 << 20, stall: make(chan struct{})}
 	sent := make(chan error, 1)
 	go func() {
 		_, err := Send(ctx, stall, mustScan(t, f), nil)
@@ -622,7 +605,7 @@ func TestAnOlderTransferLeavesAResumedFileAlone(t *testing.T) {
 	if serr != nil || rerr != nil {
 		t.Fatal(serr, rerr)
 	}
-	close(stall.release) // now the first sender's link fails
+	close(stall.stall) // now the first sender's link fails
 	if err := <-first; err == nil {
 		t.Fatal("the first transfer succeeded")
 	}
