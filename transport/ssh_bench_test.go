@@ -134,7 +134,7 @@ func benchMove(b *testing.B, size int64, ws int, w io.Writer, r io.Reader) {
 	if ps != nil {
 		_, lost0, _, _ = ps.PathStats()
 	}
-	drops0, busy0, irq0 := udpRcvbufErrors(), hostBusy(), hostSoftirq()
+	busy0, irq0 := hostBusy(), hostSoftirq()
 	cpu0, t0 := cpuTime(), time.Now()
 	for it := 0; it < b.N; it++ {
 		errs := make(chan error, 1)
@@ -164,7 +164,6 @@ func benchMove(b *testing.B, size int64, ws int, w io.Writer, r io.Reader) {
 	// cores + others stays near the host's core count.
 	b.ReportMetric(float64(hostBusy()-busy0-(cpuTime()-cpu0))/float64(el), "others")
 	b.ReportMetric(float64(hostSoftirq()-irq0)/float64(el), "softirq")
-	b.ReportMetric(float64(udpRcvbufErrors()-drops0)/float64(b.N), "drops/op")
 	if ps != nil {
 		rtt, lost, _, _ := ps.PathStats()
 		b.ReportMetric(float64(lost-lost0)/float64(b.N), "lost/op")
@@ -200,31 +199,4 @@ func hostCPU(procs bool) time.Duration {
 		busy += n
 	}
 	return time.Duration(busy) * 10 * time.Millisecond // USER_HZ is 100 on Linux
-}
-
-// udpRcvbufErrors is the host's count of UDP datagrams dropped because a
-// socket's receive buffer was full (Linux; 0 elsewhere).
-func udpRcvbufErrors() int64 {
-	b, err := os.ReadFile("/proc/net/snmp")
-	if err != nil {
-		return 0
-	}
-	var names []string
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "Udp:" {
-			continue
-		}
-		if names == nil {
-			names = f
-			continue
-		}
-		for i, n := range names {
-			if n == "RcvbufErrors" && i < len(f) {
-				v, _ := strconv.ParseInt(f[i], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
 }
