@@ -10,14 +10,21 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
 	"kin/internal/kintest"
 )
 
-// kinBin is the kin binary every test runs, built once by TestMain.
-var kinBin string
+// kinBin is the kin binary every test runs, built once by TestMain, from
+// sources: go test's cache must see them (kintest.Sources), which the
+// first user a test makes does.
+var (
+	kinBin    string
+	sources   []string
+	consulted sync.Once
+)
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "kin-e2e")
@@ -26,6 +33,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	kinBin, err = kintest.Build(context.Background(), dir)
+	if err == nil {
+		sources, err = kintest.Sources(context.Background())
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
@@ -46,6 +56,7 @@ type user struct {
 // newUser makes a user with a home of their own under the test's
 // temporary directory and ICE on lo only; env adds or replaces settings.
 func newUser(t *testing.T, name string, env ...string) *user {
+	consulted.Do(func() { kintest.Consult(sources) })
 	return &user{kintest.NewUser(kinBin, t.TempDir(), name, env...), t}
 }
 

@@ -37,6 +37,34 @@ func Build(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
+// Sources lists the files the kin binary is built from (its packages' Go
+// files outside the standard library, go.mod and go.sum). go test's cache
+// reruns a test only when its own binary, or a file or variable the test
+// consulted, changed; the kin a test runs is another binary, so a test
+// stats these (Consult) to be run again whenever kin's code changes.
+func Sources(ctx context.Context) ([]string, error) {
+	out, err := exec.CommandContext(ctx, "go", "list", "-deps", "-f",
+		"{{if not .Standard}}{{$d := .Dir}}{{range .GoFiles}}{{$d}}/{{.}}\n{{end}}{{end}}", "kin").Output()
+	if err != nil {
+		return nil, fmt.Errorf("list kin's source files: %w", err)
+	}
+	files := strings.Fields(string(out))
+	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return nil, fmt.Errorf("find go.mod: %w", err)
+	}
+	m := strings.TrimSpace(string(mod))
+	return append(files, m, filepath.Join(filepath.Dir(m), "go.sum")), nil
+}
+
+// Consult stats files, which go test records as files the running test
+// consulted (only once the tests run: not from TestMain before m.Run).
+func Consult(files []string) {
+	for _, f := range files {
+		os.Stat(f)
+	}
+}
+
 // User is one person's kin: the binary, a home of their own, the whole
 // environment kin runs with, and the network namespace their machine is.
 type User struct {
