@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"kin/internal/testconn"
 	"kin/keys"
 )
 
@@ -43,7 +44,7 @@ func TestAuthRefusalIsToldFromABrokenConnection(t *testing.T) {
 	}
 	for _, c := range cases {
 		for _, secret := range [][]byte{nil, keys.NewSecret()} {
-			a, b := tcpPair(t)
+			a, b := testconn.TCPPair(t)
 			cfg := c.server(func() { b.Close() })
 			cfg.AddHostKey(host.Signer)
 			done := make(chan struct{})

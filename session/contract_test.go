@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"kin/internal/testconn"
 )
 
 // silentPeer is an SSH server that lets anyone in and then never answers:
@@ -21,7 +23,7 @@ type silentPeer struct {
 func dialSilent(t *testing.T) (*Client, *silentPeer) {
 	t.Helper()
 	host, me := ident(t), ident(t)
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	p := &silentPeer{requests: make(chan *ssh.Request, 8), opens: make(chan ssh.NewChannel, 8)}
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil },

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"kin/internal/testconn"
 	"kin/keys"
 	"kin/session/files"
 )
@@ -30,7 +31,7 @@ type laneTCP struct {
 }
 
 func laneTCPPair(t testing.TB) (*laneTCP, *laneTCP) {
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	la := &laneTCP{Conn: a, t: t, in: make(chan net.Conn, 64)}
 	lb := &laneTCP{Conn: b, t: t, in: make(chan net.Conn, 64)}
 	la.peer, lb.peer = lb, la
@@ -40,7 +41,7 @@ func laneTCPPair(t testing.TB) (*laneTCP, *laneTCP) {
 func (c *laneTCP) HasLanes() bool { return true }
 
 func (c *laneTCP) OpenLane(ctx context.Context) (net.Conn, error) {
-	a, b := tcpPair(c.t)
+	a, b := testconn.TCPPair(c.t)
 	c.mu.Lock()
 	c.opened = append(c.opened, a)
 	c.mu.Unlock()

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"kin/internal/testconn"
 )
 
 // pipeFriend is the far end of a kin pipe: an SSH server that hands the
@@ -19,7 +21,7 @@ import (
 func pipeFriend(t *testing.T, serve func(ch ssh.Channel, tcp *net.TCPConn)) (*Client, net.Conn) {
 	t.Helper()
 	host := ident(t)
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil },
 	}

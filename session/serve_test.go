@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"kin/internal/testconn"
 	"kin/keys"
 )
 
@@ -77,7 +78,7 @@ func startServe(t *testing.T, cfg ServerConfig) *serving {
 // conn hands Serve the server end of a new loopback TCP connection and
 // returns the client end, once Serve accepted it.
 func (s *serving) conn() net.Conn {
-	a, b := tcpPair(s.t)
+	a, b := testconn.TCPPair(s.t)
 	tc := &trackedConn{Conn: b}
 	s.conns = append(s.conns, tc)
 	s.l <- accepted{conn: tc}

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 
+	"kin/internal/testconn"
 	"kin/keys"
 	"kin/session/files"
 	"kin/session/shell"
@@ -35,24 +36,6 @@ func ident(t testing.TB) *keys.Identity {
 		t.Fatal(err)
 	}
 	return id
-}
-
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, b
 }
 
 // env is one sharer (the server) and a way to connect to it.
@@ -83,7 +66,7 @@ func (e *env) dial(id *keys.Identity, secret []byte) (*Client, error) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	a, b := tcpPair(e.t)
+	a, b := testconn.TCPPair(e.t)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -255,7 +238,7 @@ func TestExposedPortsLimitEvenPortStar(t *testing.T) {
 func TestWrongHostKeyIsRefused(t *testing.T) {
 	e := newEnv(t, ServerConfig{})
 	srv, _ := NewServer(e.cfg)
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); srv.ServeConn(e.ctx, b, "x") }()
 	meant := ident(t) // the peer we meant; the signaling server sent us elsewhere
@@ -526,7 +509,7 @@ func TestGrantIsOfTheKeyThatAuthenticated(t *testing.T) {
 	// publickey again, with other keys).
 	connect := func(auth []ssh.AuthMethod, then ...ssh.AuthMethod) *ssh.Client {
 		t.Helper()
-		a, b := tcpPair(t)
+		a, b := testconn.TCPPair(t)
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); srv.ServeConn(e.ctx, b, "test") }()
 		c, chans, reqs, err := ssh.NewClientConn(a, "kin", &ssh.ClientConfig{
@@ -673,7 +656,7 @@ func TestPortForwardsAreLoggedAtInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mine, theirs := tcpPair(t)
+	mine, theirs := testconn.TCPPair(t)
 	done := make(chan error, 1)
 	go func() { done <- c.ForwardConn(e.ctx, theirs, port) }()
 	io.WriteString(mine, "GET / HTTP/1.0\r\n\r\n")
@@ -726,7 +709,7 @@ func TestPushOnALostConnectionSaysSo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)

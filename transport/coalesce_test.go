@@ -7,37 +7,13 @@ import (
 	"errors"
 	"io"
 	"math/big"
-	"net"
 	"os"
 	"sync"
 	"testing"
 	"time"
-)
 
-// tcpPair is a real connection on loopback.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		acc <- c
-	}()
-	d, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := <-acc
-	if a == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { d.Close(); a.Close() })
-	return d, a
-}
+	"kin/internal/testconn"
+)
 
 // randomWrites writes payload in pieces of random sizes (1 B to 100 KiB).
 func randomWrites(w io.Writer, payload []byte) error {
@@ -56,7 +32,7 @@ func randomWrites(w io.Writer, payload []byte) error {
 // the payload (so Write waits for room again and again), arrive whole and
 // in order.
 func TestCoalescerKeepsEveryByteInOrder(t *testing.T) {
-	d, a := tcpPair(t)
+	d, a := testconn.TCPPair(t)
 	payload := make([]byte, 8<<20)
 	rand.Read(payload)
 	q := newCoalescer(d, 64<<10, nil)
@@ -92,7 +68,7 @@ func checkDelivery(t *testing.T, r io.Reader, payload []byte, send func() error)
 // A writer that goes quiet has its last bytes delivered: the peer answers
 // each message, which it could not do if the message sat in the queue.
 func TestCoalescerFlushesWhenIdle(t *testing.T) {
-	d, a := tcpPair(t)
+	d, a := testconn.TCPPair(t)
 	q := newCoalescer(d, 1<<20, nil)
 	defer q.close()
 	go io.Copy(a, a) // echo

@@ -3,8 +3,6 @@ package transport
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -102,31 +100,7 @@ func TestBytesBothWays(t *testing.T) {
 	if !strings.Contains(info.Local, "127.0.0.1") {
 		t.Errorf("not on loopback: %s", info.Local)
 	}
-	payload := make([]byte, 16<<20)
-	rand.Read(payload)
-	want := sha256.Sum256(payload)
-	var wg sync.WaitGroup
-	for _, pair := range [][2]*Conn{{d, a}, {a, d}} {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			if _, err := pair[0].Write(payload); err != nil {
-				t.Errorf("write: %v", err)
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			h := sha256.New()
-			if _, err := io.CopyN(h, pair[1], int64(len(payload))); err != nil {
-				t.Errorf("read: %v", err)
-				return
-			}
-			if [32]byte(h.Sum(nil)) != want {
-				t.Error("SHA-256 differs")
-			}
-		}()
-	}
-	wg.Wait()
+	transfer(t, d, a, 16<<20)
 }
 
 func TestStreamSemanticsAndDeadline(t *testing.T) {

@@ -33,8 +33,15 @@ func writeRandom(t testing.TB, path string, n int) []byte {
 	return b
 }
 
-// transfer runs Send and Receive over a pipe and returns both outcomes.
+// transfer runs Send and Receive into inbox over a pipe and returns both
+// outcomes.
 func transfer(t testing.TB, plan *Plan, inbox string, decide func(Offer) error) (Stats, []Result, error, error) {
+	t.Helper()
+	return transferWith(t, plan, &Inbox{Dir: inbox}, decide)
+}
+
+// transferWith runs Send and in.Receive over a pipe.
+func transferWith(t testing.TB, plan *Plan, in *Inbox, decide func(Offer) error) (Stats, []Result, error, error) {
 	t.Helper()
 	a, b := net.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -46,7 +53,6 @@ func transfer(t testing.TB, plan *Plan, inbox string, decide func(Offer) error) 
 	go func() {
 		defer wg.Done()
 		defer b.Close()
-		in := &Inbox{Dir: inbox}
 		res, rerr = in.Receive(ctx, b, "peer-key", decide, nil)
 	}()
 	st, serr := Send(ctx, a, plan, nil)
@@ -601,7 +607,7 @@ func TestAnOlderTransferLeavesAResumedFileAlone(t *testing.T) {
 		}
 	}
 
-	_, res, serr, rerr := transferInto(t, mustScan(t, f), in)
+	_, res, serr, rerr := transferWith(t, mustScan(t, f), in, nil)
 	if serr != nil || rerr != nil {
 		t.Fatal(serr, rerr)
 	}

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"kin/internal/testconn"
 )
 
 // tcpLanes is a Lanes for tests: each lane is a loopback TCP connection,
@@ -45,25 +47,8 @@ func newTCPLanes(t *testing.T) *tcpLanes {
 
 const maxPendingTest = 64
 
-func tcpPair(t testing.TB) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, b
-}
-
 func (l *tcpLanes) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, error) {
-	a, b := tcpPair(l.t)
+	a, b := testconn.TCPPair(l.t)
 	l.mu.Lock()
 	n := l.opened
 	l.opened++
@@ -129,7 +114,7 @@ func (l *tcpLanes) Expect(tokens [][]byte) (<-chan io.ReadWriteCloser, func()) {
 // many bytes moved (whichever lanes carried them).
 func laneTransfer(t *testing.T, plan *Plan, inbox string, lanes *tcpLanes, force int, breakAt int64) (Stats, []Result, error, error) {
 	t.Helper()
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var res []Result
@@ -290,7 +275,7 @@ func TestNoLanesOnOneSide(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			inbox := t.TempDir()
 			lanes := newTCPLanes(t)
-			a, b := tcpPair(t)
+			a, b := testconn.TCPPair(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			var so, ro LaneOptions
@@ -664,7 +649,7 @@ type deafLanes struct {
 }
 
 func (d *deafLanes) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, error) {
-	a, b := tcpPair(d.t)
+	a, b := testconn.TCPPair(d.t)
 	d.mu.Lock()
 	d.peers = append(d.peers, b)
 	d.mu.Unlock()
@@ -687,7 +672,7 @@ func TestSenderWaitingForLanesStopsWithItsContext(t *testing.T) {
 			p.Close()
 		}
 	}()
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

@@ -1,15 +1,11 @@
 package files
 
 import (
-	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
 
 // names only Windows cannot take.
@@ -36,7 +32,7 @@ func TestWindowsNamesOnlyWhereTheyCannotBe(t *testing.T) {
 
 	// Windows: refused, and the sender learns why.
 	win := t.TempDir()
-	_, _, serr, rerr := transferInto(t, plan, &Inbox{Dir: win, windows: true})
+	_, _, serr, rerr := transferWith(t, plan, &Inbox{Dir: win, windows: true}, nil)
 	if !errors.Is(serr, ErrNotPortable) || !strings.Contains(serr.Error(), "the receiver is on Windows: \"notes: 2026?.txt\" is not portable to Windows") {
 		t.Errorf("sender to Windows: %v", serr)
 	}
@@ -49,7 +45,7 @@ func TestWindowsNamesOnlyWhereTheyCannotBe(t *testing.T) {
 
 	// Elsewhere: kept as it is.
 	unix := t.TempDir()
-	if _, _, serr, rerr := transferInto(t, plan, &Inbox{Dir: unix}); serr != nil || rerr != nil {
+	if _, _, serr, rerr := transferWith(t, plan, &Inbox{Dir: unix}, nil); serr != nil || rerr != nil {
 		t.Fatalf("to a Unix receiver: %v / %v", serr, rerr)
 	}
 	if sum(t, filepath.Join(unix, "notes: 2026?.txt")) != sum(t, name) {
@@ -65,7 +61,7 @@ func TestWindowsNamesOnlyWhereTheyCannotBe(t *testing.T) {
 		t.Fatalf("Renamed %v, NotPortable %v", renamed.Renamed, renamed.NotPortable)
 	}
 	win = t.TempDir()
-	if _, _, serr, rerr := transferInto(t, renamed, &Inbox{Dir: win, windows: true}); serr != nil || rerr != nil {
+	if _, _, serr, rerr := transferWith(t, renamed, &Inbox{Dir: win, windows: true}, nil); serr != nil || rerr != nil {
 		t.Fatalf("renamed to Windows: %v / %v", serr, rerr)
 	}
 	if sum(t, filepath.Join(win, "notes_ 2026_.txt")) != sum(t, name) {
@@ -99,7 +95,7 @@ func TestScanPortableRenamesATree(t *testing.T) {
 		}
 	}
 	inbox := t.TempDir()
-	if _, _, serr, rerr := transferInto(t, plan, &Inbox{Dir: inbox, windows: true}); serr != nil || rerr != nil {
+	if _, _, serr, rerr := transferWith(t, plan, &Inbox{Dir: inbox, windows: true}, nil); serr != nil || rerr != nil {
 		t.Fatalf("renamed tree to Windows: %v / %v", serr, rerr)
 	}
 	if _, err := os.Stat(filepath.Join(inbox, "music_", "link")); err != nil {
@@ -112,27 +108,6 @@ func TestScanPortableRenamesATree(t *testing.T) {
 	if _, err := ScanPortable(filepath.Join(clash, "d")); err == nil || !strings.Contains(err.Error(), "renamed it would be d/a_b") {
 		t.Errorf("two names that become one: %v", err)
 	}
-}
-
-// transferInto runs Send and in.Receive over a pipe.
-func transferInto(t testing.TB, plan *Plan, in *Inbox) (Stats, []Result, error, error) {
-	t.Helper()
-	a, b := net.Pipe()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var res []Result
-	var rerr error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		defer b.Close()
-		res, rerr = in.Receive(ctx, b, "peer-key", nil, nil)
-	}()
-	st, serr := Send(ctx, a, plan, nil)
-	a.Close()
-	wg.Wait()
-	return st, res, serr, rerr
 }
 
 func FuzzPortableName(f *testing.F) {

@@ -9,8 +9,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -23,6 +21,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"kin/internal/testconn"
 )
 
 // pair runs an SSH server whose session channels go to Serve, and returns
@@ -39,7 +39,7 @@ func pairWith(t *testing.T, cfg Config) (*ssh.Client, func()) {
 	hs, _ := ssh.NewSignerFromKey(hk)
 	scfg := &ssh.ServerConfig{NoClientAuth: true}
 	scfg.AddHostKey(hs)
-	a, b := tcpPair(t)
+	a, b := testconn.TCPPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -241,27 +241,6 @@ func waitFor(t *testing.T, out *syncBuffer, want string) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-var _ = io.EOF
-
-// tcpPair returns both ends of a loopback TCP connection (net.Pipe would
-// deadlock: both SSH sides write their version line first).
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, b
 }
 
 // A command gets USER, LOGNAME, HOME and SHELL like sshd gives them, even
