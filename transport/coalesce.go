@@ -72,7 +72,10 @@ func newCoalescer(w io.Writer, limit int, expired func() <-chan struct{}) *coale
 	c := &coalescer{w: w, limit: limit, fixed: limit > 0, expired: expired,
 		ready: make(chan struct{}, 1), space: make(chan struct{}, 1), done: make(chan struct{})}
 	if !c.fixed {
-		c.limit = 1 << 20 // until the first batches tell the rate
+		// Small until batches tell the rate: a queue that starts big on a
+		// slow path holds seconds of data (a file's bytes that other lanes
+		// could carry, the next keystroke's wait) before it learns.
+		c.limit = minQueue
 	}
 	go c.flushLoop()
 	return c
@@ -169,9 +172,12 @@ func (c *coalescer) flushLoop() {
 	}
 }
 
-// adapt moves the limit a quarter of the way towards queueTime's worth of
-// the rate the stream just took a batch at. Small batches say little
-// about the rate (the writer, not the stream, was slow): they leave it.
+// adapt moves the limit towards queueTime's worth of the rate the stream
+// just took a batch at: down at once (what is queued is what the next
+// packet waits behind), up at most twice as far per batch (a new
+// connection's first batches go out in its first window, faster than the
+// path). Small batches say little about the rate (the writer, not the
+// stream, was slow): they leave it.
 func adapt(limit, n int, took time.Duration) int {
 	if limit <= 0 {
 		limit = maxQueue
@@ -183,7 +189,7 @@ func adapt(limit, n int, took time.Duration) int {
 	if took > 0 {
 		want = int(min(float64(maxQueue), float64(n)*float64(queueTime)/float64(took)))
 	}
-	return max(minQueue, min(maxQueue, (3*limit+want)/4))
+	return max(minQueue, min(maxQueue, want, 2*limit))
 }
 
 // close stops accepting writes and lets the flusher write what is

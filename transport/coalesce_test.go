@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,13 +162,15 @@ func TestQUICConnCloseFlushesQueuedWrites(t *testing.T) {
 // bounds, and small batches leave it.
 func TestCoalescerLimitFollowsRate(t *testing.T) {
 	limit := 1 << 20
-	for range 40 { // 1 MB taken in 20 ms: 50 MB/s, 100 KB in 2 ms
-		limit = adapt(limit, 1e6, 20*time.Millisecond)
-	}
-	if limit < 95_000 || limit > 110_000 {
+	// 1 MB taken in 20 ms: 50 MB/s, 100 KB in 2 ms; down at once.
+	if limit = adapt(limit, 1e6, 20*time.Millisecond); limit < 95_000 || limit > 110_000 {
 		t.Errorf("at 50 MB/s the limit is %d, want about 100 KB", limit)
 	}
-	for range 40 { // 4 MB in 1 ms: past the top
+	// 4 MB in 1 ms: past the top, reached by doubling.
+	if got := adapt(limit, 4e6, time.Millisecond); got != 2*limit {
+		t.Errorf("one fast batch took the limit from %d to %d, want twice", limit, got)
+	}
+	for range 7 {
 		limit = adapt(limit, 4e6, time.Millisecond)
 	}
 	if limit < maxQueue*95/100 || limit > maxQueue {
@@ -176,10 +179,49 @@ func TestCoalescerLimitFollowsRate(t *testing.T) {
 	if got := adapt(limit, 1000, time.Second); got != limit {
 		t.Errorf("a small batch moved the limit from %d to %d", limit, got)
 	}
-	for range 40 { // 100 KB in a second: the floor
-		limit = adapt(limit, 100_000, time.Second)
-	}
-	if limit != minQueue {
+	// 100 KB in a second: the floor, at once.
+	if limit = adapt(limit, 100_000, time.Second); limit != minQueue {
 		t.Errorf("at 100 KB/s the limit is %d, want %d", limit, minQueue)
 	}
+}
+
+// gateWriter takes nothing until open is closed.
+type gateWriter struct {
+	open chan struct{}
+}
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	<-g.open
+
+	return len(p), nil
+}
+
+// A new queue in front of a stream that does not take bytes yet (a slow
+// path) holds little: it must learn the rate before it lets a writer run
+// far ahead. It once started at 1 MiB, and a file's first 2 MiB sat
+// behind one lossy lane while the other lanes had finished.
+func TestCoalescerStartsSmall(t *testing.T) {
+	g := &gateWriter{open: make(chan struct{})}
+	q := newCoalescer(g, coalesceLimit, nil)
+	var accepted atomic.Int64
+	go func() {
+		piece := make([]byte, 8<<10)
+		for range 256 { // 2 MiB
+			if _, err := q.Write(piece); err != nil {
+				return
+			}
+			accepted.Add(int64(len(piece)))
+		}
+	}()
+	// Wait until the writer is held (what it got in no longer grows).
+	last := int64(-1)
+	for last != accepted.Load() {
+		last = accepted.Load()
+		time.Sleep(50 * time.Millisecond)
+	}
+	if last > 2*minQueue {
+		t.Errorf("a new queue took %d bytes before its stream took any, want at most %d", last, 2*minQueue)
+	}
+	close(g.open)
+	<-q.close()
 }
