@@ -216,6 +216,9 @@ func (c *Conn) PathStats() (rtt time.Duration, lost, delivered uint64, ok bool) 
 // (deliveredBytes).
 func (l *laneConn) Delivered() uint64 { return deliveredBytes(l.qc.ConnectionStats()) }
 
+// Lost is how many packets the lane's connection has lost so far.
+func (l *laneConn) Lost() uint64 { return l.qc.ConnectionStats().PacketsLost }
+
 // deliveredBytes estimates the bytes a QUIC connection has had acknowledged:
 // what it sent, less what it lost, less a congestion window in flight. Sent
 // bytes alone run ahead of the path while a queue on it fills (a flow in

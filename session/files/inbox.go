@@ -733,7 +733,15 @@ func (rc *receiver) writeAt(off int64, p []byte) (int64, error) {
 		startWriteback(rc.f, rc.flushed, rc.written-rc.flushed)
 		rc.flushed = rc.written
 	}
-	if rc.sidecar && rc.written-rc.sideAt >= sidecarEvery {
+	switch {
+	case rc.sidecar && len(rc.above) == 0:
+		// The gaps closed: the file's size is its prefix again, up to
+		// date where the sidecar would not be (one lane in order closes
+		// its first gap, behind the main stream's first chunk, at once).
+		if err := rc.root.Remove(sidecarOf(rc.partName(rc.cur))); err == nil || errors.Is(err, fs.ErrNotExist) {
+			rc.sidecar = false
+		}
+	case rc.sidecar && rc.written-rc.sideAt >= sidecarEvery:
 		rc.writeSidecar() // best effort: an older value only means more is sent again
 	}
 	rc.pr.FileDone += fresh
@@ -819,7 +827,7 @@ func (rc *receiver) fail(i int, err error) error {
 }
 
 func (rc *receiver) report() {
-	rc.pr.Lanes = 1 + rc.lanesInUse
+	rc.pr.Lanes = max(1, rc.lanesInUse) // the main stream carries a file while no lane does
 	if rc.progress != nil {
 		rc.progress(rc.pr)
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,8 +166,8 @@ func TestForcedLanesDeliverWholeFiles(t *testing.T) {
 	}
 	lanes.mu.Lock()
 	defer lanes.mu.Unlock()
-	if lanes.accepted != 3 || lanes.refused != 0 {
-		t.Errorf("receiver took %d lanes and refused %d; want 3 and 0", lanes.accepted, lanes.refused)
+	if lanes.accepted != 4 || lanes.refused != 0 {
+		t.Errorf("receiver took %d lanes and refused %d; want 4 and 0", lanes.accepted, lanes.refused)
 	}
 	if st.Sent != int64(len(big)+len(big2)+len(small)) {
 		t.Errorf("sent %d", st.Sent)
@@ -681,12 +682,94 @@ func TestSenderWaitingForLanesStopsWithItsContext(t *testing.T) {
 	}()
 	var once sync.Once
 	_, err := SendWith(ctx, a, plan, LaneOptions{Lanes: deaf, Force: 3}, func(p Progress) {
-		if p.Done == p.Total { // every chunk handed out: the rest waits for acknowledgements
-			once.Do(cancel)
+		if p.Done >= 3*dataChunk { // the lanes took chunks; soon all wait for acknowledgements
+			once.Do(func() { time.AfterFunc(100*time.Millisecond, cancel) })
 		}
 	})
 	a.Close()
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("send: %v, want canceled", err)
+	}
+}
+
+// A partial file whose gaps closed resumes from all of it: a chunk that
+// came ahead of the one before it makes a sidecar naming the shorter
+// prefix, and once the gap is filled that sidecar must not hold a resume
+// back (a receiver killed then would otherwise start over).
+func TestClosedGapResumesFromTheWholePartial(t *testing.T) {
+	inbox := t.TempDir()
+	root, err := os.OpenRoot(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	root.MkdirAll(partialDir, 0o700)
+	offer := offerOf(Entry{Path: "f", Size: 8, Mode: 0o644})
+	rc := &receiver{in: &Inbox{Dir: inbox}, root: root, offer: offer, peerKey: "k", results: make([]*Result, 1), begun: []bool{true}, have: map[int]int64{}}
+	rc.cond = sync.NewCond(&rc.mu)
+	rc.cur = 0
+	rc.in.hold(rc, []string{rc.partName(0)})
+	if err := rc.openPart(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if _, err := rc.writeAt(3, []byte("def")); err != nil {
+		t.Fatal(err)
+	}
+	if got := rc.partialHave(0); got != 0 {
+		t.Fatalf("with a gap at 0, a resume would start at %d, want 0", got)
+	}
+	if _, err := rc.writeAt(0, []byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if got := rc.partialHave(0); got != 6 {
+		t.Errorf("with the gap closed, a resume would start at %d, want 6", got)
+	}
+}
+
+// countingConn counts the bytes written to it.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A big file goes on lanes, not on the main stream: that is SSH inside
+// QUIC, encrypted twice, where a lane is QUIC alone. The main stream
+// carries only what goes before the first lane is open.
+func TestMainStreamLeavesBigFilesToLanes(t *testing.T) {
+	src, inbox := t.TempDir(), t.TempDir()
+	const size = 32 << 20
+	data := writeRandom(t, filepath.Join(src, "big.bin"), size)
+	plan := mustScan(t, filepath.Join(src, "big.bin"))
+	lanes := newTCPLanes(t)
+	a, b := testconn.TCPPair(t)
+	main := &countingConn{Conn: a}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		defer b.Close()
+		_, err := (&Inbox{Dir: inbox}).ReceiveWith(ctx, b, "peer-key", LaneOptions{Lanes: lanes}, nil, nil)
+		done <- err
+	}()
+	if _, err := SendWith(ctx, main, plan, LaneOptions{Lanes: lanes}, nil); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if sum(t, filepath.Join(inbox, "big.bin")) != sha256.Sum256(data) {
+		t.Fatal("file differs (SHA-256)")
+	}
+	if n := main.n.Load(); n > 4<<20 {
+		t.Errorf("the main stream carried %d of the file's %d bytes", n, size)
 	}
 }

@@ -269,7 +269,7 @@ type Progress struct {
 	Total      int64
 	FilesDone  int
 	FilesTotal int
-	Lanes      int // lanes carrying the bytes now (the main stream counts as one; 0 means 1)
+	Lanes      int // lanes carrying the bytes now (the main stream, while it does, counts as one; 0 means 1)
 }
 
 // Stats summarise a finished send.
