@@ -162,8 +162,10 @@ func NewClient(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, e
 		}
 		return nil, err
 	}
-	return &Client{conn: watched, ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger,
-		lanes: newLaneHub(conn, cfg.Logger)}, nil
+	cl := &Client{conn: watched, ssh: ssh.NewClient(c, chans, reqs), hostKey: cfg.HostKey, id: cfg.Identity, log: cfg.Logger,
+		lanes: newLaneHub(conn, cfg.Logger)}
+	cl.lanes.bindClient(cl.ssh)
+	return cl, nil
 }
 
 // CheckPort asks whether the peer lets us use port. If ctx ends before the

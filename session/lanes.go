@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"kin/session/files"
 )
 
@@ -21,6 +24,10 @@ import (
 // whose HasLanes is false, carry everything on the SSH connection.
 type LaneConn interface {
 	HasLanes() bool
+	// Binding is what both ends of an end-to-end connection derive alike
+	// (transport.Conn.Binding); compared inside SSH before any lane is
+	// used (laneHub.bind).
+	Binding() []byte
 	OpenLane(ctx context.Context) (net.Conn, error)
 	AcceptLane(ctx context.Context) (net.Conn, error)
 }
@@ -98,6 +105,12 @@ type laneHub struct {
 
 	mu      sync.Mutex
 	waiting map[*laneWait]bool
+
+	// bound is closed once the peer's binding was compared; ends is true
+	// when it matched ours: the lanes run end to end.
+	bound     chan struct{}
+	boundOnce sync.Once
+	ends      bool
 }
 
 type laneWait struct {
@@ -111,17 +124,75 @@ func newLaneHub(conn net.Conn, log *slog.Logger) *laneHub {
 	if !ok || !lc.HasLanes() {
 		return nil
 	}
-	h := &laneHub{conn: lc, log: log, waiting: map[*laneWait]bool{}, cutAt: cutLaneAfter()}
+	h := &laneHub{conn: lc, log: log, waiting: map[*laneWait]bool{}, cutAt: cutLaneAfter(), bound: make(chan struct{})}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h
 }
 
-// options are the lane options of a transfer on this connection.
+// bindRequest is the SSH global request in which the client hands the
+// server its end's binding (LaneConn.Binding); the server answers true
+// when it is the same as its own.
+const bindRequest = "kin-lanes@kin"
+
+// bindWait bounds how long a transfer waits for the binding's answer
+// (sent as the connection starts, it is there long before).
+const bindWait = 5 * time.Second
+
+// decide records whether the two ends' bindings matched.
+func (h *laneHub) decide(same bool) {
+	h.boundOnce.Do(func() {
+		h.ends = same
+		close(h.bound)
+		if !same {
+			h.log.Warn("this connection's QUIC does not run end to end (someone in the middle of the path?): files stay inside SSH, on no extra lanes")
+		}
+	})
+}
+
+// bindClient asks the server to compare bindings (the client's side).
+func (h *laneHub) bindClient(c *ssh.Client) {
+	if h == nil {
+		return
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		ok, _, err := c.SendRequest(bindRequest, true, h.conn.Binding())
+		h.decide(ok && err == nil)
+	}()
+}
+
+// bindServer answers the client's binding request (the server's side).
+func (h *laneHub) bindServer(req *ssh.Request) {
+	if h == nil {
+		req.Reply(false, nil)
+		return
+	}
+	mine := h.conn.Binding()
+	same := len(mine) > 0 && subtle.ConstantTimeCompare(mine, req.Payload) == 1
+	h.decide(same)
+	req.Reply(same, nil)
+}
+
+// options are the lane options of a transfer on this connection: none
+// unless the bindings matched.
 func (h *laneHub) options() files.LaneOptions {
 	if h == nil {
 		return files.LaneOptions{}
 	}
-	return files.LaneOptions{Lanes: h, Force: forcedLanes(), Logger: h.log}
+	select {
+	case <-h.bound:
+	case <-h.ctx.Done():
+	case <-time.After(bindWait):
+	}
+	select {
+	case <-h.bound:
+		if h.ends {
+			return files.LaneOptions{Lanes: h, Force: forcedLanes(), Logger: h.log}
+		}
+	default:
+	}
+	return files.LaneOptions{}
 }
 
 // Open opens a lane and presents token on it.

@@ -26,19 +26,34 @@ type laneTCP struct {
 	t      testing.TB
 	peer   *laneTCP
 	in     chan net.Conn
+	first  bool // the pair's first end
+	bad    bool // Binding differs from the peer's
 	mu     sync.Mutex
 	opened []net.Conn
 }
 
 func laneTCPPair(t testing.TB) (*laneTCP, *laneTCP) {
 	a, b := testconn.TCPPair(t)
-	la := &laneTCP{Conn: a, t: t, in: make(chan net.Conn, 64)}
+	la := &laneTCP{Conn: a, t: t, in: make(chan net.Conn, 64), first: true}
 	lb := &laneTCP{Conn: b, t: t, in: make(chan net.Conn, 64)}
 	la.peer, lb.peer = lb, la
 	return la, lb
 }
 
 func (c *laneTCP) HasLanes() bool { return true }
+
+// Binding is the same on both ends (the pair's first end's address),
+// unless bad is set: then it differs, as with someone in the middle.
+func (c *laneTCP) Binding() []byte {
+	if c.bad {
+		return []byte("not the peer's")
+	}
+	a := c.LocalAddr().String() + " " + c.RemoteAddr().String()
+	if c.first {
+		a = c.RemoteAddr().String() + " " + c.LocalAddr().String()
+	}
+	return []byte(a)
+}
 
 func (c *laneTCP) OpenLane(ctx context.Context) (net.Conn, error) {
 	a, b := testconn.TCPPair(c.t)
@@ -60,11 +75,18 @@ func (c *laneTCP) AcceptLane(ctx context.Context) (net.Conn, error) {
 
 // dialLanes is env.dial over a connection with lanes.
 func (e *env) dialLanes(id *keys.Identity, secret []byte) (*Client, *laneTCP) {
+	return e.dialLanesBound(id, secret, true)
+}
+
+// dialLanesBound is dialLanes where, unless bound, the two ends' bindings
+// differ (someone in the middle of the QUIC connection).
+func (e *env) dialLanesBound(id *keys.Identity, secret []byte, bound bool) (*Client, *laneTCP) {
 	srv, err := NewServer(e.cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	a, b := laneTCPPair(e.t)
+	a.bad = !bound
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -123,6 +145,55 @@ func TestFilesOnLanes(t *testing.T) {
 	}
 	if n := len(conn3.peer.opened); n != 4 {
 		t.Errorf("the server opened %d lanes, want 4", n)
+	}
+}
+
+// Lanes carry bytes in QUIC alone, whose certificates came through the
+// signaling server: when the two ends' bindings differ (someone in the
+// middle terminates QUIC), no lane is opened or taken either way, and the
+// files still arrive, inside SSH.
+func TestNoLanesWhenTheBindingsDiffer(t *testing.T) {
+	t.Setenv("KIN_LANES", "4")
+	src := t.TempDir()
+	data := make([]byte, 20<<20)
+	rand.Read(data)
+	os.WriteFile(filepath.Join(src, "big.bin"), data, 0o644)
+	plan, err := files.Scan(filepath.Join(src, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inbox := t.TempDir()
+	mom := ident(t)
+	secret := keys.NewSecret()
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "mom", Key: mom.Public(), Perms: keys.Permissions{Files: true}}),
+		Tickets: func(s []byte) (keys.Permissions, bool) {
+			return keys.Permissions{Files: true}, keys.SecretEqual(s, secret)
+		},
+		Inbox:  &files.Inbox{Dir: inbox},
+		Outbox: plan,
+	})
+	c, conn := e.dialLanesBound(mom, nil, false)
+	st, err := c.Push(e.ctx, plan, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(inbox, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("pushed file differs")
+	}
+	if st.Lanes > 1 || len(conn.opened) != 0 {
+		t.Errorf("push used %d lanes (%d opened), want none", st.Lanes, len(conn.opened))
+	}
+	c2, conn2 := e.dialLanesBound(ident(t), secret, false)
+	dst := t.TempDir()
+	if _, err := c2.Pull(e.ctx, &files.Inbox{Dir: dst}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("pulled file differs")
+	}
+	if n := len(conn2.peer.opened); n != 0 {
+		t.Errorf("the server opened %d lanes, want none", n)
 	}
 }
 

@@ -258,8 +258,12 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn, peer string) erro
 	go func() {
 		defer wg.Done()
 		for req := range reqs {
-			if req.Type == joinRequest {
+			switch req.Type {
+			case joinRequest:
 				s.join(g, sc.SessionID(), req, log)
+				continue
+			case bindRequest:
+				lanes.bindServer(req)
 				continue
 			}
 			s.globalRequest(g, req, log)

@@ -201,6 +201,26 @@ func (l *laneConn) SetDeadline(t time.Time) error      { return l.st.SetDeadline
 func (l *laneConn) SetReadDeadline(t time.Time) error  { return l.st.SetReadDeadline(t) }
 func (l *laneConn) SetWriteDeadline(t time.Time) error { return l.st.SetWriteDeadline(t) }
 
+// Binding is a value both ends of the connection's QUIC derive alike from
+// its handshake (a TLS exporter, RFC 8446 7.5) and that no one in the
+// middle can make the same on both sides: the certificates QUIC pins come
+// through the signaling server, which is not trusted, so a session that
+// sends bytes on lanes (QUIC alone, not inside SSH) first compares the
+// two ends' values inside SSH. Equal, the connection's QUIC runs end to
+// end, and so do its lanes, pinned to the same certificates. nil without
+// QUIC.
+func (c *Conn) Binding() []byte {
+	if c.qc == nil {
+		return nil
+	}
+	st := c.qc.ConnectionState().TLS
+	b, err := st.ExportKeyingMaterial("EXPORTER-kin-lanes", nil, 32)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
 // PathStats tells what the connection's QUIC knows of its path: the
 // smoothed round-trip time, the packets lost and the bytes delivered so
 // far (deliveredBytes). ok is false on a connection without QUIC.

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -113,6 +114,9 @@ func TestNoLanesOnTheDataChannel(t *testing.T) {
 	if d.HasLanes() {
 		t.Error("a data-channel connection claims lanes")
 	}
+	if d.Binding() != nil {
+		t.Error("a data-channel connection has a QUIC binding")
+	}
 	if _, err := d.OpenLane(p.ctx); !errors.Is(err, ErrNoLanes) {
 		t.Errorf("open lane: %v, want ErrNoLanes", err)
 	}
@@ -120,6 +124,25 @@ func TestNoLanesOnTheDataChannel(t *testing.T) {
 	cancel()
 	if _, err := a.AcceptLane(ctx); !errors.Is(err, ErrNoLanes) {
 		t.Errorf("accept lane: %v, want ErrNoLanes", err)
+	}
+}
+
+// The two ends of one QUIC connection derive the same binding, and two
+// connections different ones: a session compares them inside SSH before
+// it trusts lanes (someone in the middle would hold two connections).
+func TestBindingIsTheSameOnBothEnds(t *testing.T) {
+	p := newPair(t)
+	d, a := p.connect(t)
+	defer d.Close()
+	defer a.Close()
+	d2, a2 := p.connect(t)
+	defer d2.Close()
+	defer a2.Close()
+	if b := d.Binding(); len(b) != 32 || !bytes.Equal(b, a.Binding()) {
+		t.Fatalf("bindings %x and %x, want the same 32 bytes", b, a.Binding())
+	}
+	if bytes.Equal(d.Binding(), d2.Binding()) {
+		t.Error("two connections have the same binding")
 	}
 }
 

@@ -4,8 +4,8 @@ package files
 // more connections on the same 5-tuple, each its own congestion
 // controller), the sender of a big file opens one or more and sends the
 // file over them as chunks, each written at its offset into the receiver's
-// partial file. The main stream (SSH) carries the file only until the
-// first lane is open, or when none can be: a lane is QUIC alone, where the
+// partial file. The main stream (SSH) carries the file only when no lane
+// can open (or the first takes over a second to): a lane is QUIC alone, where the
 // main stream is SSH inside QUIC, encrypted twice (one lane on loopback:
 // 267 MB/s at 6.1 CPU s/GB, against 216 at 7.3 on the main stream). On a
 // lossy long path one loss-based flow is capped by its window; several
@@ -79,6 +79,10 @@ const (
 	// file is brought up to date.
 	sidecarEvery = 8 << 20
 )
+
+// laneFirstWait bounds how long a big file waits for its first lane to
+// open before the main stream starts it.
+const laneFirstWait = time.Second
 
 // laneMinBytes: files with less than this to send go on the main stream
 // alone, as before lanes (a variable for tests).
@@ -584,9 +588,17 @@ func (ls *laneSet) start(job *fileJob) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	ls.reconcile()
-	// A forced count is what the file goes on, from its first byte;
-	// otherwise the main stream carries it until the first lane is open.
-	for ls.opts.Force > 1 && ls.opening > 0 && ls.ctx.Err() == nil {
+	// The file goes on lanes from its first byte: on a forced count's
+	// lanes, or on the first lane, waited for at most laneFirstWait (a
+	// handshake on a slow path; then the main stream starts the file).
+	deadline := time.Now().Add(laneFirstWait)
+	wake := time.AfterFunc(laneFirstWait, func() {
+		ls.mu.Lock()
+		ls.cond.Broadcast()
+		ls.mu.Unlock()
+	})
+	defer wake.Stop()
+	for ls.opening > 0 && ls.ctx.Err() == nil && (ls.opts.Force > 1 || (ls.active() == 0 && time.Now().Before(deadline))) {
 		ls.cond.Wait()
 	}
 	ls.file = job

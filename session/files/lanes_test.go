@@ -742,7 +742,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 // A big file goes on lanes, not on the main stream: that is SSH inside
 // QUIC, encrypted twice, where a lane is QUIC alone. The main stream
-// carries only what goes before the first lane is open.
+// carries none of it when a lane opens.
 func TestMainStreamLeavesBigFilesToLanes(t *testing.T) {
 	src, inbox := t.TempDir(), t.TempDir()
 	const size = 32 << 20
@@ -769,7 +769,7 @@ func TestMainStreamLeavesBigFilesToLanes(t *testing.T) {
 	if sum(t, filepath.Join(inbox, "big.bin")) != sha256.Sum256(data) {
 		t.Fatal("file differs (SHA-256)")
 	}
-	if n := main.n.Load(); n > 4<<20 {
+	if n := main.n.Load(); n > 64<<10 {
 		t.Errorf("the main stream carried %d of the file's %d bytes", n, size)
 	}
 }
