@@ -97,6 +97,9 @@ type Client struct {
 	id      *keys.Identity
 	log     *slog.Logger
 	lanes   *laneHub // nil: the connection has no extra lanes
+	// noStreams: the peer refused a streamChannel (its kin is older, or
+	// its side found the QUIC not end to end): forwards use direct-tcpip.
+	noStreams atomic.Bool
 }
 
 // NewClient runs the SSH client handshake over conn.
@@ -206,7 +209,22 @@ func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
 		err  error
 	}
 	got := make(chan opened, 1)
+	// On a connection whose QUIC runs end to end, the bytes go on a
+	// stream beside SSH's (streamChannel); else, or if the peer's kin does
+	// not know streams, inside the channel.
+	streams := c.lanes.endToEnd() && !c.noStreams.Load()
+	id := newStreamID()
 	go func() {
+		if streams {
+			ch, reqs, err := c.ssh.OpenChannel(streamChannel, ssh.Marshal(streamTCP{Host: "localhost", Port: uint32(port), OriginHost: "127.0.0.1", Stream: id[:]}))
+			var oe *ssh.OpenChannelError
+			if !errors.As(err, &oe) || (oe.Reason != ssh.UnknownChannelType && oe.Message != errNoStreams) {
+				got <- opened{ch, reqs, err}
+				return
+			}
+			c.noStreams.Store(true)
+			streams = false
+		}
 		ch, reqs, err := c.ssh.OpenChannel("direct-tcpip", ssh.Marshal(directTCPIP{Host: "localhost", Port: uint32(port), OriginHost: "127.0.0.1"}))
 		got <- opened{ch, reqs, err}
 	}()
@@ -232,7 +250,18 @@ func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("port %d: %w", port, err)
 	}
-	return newChannelConn(o.ch, o.reqs, c.ssh), nil
+	if !streams {
+		c.log.Debug("forwarded connection", "port", port, "on", "SSH channel")
+		return newChannelConn(o.ch, o.reqs, c.ssh), nil
+	}
+	c.log.Debug("forwarded connection", "port", port, "on", "QUIC stream")
+	go ssh.DiscardRequests(o.reqs)
+	st, err := c.lanes.openStream(ctx, id)
+	if err != nil {
+		o.ch.Close()
+		return nil, fmt.Errorf("port %d: %w", port, err)
+	}
+	return &streamForward{Conn: st, ch: o.ch}, nil
 }
 
 // Forward serves ln: each accepted connection goes to the peer's port over
@@ -304,7 +333,7 @@ func (c *Client) Forward(ctx context.Context, ln net.Listener, port int) error {
 			}
 			stop := context.AfterFunc(ctx, func() { remote.Close() })
 			defer stop()
-			pipe(remote.(*channelConn).Channel, local)
+			pipe(remote, local)
 		}()
 	}
 }
@@ -318,13 +347,12 @@ func (c *Client) ForwardConn(ctx context.Context, local net.Conn, port int) erro
 		local.Close()
 		return err
 	}
-	ch := remote.(*channelConn).Channel
 	stop := context.AfterFunc(ctx, func() {
 		local.Close()
-		ch.Close()
+		remote.Close()
 	})
 	defer stop()
-	pipe(ch, local)
+	pipe(remote, local)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
 	"errors"
 	"io"
@@ -30,6 +31,10 @@ type LaneConn interface {
 	Binding() []byte
 	OpenLane(ctx context.Context) (net.Conn, error)
 	AcceptLane(ctx context.Context) (net.Conn, error)
+	// OpenStream and AcceptStream open and take more streams on the
+	// connection itself, beside SSH's (forwarded TCP connections).
+	OpenStream(ctx context.Context) (net.Conn, error)
+	AcceptStream(ctx context.Context) (net.Conn, error)
 }
 
 var _ files.PathReporter = (*laneHub)(nil)
@@ -105,6 +110,8 @@ type laneHub struct {
 
 	mu      sync.Mutex
 	waiting map[*laneWait]bool
+	streams map[streamID]chan net.Conn // forwards waiting for their stream
+	sOnce   sync.Once
 
 	// bound is closed once the peer's binding was compared; ends is true
 	// when it matched ours: the lanes run end to end.
@@ -124,7 +131,8 @@ func newLaneHub(conn net.Conn, log *slog.Logger) *laneHub {
 	if !ok || !lc.HasLanes() {
 		return nil
 	}
-	h := &laneHub{conn: lc, log: log, waiting: map[*laneWait]bool{}, cutAt: cutLaneAfter(), bound: make(chan struct{})}
+	h := &laneHub{conn: lc, log: log, waiting: map[*laneWait]bool{}, streams: map[streamID]chan net.Conn{},
+		cutAt: cutLaneAfter(), bound: make(chan struct{})}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	return h
 }
@@ -172,6 +180,119 @@ func (h *laneHub) bindServer(req *ssh.Request) {
 	same := len(mine) > 0 && subtle.ConstantTimeCompare(mine, req.Payload) == 1
 	h.decide(same)
 	req.Reply(same, nil)
+}
+
+// endToEnd says, without waiting, whether the bindings matched.
+func (h *laneHub) endToEnd() bool {
+	if h == nil {
+		return false
+	}
+	select {
+	case <-h.bound:
+		return h.ends
+	default:
+		return false
+	}
+}
+
+// streamID names a forwarded connection's stream: the client makes one,
+// names it in the channel that asks for the port, and presents it as the
+// stream's first bytes.
+type streamID [16]byte
+
+func newStreamID() streamID {
+	var id streamID
+	rand.Read(id[:])
+	return id
+}
+
+// streamWait bounds how long a forward waits for its stream, and a stream
+// to present its ID.
+const streamWait = 10 * time.Second
+
+// openStream opens a stream beside SSH's and presents id on it.
+func (h *laneHub) openStream(ctx context.Context, id streamID) (net.Conn, error) {
+	s, err := h.conn.OpenStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Write(id[:]); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// expectStream readies the wait for the stream that presents id (the
+// server's side); wait returns it, or nil if none does within streamWait
+// or ctx ends first. Call it before the client can know id is accepted.
+func (h *laneHub) expectStream(id streamID) (wait func(ctx context.Context) net.Conn) {
+	ch := make(chan net.Conn, 1)
+	h.mu.Lock()
+	h.streams[id] = ch
+	h.mu.Unlock()
+	h.sOnce.Do(func() {
+		h.wg.Add(1)
+		go h.streamLoop()
+	})
+	return func(ctx context.Context) net.Conn {
+		defer func() {
+			h.mu.Lock()
+			delete(h.streams, id)
+			h.mu.Unlock()
+		}()
+		t := time.NewTimer(streamWait)
+		defer t.Stop()
+		select {
+		case s := <-ch:
+			return s
+		case <-t.C:
+		case <-ctx.Done():
+		case <-h.ctx.Done():
+		}
+		select { // it may have come meanwhile
+		case s := <-ch:
+			s.Close()
+		default:
+		}
+		return nil
+	}
+}
+
+// streamLoop takes the streams the peer opens and hands each to the
+// forward whose ID it presents; others are closed and counted.
+func (h *laneHub) streamLoop() {
+	defer h.wg.Done()
+	for {
+		s, err := h.conn.AcceptStream(h.ctx)
+		if err != nil {
+			return
+		}
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			var id streamID
+			s.SetReadDeadline(time.Now().Add(streamWait))
+			stop := context.AfterFunc(h.ctx, func() { s.Close() })
+			_, err := io.ReadFull(s, id[:])
+			stop()
+			s.SetReadDeadline(time.Time{})
+			if err == nil {
+				h.mu.Lock()
+				ch, ok := h.streams[id]
+				delete(h.streams, id) // once
+				h.mu.Unlock()
+				if ok {
+					ch <- s // room for one
+					return
+				}
+				err = errors.New("no forward named it")
+			}
+			h.refused.Add(1)
+			h.log.Warn("refused a stream", "why", err)
+			s.Close()
+		}()
+	}
 }
 
 // options are the lane options of a transfer on this connection: none

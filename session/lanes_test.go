@@ -26,16 +26,18 @@ type laneTCP struct {
 	t      testing.TB
 	peer   *laneTCP
 	in     chan net.Conn
-	first  bool // the pair's first end
-	bad    bool // Binding differs from the peer's
+	sin    chan net.Conn // streams beside the connection
+	first  bool          // the pair's first end
+	bad    bool          // Binding differs from the peer's
 	mu     sync.Mutex
 	opened []net.Conn
+	sopen  int // streams opened
 }
 
 func laneTCPPair(t testing.TB) (*laneTCP, *laneTCP) {
 	a, b := testconn.TCPPair(t)
-	la := &laneTCP{Conn: a, t: t, in: make(chan net.Conn, 64), first: true}
-	lb := &laneTCP{Conn: b, t: t, in: make(chan net.Conn, 64)}
+	la := &laneTCP{Conn: a, t: t, in: make(chan net.Conn, 64), sin: make(chan net.Conn, 64), first: true}
+	lb := &laneTCP{Conn: b, t: t, in: make(chan net.Conn, 64), sin: make(chan net.Conn, 64)}
 	la.peer, lb.peer = lb, la
 	return la, lb
 }
@@ -71,6 +73,30 @@ func (c *laneTCP) AcceptLane(ctx context.Context) (net.Conn, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+func (c *laneTCP) OpenStream(ctx context.Context) (net.Conn, error) {
+	a, b := testconn.TCPPair(c.t)
+	c.mu.Lock()
+	c.sopen++
+	c.mu.Unlock()
+	c.peer.sin <- b
+	return a, nil
+}
+
+func (c *laneTCP) AcceptStream(ctx context.Context) (net.Conn, error) {
+	select {
+	case s := <-c.sin:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *laneTCP) streamsOpened() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sopen
 }
 
 // dialLanes is env.dial over a connection with lanes.

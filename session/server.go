@@ -27,6 +27,11 @@ const (
 	pullChannel      = "kin-pull@kin"       // client receives the files the server offers
 	checkPortRequest = "kin-check-port@kin" // may I use this port?
 	pipeChannel      = "kin-pipe@kin"       // a whole SSH connection inside this one (kin pipe)
+	// streamChannel asks for a port as direct-tcpip does, and names the
+	// QUIC stream beside SSH's that carries the connection's bytes (QUIC
+	// alone, where SSH inside QUIC would encrypt them twice); only on a
+	// connection whose QUIC runs end to end (laneHub.endToEnd).
+	streamChannel = "kin-tcp@kin"
 )
 
 // Grant is what an authenticated client may do, and who it is.
@@ -344,7 +349,13 @@ func (s *Server) watchGrant(ctx context.Context, g *Grant, sc *ssh.ServerConn, l
 func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *ssh.ServerConn, lanes *laneHub, log *slog.Logger) {
 	switch nc.ChannelType() {
 	case "direct-tcpip":
-		s.forward(ctx, g, nc, log)
+		s.forward(ctx, g, nc, nil, log)
+	case streamChannel:
+		if !lanes.endToEnd() {
+			nc.Reject(ssh.ConnectionFailed, errNoStreams)
+			return
+		}
+		s.forward(ctx, g, nc, lanes, log)
 	case udpChannel:
 		s.forwardUDP(ctx, g, nc, log)
 	case pushChannel:
@@ -451,9 +462,37 @@ type directTCPIP struct {
 	OriginPort uint32
 }
 
-func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *slog.Logger) {
+// streamTCP is streamChannel's payload: direct-tcpip's, and the stream's
+// name.
+type streamTCP struct {
+	Host       string
+	Port       uint32
+	OriginHost string
+	OriginPort uint32
+	Stream     []byte
+}
+
+// errNoStreams is the refusal of a streamChannel on a connection whose
+// QUIC does not run end to end (or has none): the client asks again with
+// direct-tcpip.
+const errNoStreams = "no streams beside SSH on this connection"
+
+// forward serves a forwarded TCP connection: over the channel
+// (direct-tcpip), or, with streams, over the QUIC stream it names.
+func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, streams *laneHub, log *slog.Logger) {
 	var d directTCPIP
-	if err := ssh.Unmarshal(nc.ExtraData(), &d); err != nil {
+	var id streamID
+	var err error
+	if streams != nil {
+		var st streamTCP
+		if err = ssh.Unmarshal(nc.ExtraData(), &st); err == nil && len(st.Stream) != len(id) {
+			err = errors.New("bad stream name")
+		}
+		d, id = directTCPIP{st.Host, st.Port, st.OriginHost, st.OriginPort}, streamID(st.Stream)
+	} else {
+		err = ssh.Unmarshal(nc.ExtraData(), &d)
+	}
+	if err != nil {
 		nc.Reject(ssh.ConnectionFailed, "malformed request")
 		return
 	}
@@ -477,43 +516,72 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, log *
 		nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("nothing answers on port %d there", port))
 		return
 	}
+	var await func(context.Context) net.Conn
+	if streams != nil {
+		await = streams.expectStream(id) // before the client may open it
+	}
 	ch := acceptData(nc)
 	if ch == nil {
 		local.Close()
 		return
 	}
+	var remote io.ReadWriteCloser = ch
+	if await != nil {
+		st := await(ctx)
+		if st == nil {
+			log.Warn("forwarded connection failed", "port", port, "why", "its stream did not come")
+			ch.Close()
+			local.Close()
+			return
+		}
+		remote = &streamForward{Conn: st, ch: ch}
+	}
 	// A local service may never close its end: ctx ending closes it.
-	stop := context.AfterFunc(ctx, func() { ch.Close(); local.Close() })
+	stop := context.AfterFunc(ctx, func() { remote.Close(); local.Close() })
 	defer stop()
 	// Everything friends do is in the agent's log: one line as a forwarded
 	// connection opens, one as it closes.
 	log.Info("port forward opened", "port", port)
 	start := time.Now()
-	pipe(ch, local)
+	pipe(remote, local)
 	log.Info("port forward closed", "port", port, "after", time.Since(start).Round(time.Millisecond))
 }
 
-// pipe copies both ways with half-close, then closes both.
-func pipe(ch ssh.Channel, c net.Conn) {
+// streamForward is a forwarded connection's stream with the channel that
+// asked for it: closing one closes both.
+type streamForward struct {
+	net.Conn
+	ch ssh.Channel
+}
+
+func (s *streamForward) Close() error {
+	s.ch.Close()
+	return s.Conn.Close()
+}
+
+func (s *streamForward) CloseWrite() error {
+	return s.Conn.(interface{ CloseWrite() error }).CloseWrite()
+}
+
+// pipe copies both ways with half-close (where an end can: SSH channels,
+// TCP and QUIC streams), then closes both.
+func pipe(a, b io.ReadWriteCloser) {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() {
+	half := func(dst, src io.ReadWriteCloser) {
 		defer wg.Done()
-		copyGrowing(c, ch)
-		if tc, ok := c.(interface{ CloseWrite() error }); ok {
-			tc.CloseWrite()
+		copyGrowing(dst, src)
+		if hc, ok := dst.(interface{ CloseWrite() error }); ok {
+			hc.CloseWrite()
 		} else {
-			c.Close()
+			dst.Close()
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		copyGrowing(ch, c)
-		ch.CloseWrite()
-	}()
+	}
+	go half(a, b)
+	go half(b, a)
 	wg.Wait()
-	ch.Close()
-	c.Close()
+	a.Close()
+	b.Close()
 }
 
 // shellOffPrefix starts the refusal of a session channel when the server

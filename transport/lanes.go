@@ -61,7 +61,7 @@ func (c *Conn) OpenLane(ctx context.Context) (net.Conn, error) {
 		qc.CloseWithError(quicCodeRefused, "")
 		return nil, fmt.Errorf("open lane: %w", err)
 	}
-	return &laneConn{qc: qc, st: st}, nil
+	return &laneConn{streamConn{qc: qc, st: st}}, nil
 }
 
 // AcceptLane returns the next lane the peer opened (once it has sent its
@@ -139,33 +139,15 @@ func (n *quicNet) takeLane(qc *quic.Conn) {
 		return
 	}
 	select {
-	case n.lanes <- &laneConn{qc: qc, st: st}:
+	case n.lanes <- &laneConn{streamConn{qc: qc, st: st}}:
 	default:
 		qc.CloseWithError(quicCodeRefused, "too many lanes waiting")
 	}
 }
 
-// laneConn is one lane: a stream on its own QUIC connection.
-type laneConn struct {
-	qc *quic.Conn
-	st *quic.Stream
-}
-
-func (l *laneConn) Read(p []byte) (int, error) {
-	n, err := l.st.Read(p)
-	if err != nil {
-		err = laneErr("read", err)
-	}
-	return n, err
-}
-
-func (l *laneConn) Write(p []byte) (int, error) {
-	n, err := l.st.Write(p)
-	if err != nil {
-		err = laneErr("write", err)
-	}
-	return n, err
-}
+// laneConn is one lane: a stream on its own QUIC connection, which Close
+// ends.
+type laneConn struct{ streamConn }
 
 // Close ends the lane at once: whatever is not yet delivered is dropped,
 // so the session closes a lane only when the peer has everything it needs.
@@ -194,12 +176,6 @@ func laneErr(op string, err error) error {
 	}
 	return fmt.Errorf("lane %s: %w", op, err)
 }
-
-func (l *laneConn) LocalAddr() net.Addr                { return l.qc.LocalAddr() }
-func (l *laneConn) RemoteAddr() net.Addr               { return l.qc.RemoteAddr() }
-func (l *laneConn) SetDeadline(t time.Time) error      { return l.st.SetDeadline(t) }
-func (l *laneConn) SetReadDeadline(t time.Time) error  { return l.st.SetReadDeadline(t) }
-func (l *laneConn) SetWriteDeadline(t time.Time) error { return l.st.SetWriteDeadline(t) }
 
 // Binding is a value both ends of the connection's QUIC derive alike from
 // its handshake (a TLS exporter, RFC 8446 7.5) and that no one in the
