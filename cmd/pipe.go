@@ -45,7 +45,7 @@ func pipeAction(c *cli.Context) error {
 		return err
 	}
 	defer hangUp()
-	conn, err := client.Pipe()
+	conn, err := client.Pipe(c.Context)
 	if err != nil {
 		if errors.Is(err, session.ErrPipeNotAllowed) {
 			return withHint(err, "ask %s to update kin and run kin up", fr.Name)

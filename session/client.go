@@ -432,7 +432,31 @@ func (c *Client) open(typ string, prohibited error) (ssh.Channel, error) {
 // (kin pipe: OpenSSH runs inside it). The peer's host key was checked when
 // this connection was made, so nothing written to the channel reaches
 // anyone but the peer meant.
-func (c *Client) Pipe() (net.Conn, error) {
+func (c *Client) Pipe(ctx context.Context) (net.Conn, error) {
+	// On a connection whose QUIC runs end to end, OpenSSH's bytes go on a
+	// stream beside SSH's (they are encrypted by OpenSSH already).
+	if c.lanes.waitEndToEnd(ctx) && !c.noStreams.Load() {
+		id := newStreamID()
+		ch, reqs, err := c.ssh.OpenChannel(pipeStreamChannel, ssh.Marshal(streamName{id[:]}))
+		var oe *ssh.OpenChannelError
+		switch {
+		case err == nil:
+			go ssh.DiscardRequests(reqs)
+			st, err := c.lanes.openStream(ctx, id)
+			if err != nil {
+				ch.Close()
+				return nil, fmt.Errorf("open pipe: %w", err)
+			}
+			c.log.Debug("pipe", "on", "QUIC stream")
+			return &streamForward{Conn: st, ch: ch}, nil
+		case errors.As(err, &oe) && (oe.Reason == ssh.UnknownChannelType || oe.Message == errNoStreams):
+			c.noStreams.Store(true) // the channel, below
+		case errors.As(err, &oe) && oe.Reason == ssh.Prohibited:
+			return nil, fmt.Errorf("%w: %s", ErrPipeNotAllowed, oe.Message)
+		default:
+			return nil, fmt.Errorf("open pipe: %w", err)
+		}
+	}
 	ch, reqs, err := c.ssh.OpenChannel(pipeChannel, nil)
 	if err != nil {
 		var oe *ssh.OpenChannelError

@@ -298,22 +298,25 @@ func (h *laneHub) streamLoop() {
 // options are the lane options of a transfer on this connection: none
 // unless the bindings matched.
 func (h *laneHub) options() files.LaneOptions {
-	if h == nil {
+	if !h.waitEndToEnd(context.Background()) {
 		return files.LaneOptions{}
+	}
+	return files.LaneOptions{Lanes: h, Force: forcedLanes(), Logger: h.log}
+}
+
+// waitEndToEnd is endToEnd once the bindings were compared (at most
+// bindWait, or until ctx ends).
+func (h *laneHub) waitEndToEnd(ctx context.Context) bool {
+	if h == nil {
+		return false
 	}
 	select {
 	case <-h.bound:
 	case <-h.ctx.Done():
+	case <-ctx.Done():
 	case <-time.After(bindWait):
 	}
-	select {
-	case <-h.bound:
-		if h.ends {
-			return files.LaneOptions{Lanes: h, Force: forcedLanes(), Logger: h.log}
-		}
-	default:
-	}
-	return files.LaneOptions{}
+	return h.endToEnd()
 }
 
 // Open opens a lane and presents token on it.

@@ -59,7 +59,7 @@ func pipeFriend(t *testing.T, serve func(ch ssh.Channel, tcp *net.TCPConn)) (*Cl
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close(); wg.Wait() })
-	conn, err := c.Pipe()
+	conn, err := c.Pipe(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,9 @@ const (
 	// alone, where SSH inside QUIC would encrypt them twice); only on a
 	// connection whose QUIC runs end to end (laneHub.endToEnd).
 	streamChannel = "kin-tcp@kin"
+	// pipeStreamChannel is pipeChannel whose bytes go on the QUIC stream
+	// it names (streamName).
+	pipeStreamChannel = "kin-pipe-stream@kin"
 )
 
 // Grant is what an authenticated client may do, and who it is.
@@ -398,21 +401,45 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *s
 		if s.cfg.Files.Done != nil {
 			s.cfg.Files.Done(*g, true, st, err)
 		}
-	case pipeChannel:
+	case pipeChannel, pipeStreamChannel:
 		// kin pipe: the client checked our host key on this connection,
-		// and now runs another SSH client (OpenSSH) inside this channel.
-		// That connection authenticates on its own, like any other.
+		// and now runs another SSH client (OpenSSH) inside this channel,
+		// or on the stream it names. That connection authenticates on its
+		// own, like any other.
 		if g.Ticket {
 			log.Warn("refused pipe", "why", "tickets do not carry kin pipe")
 			nc.Reject(ssh.Prohibited, "kin pipe is for friends, not tickets")
 			return
 		}
+		var await func(context.Context) net.Conn
+		if nc.ChannelType() == pipeStreamChannel {
+			var m streamName
+			if !lanes.endToEnd() {
+				nc.Reject(ssh.ConnectionFailed, errNoStreams)
+				return
+			}
+			if ssh.Unmarshal(nc.ExtraData(), &m) != nil || len(m.Stream) != len(streamID{}) {
+				nc.Reject(ssh.ConnectionFailed, "malformed request")
+				return
+			}
+			await = lanes.expectStream(streamID(m.Stream))
+		}
 		ch := acceptData(nc)
 		if ch == nil {
 			return
 		}
+		var conn net.Conn = &channelConn{Channel: ch, ends: sc}
+		if await != nil {
+			st := await(ctx)
+			if st == nil {
+				log.Warn("pipe failed", "why", "its stream did not come")
+				ch.Close()
+				return
+			}
+			conn = &streamForward{Conn: st, ch: ch}
+		}
 		log.Info("pipe: an SSH connection inside this one")
-		err := s.ServeConn(ctx, &channelConn{Channel: ch, ends: sc}, "pipe from "+g.who())
+		err := s.ServeConn(ctx, conn, "pipe from "+g.who())
 		log.Info("pipe ended", "err", err)
 	case "session":
 		cfg, ok := s.sessionConfig(g)
@@ -471,6 +498,9 @@ type streamTCP struct {
 	OriginPort uint32
 	Stream     []byte
 }
+
+// streamName is pipeStreamChannel's payload.
+type streamName struct{ Stream []byte }
 
 // errNoStreams is the refusal of a streamChannel on a connection whose
 // QUIC does not run end to end (or has none): the client asks again with

@@ -608,7 +608,7 @@ func TestPipeCarriesAnSSHConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	inner := func(id *keys.Identity) (*Client, error) {
-		conn, err := outer.Pipe()
+		conn, err := outer.Pipe(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -635,8 +635,16 @@ func TestPipeCarriesAnSSHConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tc.Pipe(); !errors.Is(err, ErrPipeNotAllowed) {
+	if _, err := tc.Pipe(context.Background()); !errors.Is(err, ErrPipeNotAllowed) {
 		t.Fatalf("pipe with a ticket: %v", err)
+	}
+	// The same on a connection that has streams beside SSH.
+	ts, conn := e.dialLanesBound(eve, secret, true)
+	if _, err := ts.Pipe(context.Background()); !errors.Is(err, ErrPipeNotAllowed) {
+		t.Fatalf("pipe on a stream with a ticket: %v", err)
+	}
+	if n := conn.streamsOpened(); n != 0 {
+		t.Errorf("%d streams opened for a refused pipe", n)
 	}
 }
 

@@ -163,3 +163,43 @@ func TestStreamWithoutItsForwardIsRefused(t *testing.T) {
 		t.Errorf("refused %d streams, want 2", n)
 	}
 }
+
+// kin pipe's inner SSH connection (OpenSSH's, in use) runs on a stream
+// beside the outer one when the QUIC runs end to end, inside a channel
+// otherwise; either way it reaches the server's SSH and authenticates on
+// its own.
+func TestPipeGoesOnAStream(t *testing.T) {
+	port, addr := sumServer(t)
+	bob := ident(t)
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+	})
+	for _, end := range []bool{true, false} {
+		c, conn := e.dialLanesBound(bob, nil, end)
+		p, err := c.Pipe(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inner, err := NewClient(e.ctx, p, ClientConfig{Identity: bob, HostKey: e.host.Public()})
+		if err != nil {
+			t.Fatalf("end to end %v: SSH inside the pipe: %v", end, err)
+		}
+		data := []byte("through the pipe")
+		remote, err := inner.DialPort(e.ctx, port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := sumOfSent(t, remote, data), sha256.Sum256(data); !bytes.Equal(got, want[:]) {
+			t.Fatalf("end to end %v: the service got other bytes", end)
+		}
+		inner.Close()
+		want := 0
+		if end {
+			want = 1
+		}
+		if n := conn.streamsOpened(); n != want {
+			t.Errorf("end to end %v: %d streams opened, want %d", end, n, want)
+		}
+	}
+}
