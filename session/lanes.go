@@ -233,7 +233,7 @@ func (h *laneHub) expectStream(id streamID) (wait func(ctx context.Context) net.
 	h.mu.Unlock()
 	h.sOnce.Do(func() {
 		h.wg.Add(1)
-		go h.streamLoop()
+		go h.serveEach(h.conn.AcceptStream, h.admitStream)
 	})
 	return func(ctx context.Context) net.Conn {
 		defer func() {
@@ -259,40 +259,24 @@ func (h *laneHub) expectStream(id streamID) (wait func(ctx context.Context) net.
 	}
 }
 
-// streamLoop takes the streams the peer opens and hands each to the
-// forward whose ID it presents; others are closed and counted.
-func (h *laneHub) streamLoop() {
-	defer h.wg.Done()
-	for {
-		s, err := h.conn.AcceptStream(h.ctx)
-		if err != nil {
+// admitStream hands a stream to the forward whose name it presents;
+// others are closed and counted.
+func (h *laneHub) admitStream(s net.Conn) {
+	name, err := h.readName(s, len(streamID{}), streamWait)
+	if err == nil {
+		h.mu.Lock()
+		ch, ok := h.streams[streamID(name)]
+		delete(h.streams, streamID(name)) // once
+		h.mu.Unlock()
+		if ok {
+			ch <- s // room for one
 			return
 		}
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			var id streamID
-			s.SetReadDeadline(time.Now().Add(streamWait))
-			stop := context.AfterFunc(h.ctx, func() { s.Close() })
-			_, err := io.ReadFull(s, id[:])
-			stop()
-			s.SetReadDeadline(time.Time{})
-			if err == nil {
-				h.mu.Lock()
-				ch, ok := h.streams[id]
-				delete(h.streams, id) // once
-				h.mu.Unlock()
-				if ok {
-					ch <- s // room for one
-					return
-				}
-				err = errors.New("no forward named it")
-			}
-			h.refused.Add(1)
-			h.log.Warn("refused a stream", "why", err)
-			s.Close()
-		}()
+		err = errors.New("no forward named it")
 	}
+	h.refused.Add(1)
+	h.log.Warn("refused a stream", "why", err)
+	s.Close()
 }
 
 // options are the lane options of a transfer on this connection: none
@@ -354,7 +338,7 @@ func (h *laneHub) Expect(tokens [][]byte) (<-chan io.ReadWriteCloser, func()) {
 	h.mu.Unlock()
 	h.once.Do(func() {
 		h.wg.Add(1)
-		go h.acceptLoop()
+		go h.serveEach(h.conn.AcceptLane, h.admit)
 	})
 	return w.ch, func() {
 		h.mu.Lock()
@@ -371,29 +355,38 @@ func (h *laneHub) Expect(tokens [][]byte) (<-chan io.ReadWriteCloser, func()) {
 	}
 }
 
-func (h *laneHub) acceptLoop() {
+// serveEach hands what accept returns to admit, each on its own
+// goroutine, until the hub closes.
+func (h *laneHub) serveEach(accept func(context.Context) (net.Conn, error), admit func(net.Conn)) {
 	defer h.wg.Done()
 	for {
-		l, err := h.conn.AcceptLane(h.ctx)
+		c, err := accept(h.ctx)
 		if err != nil {
 			return
 		}
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			h.admit(l)
+			admit(c)
 		}()
 	}
 }
 
+// readName reads the n bytes a lane or a stream presents first (its
+// secret, its name), waiting at most wait.
+func (h *laneHub) readName(c net.Conn, n int, wait time.Duration) ([]byte, error) {
+	b := make([]byte, n)
+	c.SetReadDeadline(time.Now().Add(wait))
+	stop := context.AfterFunc(h.ctx, func() { c.Close() })
+	_, err := io.ReadFull(c, b)
+	stop()
+	c.SetReadDeadline(time.Time{})
+	return b, err
+}
+
 // admit reads a lane's secret and hands the lane to its transfer.
 func (h *laneHub) admit(l net.Conn) {
-	tok := make([]byte, files.TokenSize)
-	l.SetReadDeadline(time.Now().Add(laneTokenWait))
-	stop := context.AfterFunc(h.ctx, func() { l.Close() })
-	_, err := io.ReadFull(l, tok)
-	stop()
-	l.SetReadDeadline(time.Time{})
+	tok, err := h.readName(l, files.TokenSize, laneTokenWait)
 	if err == nil {
 		h.mu.Lock()
 		for w := range h.waiting {

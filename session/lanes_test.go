@@ -126,9 +126,11 @@ func (e *env) dialLanesBound(id *keys.Identity, secret []byte, bound bool) (*Cli
 	return c, a
 }
 
-// Push and pull spread a big file over the forced number of lanes, and it
-// arrives whole.
-func TestFilesOnLanes(t *testing.T) {
+// pushAndPull pushes a 20 MiB file to a friend's inbox and pulls it as a
+// ticket holder, with KIN_LANES=4, over connections whose bindings match
+// (bound) or not; it checks what arrived (SHA-256) and returns the lanes
+// each side opened.
+func pushAndPull(t *testing.T, bound bool) (pushLanes, pushOpened, pullOpened int) {
 	t.Setenv("KIN_LANES", "4")
 	src := t.TempDir()
 	data := make([]byte, 20<<20)
@@ -149,7 +151,7 @@ func TestFilesOnLanes(t *testing.T) {
 		Inbox:  &files.Inbox{Dir: inbox},
 		Outbox: plan,
 	})
-	c, conn := e.dialLanes(mom, nil)
+	c, conn := e.dialLanesBound(mom, nil, bound)
 	st, err := c.Push(e.ctx, plan, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -157,20 +159,31 @@ func TestFilesOnLanes(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(inbox, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
 		t.Fatal("pushed file differs")
 	}
-	if st.Lanes != 4 || len(conn.opened) != 4 {
-		t.Errorf("push used %d lanes (%d opened), want 4", st.Lanes, len(conn.opened))
-	}
 	// The other way: the server sends, the client hands out the secrets.
-	c3, conn3 := e.dialLanes(ident(t), secret)
+	c2, conn2 := e.dialLanesBound(ident(t), secret, bound)
 	dst := t.TempDir()
-	if _, err := c3.Pull(e.ctx, &files.Inbox{Dir: dst}, nil, nil); err != nil {
+	if _, err := c2.Pull(e.ctx, &files.Inbox{Dir: dst}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dst, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
 		t.Fatal("pulled file differs")
 	}
-	if n := len(conn3.peer.opened); n != 4 {
-		t.Errorf("the server opened %d lanes, want 4", n)
+	conn.mu.Lock()
+	defer conn.mu.Unlock()
+	conn2.peer.mu.Lock()
+	defer conn2.peer.mu.Unlock()
+	return st.Lanes, len(conn.opened), len(conn2.peer.opened)
+}
+
+// Push and pull spread a big file over the forced number of lanes, and it
+// arrives whole.
+func TestFilesOnLanes(t *testing.T) {
+	lanes, pushed, pulled := pushAndPull(t, true)
+	if lanes != 4 || pushed != 4 {
+		t.Errorf("push used %d lanes (%d opened), want 4", lanes, pushed)
+	}
+	if pulled != 4 {
+		t.Errorf("the server opened %d lanes, want 4", pulled)
 	}
 }
 
@@ -179,47 +192,9 @@ func TestFilesOnLanes(t *testing.T) {
 // middle terminates QUIC), no lane is opened or taken either way, and the
 // files still arrive, inside SSH.
 func TestNoLanesWhenTheBindingsDiffer(t *testing.T) {
-	t.Setenv("KIN_LANES", "4")
-	src := t.TempDir()
-	data := make([]byte, 20<<20)
-	rand.Read(data)
-	os.WriteFile(filepath.Join(src, "big.bin"), data, 0o644)
-	plan, err := files.Scan(filepath.Join(src, "big.bin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inbox := t.TempDir()
-	mom := ident(t)
-	secret := keys.NewSecret()
-	e := newEnv(t, ServerConfig{
-		Friends: friends(t, keys.Friend{Name: "mom", Key: mom.Public(), Perms: keys.Permissions{Files: true}}),
-		Tickets: func(s []byte) (keys.Permissions, bool) {
-			return keys.Permissions{Files: true}, keys.SecretEqual(s, secret)
-		},
-		Inbox:  &files.Inbox{Dir: inbox},
-		Outbox: plan,
-	})
-	c, conn := e.dialLanesBound(mom, nil, false)
-	st, err := c.Push(e.ctx, plan, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(filepath.Join(inbox, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
-		t.Fatal("pushed file differs")
-	}
-	if st.Lanes > 1 || len(conn.opened) != 0 {
-		t.Errorf("push used %d lanes (%d opened), want none", st.Lanes, len(conn.opened))
-	}
-	c2, conn2 := e.dialLanesBound(ident(t), secret, false)
-	dst := t.TempDir()
-	if _, err := c2.Pull(e.ctx, &files.Inbox{Dir: dst}, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(filepath.Join(dst, "big.bin")); sha256.Sum256(got) != sha256.Sum256(data) {
-		t.Fatal("pulled file differs")
-	}
-	if n := len(conn2.peer.opened); n != 0 {
-		t.Errorf("the server opened %d lanes, want none", n)
+	lanes, pushed, pulled := pushAndPull(t, false)
+	if lanes > 1 || pushed != 0 || pulled != 0 {
+		t.Errorf("push used %d lanes (%d opened), pull %d opened; want none", lanes, pushed, pulled)
 	}
 }
 

@@ -499,6 +499,18 @@ type streamTCP struct {
 	Stream     []byte
 }
 
+// parseStreamTCP reads a streamChannel's payload.
+func parseStreamTCP(b []byte) (directTCPIP, streamID, error) {
+	var st streamTCP
+	if err := ssh.Unmarshal(b, &st); err != nil {
+		return directTCPIP{}, streamID{}, err
+	}
+	if len(st.Stream) != len(streamID{}) {
+		return directTCPIP{}, streamID{}, errors.New("bad stream name")
+	}
+	return directTCPIP{st.Host, st.Port, st.OriginHost, st.OriginPort}, streamID(st.Stream), nil
+}
+
 // streamName is pipeStreamChannel's payload.
 type streamName struct{ Stream []byte }
 
@@ -514,11 +526,7 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, strea
 	var id streamID
 	var err error
 	if streams != nil {
-		var st streamTCP
-		if err = ssh.Unmarshal(nc.ExtraData(), &st); err == nil && len(st.Stream) != len(id) {
-			err = errors.New("bad stream name")
-		}
-		d, id = directTCPIP{st.Host, st.Port, st.OriginHost, st.OriginPort}, streamID(st.Stream)
+		d, id, err = parseStreamTCP(nc.ExtraData())
 	} else {
 		err = ssh.Unmarshal(nc.ExtraData(), &d)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"kin/keys"
 )
 
@@ -49,6 +51,17 @@ func sumServer(t *testing.T) (int, string) {
 	return ln.Addr().(*net.TCPAddr).Port, ln.Addr().String()
 }
 
+// sumEnv is a server that lets bob reach a sumServer's port.
+func sumEnv(t *testing.T) (*env, *keys.Identity, int) {
+	port, addr := sumServer(t)
+	bob := ident(t)
+	e := newEnv(t, ServerConfig{
+		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
+		Ports:   map[int]string{port: addr},
+	})
+	return e, bob, port
+}
+
 // sumOfSent writes data on conn, half-closes it and returns the answer.
 func sumOfSent(t *testing.T, conn net.Conn, data []byte) []byte {
 	t.Helper()
@@ -69,12 +82,7 @@ func sumOfSent(t *testing.T, conn net.Conn, data []byte) []byte {
 // bytes go on a stream beside SSH's (not inside it): both ways, with
 // half-close, and each forward on its own stream.
 func TestForwardsGoOnStreams(t *testing.T) {
-	port, addr := sumServer(t)
-	bob := ident(t)
-	e := newEnv(t, ServerConfig{
-		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
-		Ports:   map[int]string{port: addr},
-	})
+	e, bob, port := sumEnv(t)
 	for _, end := range []bool{true, false} {
 		c, conn := e.dialLanesBound(bob, nil, end)
 		bound(t, c)
@@ -169,12 +177,7 @@ func TestStreamWithoutItsForwardIsRefused(t *testing.T) {
 // otherwise; either way it reaches the server's SSH and authenticates on
 // its own.
 func TestPipeGoesOnAStream(t *testing.T) {
-	port, addr := sumServer(t)
-	bob := ident(t)
-	e := newEnv(t, ServerConfig{
-		Friends: friends(t, keys.Friend{Name: "bob", Key: bob.Public(), Perms: keys.Permissions{Ports: []int{port}}}),
-		Ports:   map[int]string{port: addr},
-	})
+	e, bob, port := sumEnv(t)
 	for _, end := range []bool{true, false} {
 		c, conn := e.dialLanesBound(bob, nil, end)
 		p, err := c.Pipe(e.ctx)
@@ -202,4 +205,23 @@ func TestPipeGoesOnAStream(t *testing.T) {
 			t.Errorf("end to end %v: %d streams opened, want %d", end, n, want)
 		}
 	}
+}
+
+// A stream channel's payload from the client never panics the server, and
+// what parses names a port and a whole stream name, and marshals back.
+func FuzzStreamRequest(f *testing.F) {
+	id := newStreamID()
+	f.Add(ssh.Marshal(streamTCP{Host: "localhost", Port: 8080, OriginHost: "127.0.0.1", Stream: id[:]}))
+	f.Add(ssh.Marshal(directTCPIP{Host: "localhost", Port: 22}))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, id, err := parseStreamTCP(b)
+		if err != nil {
+			return
+		}
+		again, id2, err := parseStreamTCP(ssh.Marshal(streamTCP{Host: d.Host, Port: d.Port, OriginHost: d.OriginHost, OriginPort: d.OriginPort, Stream: id[:]}))
+		if err != nil || again != d || id2 != id {
+			t.Fatalf("%x parses to %+v %x, which does not round-trip", b, d, id)
+		}
+	})
 }

@@ -569,6 +569,38 @@ func FuzzSpans(f *testing.F) {
 	})
 }
 
+// receivingFirst is a receiver of entries in a new inbox, with the first
+// entry's partial file open and held: what a transfer has when chunks of
+// its first file come in.
+func receivingFirst(t *testing.T, entries ...Entry) *receiver {
+	inbox := t.TempDir()
+	root, err := os.OpenRoot(inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+	root.MkdirAll(partialDir, 0o700)
+	begun := make([]bool, len(entries))
+	for i := range begun {
+		begun[i] = true
+	}
+	rc := &receiver{in: &Inbox{Dir: inbox}, root: root, offer: offerOf(entries...), peerKey: "k", results: make([]*Result, len(entries)), begun: begun, have: map[int]int64{}}
+	rc.cond = sync.NewCond(&rc.mu)
+	rc.cur = 0
+	rc.in.hold(rc, []string{rc.partName(0)})
+	if err := rc.openPart(0, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if rc.f != nil {
+			rc.f.Close()
+		}
+	})
+	return rc
+}
+
 // Whatever arrives on a lane, the receiver writes only inside the file
 // being received and never past its size.
 func FuzzLaneInput(f *testing.F) {
@@ -580,20 +612,8 @@ func FuzzLaneInput(f *testing.F) {
 	w.w.Flush()
 	f.Add(seed.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
-		inbox := t.TempDir()
-		root, err := os.OpenRoot(inbox)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer root.Close()
-		root.MkdirAll(partialDir, 0o700)
-		offer := offerOf(Entry{Path: "f", Size: 8, Mode: 0o644}, Entry{Path: "d", Mode: fs.ModeDir | 0o755})
-		rc := &receiver{in: &Inbox{Dir: inbox}, root: root, offer: offer, peerKey: "k", results: make([]*Result, 2), begun: []bool{true, true}, have: map[int]int64{}}
-		rc.cond = sync.NewCond(&rc.mu)
-		rc.cur = 0
-		if err := rc.openPart(0, 0); err != nil {
-			t.Fatal(err)
-		}
+		rc := receivingFirst(t, Entry{Path: "f", Size: 8, Mode: 0o644}, Entry{Path: "d", Mode: fs.ModeDir | 0o755})
+		root := rc.root
 		a, b := net.Pipe()
 		go io.Copy(io.Discard, a)
 		go func() { a.Write(data); a.Close() }()
@@ -697,21 +717,7 @@ func TestSenderWaitingForLanesStopsWithItsContext(t *testing.T) {
 // prefix, and once the gap is filled that sidecar must not hold a resume
 // back (a receiver killed then would otherwise start over).
 func TestClosedGapResumesFromTheWholePartial(t *testing.T) {
-	inbox := t.TempDir()
-	root, err := os.OpenRoot(inbox)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	root.MkdirAll(partialDir, 0o700)
-	offer := offerOf(Entry{Path: "f", Size: 8, Mode: 0o644})
-	rc := &receiver{in: &Inbox{Dir: inbox}, root: root, offer: offer, peerKey: "k", results: make([]*Result, 1), begun: []bool{true}, have: map[int]int64{}}
-	rc.cond = sync.NewCond(&rc.mu)
-	rc.cur = 0
-	rc.in.hold(rc, []string{rc.partName(0)})
-	if err := rc.openPart(0, 0); err != nil {
-		t.Fatal(err)
-	}
+	rc := receivingFirst(t, Entry{Path: "f", Size: 8, Mode: 0o644})
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if _, err := rc.writeAt(3, []byte("def")); err != nil {
