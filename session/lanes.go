@@ -42,7 +42,7 @@ var _ files.PathReporter = (*laneHub)(nil)
 // pathStatser is what a LaneConn may also tell of its path
 // (transport.Conn on QUIC): the lane controller paces by it.
 type pathStatser interface {
-	PathStats() (rtt time.Duration, lost, delivered uint64, ok bool)
+	PathStats() (rtt time.Duration, sent, lost, delivered uint64, ok bool)
 }
 
 // laneTokenWait bounds how long an accepted lane may take to present its
@@ -224,38 +224,55 @@ func (h *laneHub) openStream(ctx context.Context, id streamID) (net.Conn, error)
 }
 
 // expectStream readies the wait for the stream that presents id (the
-// server's side); wait returns it, or nil if none does within streamWait
-// or ctx ends first. Call it before the client can know id is accepted.
-func (h *laneHub) expectStream(id streamID) (wait func(ctx context.Context) net.Conn) {
-	ch := make(chan net.Conn, 1)
+// server's side). Call it before the client can know id is accepted, and
+// then take or forget.
+func (h *laneHub) expectStream(id streamID) *streamWaiter {
+	w := &streamWaiter{h: h, id: id, ch: make(chan net.Conn, 1)}
 	h.mu.Lock()
-	h.streams[id] = ch
+	h.streams[id] = w.ch
 	h.mu.Unlock()
 	h.sOnce.Do(func() {
 		h.wg.Add(1)
 		go h.serveEach(h.conn.AcceptStream, h.admitStream)
 	})
-	return func(ctx context.Context) net.Conn {
-		defer func() {
-			h.mu.Lock()
-			delete(h.streams, id)
-			h.mu.Unlock()
-		}()
-		t := time.NewTimer(streamWait)
-		defer t.Stop()
-		select {
-		case s := <-ch:
-			return s
-		case <-t.C:
-		case <-ctx.Done():
-		case <-h.ctx.Done():
-		}
-		select { // it may have come meanwhile
-		case s := <-ch:
-			s.Close()
-		default:
-		}
-		return nil
+	return w
+}
+
+// streamWaiter is a forward waiting for its stream.
+type streamWaiter struct {
+	h  *laneHub
+	id streamID
+	ch chan net.Conn
+}
+
+// take returns the stream, or nil if none came within streamWait or ctx
+// ended first.
+func (w *streamWaiter) take(ctx context.Context) net.Conn {
+	t := time.NewTimer(streamWait)
+	defer t.Stop()
+	select {
+	case s := <-w.ch:
+		w.forget()
+		return s
+	case <-t.C:
+	case <-ctx.Done():
+	case <-w.h.ctx.Done():
+	}
+	w.forget()
+	return nil
+}
+
+// forget stops waiting, and closes the stream if it came meanwhile.
+func (w *streamWaiter) forget() {
+	w.h.mu.Lock()
+	if w.h.streams[w.id] == w.ch {
+		delete(w.h.streams, w.id)
+	}
+	w.h.mu.Unlock()
+	select {
+	case s := <-w.ch:
+		s.Close()
+	default:
 	}
 }
 
@@ -326,8 +343,8 @@ func (h *laneHub) PathStats() (files.PathStats, bool) {
 	if !ok {
 		return files.PathStats{}, false
 	}
-	rtt, lost, delivered, ok := ps.PathStats()
-	return files.PathStats{RTT: rtt, Lost: lost, Delivered: delivered}, ok
+	rtt, sent, lost, delivered, ok := ps.PathStats()
+	return files.PathStats{RTT: rtt, Sent: sent, Lost: lost, Delivered: delivered}, ok
 }
 
 // Expect delivers the lanes that present one of tokens, each once.

@@ -411,7 +411,7 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *s
 			nc.Reject(ssh.Prohibited, "kin pipe is for friends, not tickets")
 			return
 		}
-		var await func(context.Context) net.Conn
+		var await *streamWaiter
 		if nc.ChannelType() == pipeStreamChannel {
 			var m streamName
 			if !lanes.endToEnd() {
@@ -426,11 +426,14 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *s
 		}
 		ch := acceptData(nc)
 		if ch == nil {
+			if await != nil {
+				await.forget()
+			}
 			return
 		}
 		var conn net.Conn = &channelConn{Channel: ch, ends: sc}
 		if await != nil {
-			st := await(ctx)
+			st := await.take(ctx)
 			if st == nil {
 				log.Warn("pipe failed", "why", "its stream did not come")
 				ch.Close()
@@ -554,18 +557,21 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, strea
 		nc.Reject(ssh.ConnectionFailed, fmt.Sprintf("nothing answers on port %d there", port))
 		return
 	}
-	var await func(context.Context) net.Conn
+	var await *streamWaiter
 	if streams != nil {
 		await = streams.expectStream(id) // before the client may open it
 	}
 	ch := acceptData(nc)
 	if ch == nil {
+		if await != nil {
+			await.forget()
+		}
 		local.Close()
 		return
 	}
 	var remote io.ReadWriteCloser = ch
 	if await != nil {
-		st := await(ctx)
+		st := await.take(ctx)
 		if st == nil {
 			log.Warn("forwarded connection failed", "port", port, "why", "its stream did not come")
 			ch.Close()

@@ -140,7 +140,7 @@ func TestStreamWithoutItsForwardIsRefused(t *testing.T) {
 	id := newStreamID()
 	wait := taker.expectStream(id)
 	got := make(chan net.Conn, 1)
-	go func() { got <- wait(ctx) }()
+	go func() { got <- wait.take(ctx) }()
 	wrong, err := opener.openStream(ctx, newStreamID())
 	if err != nil {
 		t.Fatal(err)

@@ -198,22 +198,27 @@ func (c *Conn) Binding() []byte {
 }
 
 // PathStats tells what the connection's QUIC knows of its path: the
-// smoothed round-trip time, the packets lost and the bytes delivered so
-// far (deliveredBytes). ok is false on a connection without QUIC.
-func (c *Conn) PathStats() (rtt time.Duration, lost, delivered uint64, ok bool) {
+// smoothed round-trip time, the packets sent and lost and the bytes
+// delivered so far (deliveredBytes). ok is false on a connection without
+// QUIC.
+func (c *Conn) PathStats() (rtt time.Duration, sent, lost, delivered uint64, ok bool) {
 	if c.qc == nil {
-		return 0, 0, 0, false
+		return 0, 0, 0, 0, false
 	}
 	st := c.qc.ConnectionStats()
-	return st.SmoothedRTT, st.PacketsLost, deliveredBytes(st), true
+	return st.SmoothedRTT, st.PacketsSent, st.PacketsLost, deliveredBytes(st), true
 }
 
 // Delivered is how many bytes the lane's connection has delivered so far
 // (deliveredBytes).
 func (l *laneConn) Delivered() uint64 { return deliveredBytes(l.qc.ConnectionStats()) }
 
-// Lost is how many packets the lane's connection has lost so far.
-func (l *laneConn) Lost() uint64 { return l.qc.ConnectionStats().PacketsLost }
+// Packets is how many packets the lane's connection has sent so far, and
+// lost.
+func (l *laneConn) Packets() (sent, lost uint64) {
+	st := l.qc.ConnectionStats()
+	return st.PacketsSent, st.PacketsLost
+}
 
 // deliveredBytes estimates the bytes a QUIC connection has had acknowledged:
 // what it sent, less what it lost, less a congestion window in flight. Sent

@@ -128,11 +128,11 @@ func benchMove(b *testing.B, size int64, ws int, w io.Writer, r io.Reader) {
 	b.SetBytes(size)
 	b.ResetTimer()
 	ps, _ := w.(interface {
-		PathStats() (time.Duration, uint64, uint64, bool)
+		PathStats() (time.Duration, uint64, uint64, uint64, bool)
 	})
 	var lost0 uint64
 	if ps != nil {
-		_, lost0, _, _ = ps.PathStats()
+		_, _, lost0, _, _ = ps.PathStats()
 	}
 	busy0, irq0 := hostBusy(), hostSoftirq()
 	cpu0, t0 := cpuTime(), time.Now()
@@ -165,7 +165,7 @@ func benchMove(b *testing.B, size int64, ws int, w io.Writer, r io.Reader) {
 	b.ReportMetric(float64(hostBusy()-busy0-(cpuTime()-cpu0))/float64(el), "others")
 	b.ReportMetric(float64(hostSoftirq()-irq0)/float64(el), "softirq")
 	if ps != nil {
-		rtt, lost, _, _ := ps.PathStats()
+		rtt, _, lost, _, _ := ps.PathStats()
 		b.ReportMetric(float64(lost-lost0)/float64(b.N), "lost/op")
 		b.ReportMetric(float64(rtt.Microseconds()), "srtt-us")
 	}

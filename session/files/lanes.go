@@ -133,8 +133,26 @@ func TokenIndex(tokens [][]byte, tok []byte) int {
 // trip and adds lanes only where packets are lost.
 type PathStats struct {
 	RTT       time.Duration // smoothed round-trip time; 0: not known
-	Lost      uint64        // packets lost on the path so far
+	Sent      uint64        // packets sent on the path so far; 0: not known
+	Lost      uint64        // of them, lost
 	Delivered uint64        // bytes the main connection has delivered so far
+}
+
+// laneLossRate: a path that loses at least this share of its packets is
+// one where several flows move more than one (random loss caps each
+// flow's window). Less is a clean path: one burst as slow start
+// overshoots a queue, or losses quic-go declares on loopback, where a
+// scheduling hiccup is many round trips (measured: a lane on loopback
+// counted a few, and the controller went to 16 lanes there).
+const laneLossRate = 0.001
+
+// lossy says whether the path loses packets often enough for more lanes
+// to pay.
+func (p PathStats) lossy() bool {
+	if p.Sent == 0 {
+		return p.Lost > 0 // the rate is not known
+	}
+	return float64(p.Lost) >= laneLossRate*float64(p.Sent)
 }
 
 // laneReporter is implemented by a lane that tells how many bytes its
@@ -143,7 +161,7 @@ type PathStats struct {
 // the main connection's path, so their losses are the path's.
 type laneReporter interface {
 	Delivered() uint64
-	Lost() uint64
+	Packets() (sent, lost uint64)
 }
 
 // PathReporter is implemented by a Lanes that knows its path's PathStats.
@@ -259,10 +277,10 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	rate := float64(moved-c.fromBytes) / now.Sub(c.from).Seconds()
 	c.rate = rate
 	before := c.n
-	if known && path.Lost > 0 && c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
+	if known && path.lossy() && c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
 		c.factor = 4 // the first step on a path known to lose packets: no step has failed yet
 	}
-	c.judge(rate, !known || path.Lost > 0)
+	c.judge(rate, !known || path.lossy())
 	if c.n != before {
 		c.measuring, c.due = false, now.Add(settle)
 	} else {
@@ -363,7 +381,7 @@ type laneSet struct {
 	// runs ahead by the SSH window).
 	laneMoved, mainMoved atomic.Int64
 	goneDelivered        int64  // lanes lost or retired: what they delivered (under mu)
-	goneLost             uint64 // and the packets they lost
+	goneSent, goneLost   uint64 // and the packets they sent and lost
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -395,7 +413,8 @@ type sendLane struct {
 	retire    bool
 	dead      bool
 	delivered int64  // what its connection delivered, last asked (laneReporter)
-	lost      uint64 // and the packets it lost
+	sent      uint64 // and the packets it sent
+	lost      uint64 // and lost
 }
 
 func newLaneSet(ctx context.Context, opts LaneOptions, tokens [][]byte) *laneSet {
@@ -472,7 +491,8 @@ func (ls *laneSet) control() {
 			if pr != nil {
 				path, known = pr.PathStats()
 			}
-			delivered, lost := ls.lanesDelivered()
+			delivered, sent, lost := ls.lanesDelivered()
+			path.Sent += sent
 			path.Lost += lost
 			moved := ls.laneMoved.Load() + delivered
 			if known {
@@ -493,20 +513,23 @@ func (ls *laneSet) control() {
 }
 
 // lanesDelivered is what the lanes that tell it (laneReporter) have
-// delivered so far, and the packets they lost, the ones gone included.
-func (ls *laneSet) lanesDelivered() (delivered int64, lost uint64) {
+// delivered so far, and the packets they sent and lost, the ones gone
+// included.
+func (ls *laneSet) lanesDelivered() (delivered int64, sent, lost uint64) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	delivered, lost = ls.goneDelivered, ls.goneLost
+	delivered, sent, lost = ls.goneDelivered, ls.goneSent, ls.goneLost
 	for _, l := range ls.live {
 		if d, ok := l.conn.(laneReporter); ok {
+			s, x := d.Packets()
 			l.delivered = max(l.delivered, int64(d.Delivered()))
-			l.lost = max(l.lost, d.Lost())
+			l.sent, l.lost = max(l.sent, s), max(l.lost, x)
 			delivered += l.delivered
+			sent += l.sent
 			lost += l.lost
 		}
 	}
-	return delivered, lost
+	return delivered, sent, lost
 }
 
 // laneCountPiece: a lane's writes are counted (laneSet.laneMoved) in pieces of
@@ -805,6 +828,7 @@ func (ls *laneSet) lose(l *sendLane, err error) {
 	}
 	l.out, l.unacked = nil, 0
 	ls.goneDelivered += l.delivered
+	ls.goneSent += l.sent
 	ls.goneLost += l.lost
 	for i, x := range ls.live {
 		if x == l {

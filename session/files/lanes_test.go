@@ -779,3 +779,20 @@ func TestMainStreamLeavesBigFilesToLanes(t *testing.T) {
 		t.Errorf("the main stream carried %d of the file's %d bytes", n, size)
 	}
 }
+
+// Losses alone do not make a path lossy: a clean fast path loses a few
+// packets too (slow start overshooting a queue; on loopback, losses
+// quic-go declares when a scheduling hiccup is many round trips). Below
+// laneLossRate the controller keeps one lane; a path that loses 0.5% of
+// its packets gets more.
+func TestLaneControllerLooksAtTheLossRate(t *testing.T) {
+	slow := func(n int) float64 { return 0.8e6 * float64(n) }
+	rare := laneRun(slow, PathStats{RTT: 40 * time.Millisecond, Sent: 1_000_000, Lost: 30}, true, 10*time.Second)
+	if m := mostLanes(rare); m != 1 {
+		t.Errorf("3 losses in 100,000 packets: lanes %v, want 1", rare)
+	}
+	often := laneRun(slow, PathStats{RTT: 40 * time.Millisecond, Sent: 1_000_000, Lost: 5_000}, true, 10*time.Second)
+	if m := mostLanes(often); m != 16 {
+		t.Errorf("0.5%% of packets lost: at most %d lanes, want 16", m)
+	}
+}
