@@ -284,9 +284,11 @@ func (h *laneHub) admitStream(s net.Conn) {
 		h.mu.Lock()
 		ch, ok := h.streams[streamID(name)]
 		delete(h.streams, streamID(name)) // once
+		if ok {
+			ch <- s // room for one; under mu, so never after forget drained it
+		}
 		h.mu.Unlock()
 		if ok {
-			ch <- s // room for one
 			return
 		}
 		err = errors.New("no forward named it")
