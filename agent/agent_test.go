@@ -241,6 +241,8 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte(`{"v":1,"op":"hello"}`))
 	f.Add([]byte(`{"v":1,"op":"dial","peer":"abcdefghijklmnop","instance":"x1"}`))
 	f.Add([]byte(`{"v":1,"op":"share","port":3001,"secret":"AAECAwQFBgcICQoLDA0ODw=="}`))
+	f.Add([]byte(`{"v":1,"op":"lane","conn":"000102030405060708090a0b0c0d0e0f"}`))
+	f.Add([]byte(`{"v":1,"op":"stream","conn":"000102030405060708090a0b0c0d0e0f","accept":true}`))
 	f.Fuzz(func(t *testing.T, line []byte) {
 		r, err := ParseRequest(line)
 		if err != nil {
@@ -253,6 +255,10 @@ func FuzzParseRequest(f *testing.F) {
 			}
 		case OpShare:
 			if r.Port < 1 || r.Port > 65535 || len(r.Secret) != keys.SecretSize {
+				t.Fatalf("accepted %+v", r)
+			}
+		case OpLane, OpStream:
+			if len(r.Conn) != 2*dialedSize {
 				t.Fatalf("accepted %+v", r)
 			}
 		case OpHello:

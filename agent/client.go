@@ -38,6 +38,44 @@ func Dial(ctx context.Context, home string, peer keys.PeerID, instance string) (
 	return call(ctx, home, Request{Op: OpDial, Peer: peer, Instance: instance})
 }
 
+// dialedConn is a peer connection the agent dialed for this command: its
+// lanes and streams beside SSH's come through the agent too, each on a
+// control connection of its own (OpLane, OpStream), so a command that
+// goes through the agent gets them as one that dials alone does
+// (session.LaneConn).
+type dialedConn struct {
+	net.Conn
+	home, name string
+	binding    []byte
+}
+
+func (c *dialedConn) HasLanes() bool  { return true }
+func (c *dialedConn) Binding() []byte { return c.binding }
+
+func (c *dialedConn) side(ctx context.Context, op string, accept bool) (net.Conn, error) {
+	s, _, err := call(ctx, c.home, Request{Op: op, Conn: c.name, Accept: accept})
+	if err != nil {
+		return nil, fmt.Errorf("%s through the agent: %w", op, err)
+	}
+	return s, nil
+}
+
+func (c *dialedConn) OpenLane(ctx context.Context) (net.Conn, error) {
+	return c.side(ctx, OpLane, false)
+}
+
+func (c *dialedConn) AcceptLane(ctx context.Context) (net.Conn, error) {
+	return c.side(ctx, OpLane, true)
+}
+
+func (c *dialedConn) OpenStream(ctx context.Context) (net.Conn, error) {
+	return c.side(ctx, OpStream, false)
+}
+
+func (c *dialedConn) AcceptStream(ctx context.Context) (net.Conn, error) {
+	return c.side(ctx, OpStream, true)
+}
+
 // Share asks the agent of home to serve port (UDP if udp) to holders of secret. The
 // share lasts until the returned connection is closed; a read from it
 // returns when the agent goes away (and the ticket with it).
@@ -109,6 +147,15 @@ func call(ctx context.Context, home string, req Request) (net.Conn, Reply, error
 type bufConn struct {
 	net.Conn
 	r io.Reader
+}
+
+// CloseWrite half-closes the control connection (a lane's or a stream's
+// end of data).
+func (b *bufConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return b.Conn.Close()
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }

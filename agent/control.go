@@ -19,6 +19,11 @@
 //     key itself; the agent never sees the SSH session's contents.
 //   - OpShare: the agent serves the ticket (its secret grants the port)
 //     until the command closes the control connection.
+//   - OpLane, OpStream: on a peer connection a command dialed (named in
+//     the dial's Reply), the agent opens (or, with Accept, takes the
+//     next) extra lane or stream beside SSH's, and the control connection
+//     carries its bytes: what lanes and streams are to a command that
+//     dials alone (session.LaneConn), through the agent.
 //
 // The package also holds this machine's side of the kin network, which
 // the agent and the commands share: a Peer is a transport node registered
@@ -47,9 +52,11 @@ const MaxRequest = 4096
 
 // Operations.
 const (
-	OpHello = "hello" // who are you: identity, signaling server, inbox
-	OpDial  = "dial"  // connect to Peer (at Instance) and splice
-	OpShare = "share" // serve Port to holders of Secret while connected
+	OpHello  = "hello"  // who are you: identity, signaling server, inbox
+	OpDial   = "dial"   // connect to Peer (at Instance) and splice
+	OpShare  = "share"  // serve Port to holders of Secret while connected
+	OpLane   = "lane"   // open (Accept: take) a lane of the dialed connection Conn and splice
+	OpStream = "stream" // open (Accept: take) a stream beside SSH's on Conn and splice
 )
 
 // Request is what a command asks the agent.
@@ -61,6 +68,8 @@ type Request struct {
 	Port     int         `json:"port,omitempty"`     // OpShare
 	UDP      bool        `json:"udp,omitempty"`      // OpShare: Port is a UDP port
 	Secret   []byte      `json:"secret,omitempty"`   // OpShare: the ticket's secret
+	Conn     string      `json:"conn,omitempty"`     // OpLane, OpStream: Reply.Dialed of a dial
+	Accept   bool        `json:"accept,omitempty"`   // OpLane, OpStream: take the peer's next one
 }
 
 // Reply is the agent's answer.
@@ -78,6 +87,10 @@ type Reply struct {
 	Inbox    string      `json:"inbox,omitempty"` // where friends' files land
 
 	Conn *transport.Info `json:"conn,omitempty"` // OpDial: the peer connection
+	// OpDial, on a connection with lanes and streams: its name for
+	// OpLane and OpStream, and its transport.Conn.Binding.
+	Dialed  string `json:"dialed,omitempty"`
+	Binding []byte `json:"binding,omitempty"`
 }
 
 // CodeOffline says the peer is not online.
@@ -108,6 +121,10 @@ func ParseRequest(line []byte) (Request, error) {
 		}
 		if len(r.Instance) > keys.MaxInstance || strings.Trim(r.Instance, "0123456789abcdefghijklmnopqrstuvwxyz-") != "" {
 			return r, errors.New("dial: bad instance")
+		}
+	case OpLane, OpStream:
+		if len(r.Conn) != 2*dialedSize || strings.Trim(r.Conn, "0123456789abcdef") != "" {
+			return r, fmt.Errorf("%s: bad connection name", r.Op)
 		}
 	case OpShare:
 		if r.Port < 1 || r.Port > 65535 {

@@ -291,6 +291,9 @@ func Reach(ctx context.Context, home string, cfg PeerConfig) (*Link, error) {
 		return &Link{Identity: cfg.Identity, URL: cfg.Signal, close: func() {}, log: log,
 			raw: func(ctx context.Context, peer keys.PeerID, instance string) (net.Conn, transport.Info, error) {
 				c, r, err := Dial(ctx, home, peer, instance)
+				if err == nil && r.Dialed != "" {
+					c = &dialedConn{Conn: c, home: home, name: r.Dialed, binding: r.Binding}
+				}
 				return c, Info(r), err
 			}}, nil
 	}

@@ -3,6 +3,8 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +47,24 @@ type Server struct {
 	h     Handler
 	log   *slog.Logger
 	wg    sync.WaitGroup
+
+	mu     sync.Mutex
+	dialed map[string]sideConn // connections dialed for commands, by Reply.Dialed
 }
+
+// sideConn is a dialed connection that carries lanes and streams beside
+// SSH's (transport.Conn on QUIC).
+type sideConn interface {
+	HasLanes() bool
+	Binding() []byte
+	OpenLane(ctx context.Context) (net.Conn, error)
+	AcceptLane(ctx context.Context) (net.Conn, error)
+	OpenStream(ctx context.Context) (net.Conn, error)
+	AcceptStream(ctx context.Context) (net.Conn, error)
+}
+
+// dialedSize is the bytes of a dialed connection's random name.
+const dialedSize = 16
 
 // Listen opens the control socket of home for h: the directory is made
 // 0700 and the socket 0600. A stale socket left by a killed agent is
@@ -79,7 +98,7 @@ func Listen(home string, h Handler, log *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	return &Server{ln: ln, path: path, owner: os.Getuid(), h: h, log: log}, nil
+	return &Server{ln: ln, path: path, owner: os.Getuid(), h: h, log: log, dialed: map[string]sideConn{}}, nil
 }
 
 // Path is the socket's file name.
@@ -158,31 +177,43 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 		io.Copy(io.Discard, r) // until the command closes it (or ctx ends)
 		s.log.Info("stopped sharing a port for kin share", "port", keys.FormatPort(req.Port, req.UDP))
 		return nil
+	case OpLane, OpStream:
+		if r.Buffered() > 0 {
+			return fmt.Errorf("%s: bytes after the request, before the reply", req.Op)
+		}
+		s.mu.Lock()
+		conn := s.dialed[req.Conn]
+		s.mu.Unlock()
+		if conn == nil {
+			reply.Error = "no such connection (it ended?)"
+			return writeReply(c, reply)
+		}
+		open := map[[2]bool]func(context.Context) (net.Conn, error){
+			{false, false}: conn.OpenLane, {false, true}: conn.AcceptLane,
+			{true, false}: conn.OpenStream, {true, true}: conn.AcceptStream,
+		}[[2]bool{req.Op == OpStream, req.Accept}]
+		side, err := untilGone(ctx, c, open)
+		if err != nil {
+			reply.Error = err.Error()
+			writeReply(c, reply)
+			return err
+		}
+		defer side.Close()
+		reply.OK = true
+		if err := writeReply(c, reply); err != nil {
+			return err
+		}
+		return splice(c, side)
 	case OpDial:
 		if r.Buffered() > 0 {
 			return errors.New("dial: bytes after the request, before the reply")
 		}
-		// A command that gives up (Ctrl-C) closes the socket: stop
-		// dialing. Nothing else may arrive before the reply.
-		dctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		watched := make(chan bool)
-		go func() {
-			var b [1]byte
-			n, err := c.Read(b[:])
-			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				cancel()
-			}
-			watched <- n > 0
-		}()
-		conn, info, err := s.h.Dial(dctx, req.Peer, req.Instance)
-		c.SetReadDeadline(time.Unix(1, 0))
-		early := <-watched
-		c.SetReadDeadline(time.Time{})
-		if err == nil && (dctx.Err() != nil || early) {
-			conn.Close()
-			err = errors.New("the command went away while dialing")
-		}
+		var info transport.Info
+		conn, err := untilGone(ctx, c, func(ctx context.Context) (net.Conn, error) {
+			conn, i, err := s.h.Dial(ctx, req.Peer, req.Instance)
+			info = i
+			return conn, err
+		})
 		if err != nil {
 			reply.Error = err.Error()
 			if errors.Is(err, transport.ErrPeerOffline) {
@@ -193,6 +224,19 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 		}
 		defer conn.Close()
 		reply.OK, reply.Conn = true, &info
+		if sc, ok := conn.(sideConn); ok && sc.HasLanes() {
+			var name [dialedSize]byte
+			rand.Read(name[:])
+			reply.Dialed, reply.Binding = hex.EncodeToString(name[:]), sc.Binding()
+			s.mu.Lock()
+			s.dialed[reply.Dialed] = sc
+			s.mu.Unlock()
+			defer func() {
+				s.mu.Lock()
+				delete(s.dialed, reply.Dialed)
+				s.mu.Unlock()
+			}()
+		}
 		if err := writeReply(c, reply); err != nil {
 			return err
 		}
@@ -200,6 +244,32 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 		return splice(c, conn)
 	}
 	return nil
+}
+
+// untilGone runs f with a context that ends when the command gives up
+// (Ctrl-C closes its socket) or ctx ends. Nothing may arrive from the
+// command before the reply: bytes that did are an error too.
+func untilGone(ctx context.Context, c *net.UnixConn, f func(context.Context) (net.Conn, error)) (net.Conn, error) {
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watched := make(chan bool)
+	go func() {
+		var b [1]byte
+		n, err := c.Read(b[:])
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel()
+		}
+		watched <- n > 0
+	}()
+	conn, err := f(fctx)
+	c.SetReadDeadline(time.Unix(1, 0))
+	early := <-watched
+	c.SetReadDeadline(time.Time{})
+	if err == nil && (fctx.Err() != nil || early) {
+		conn.Close()
+		err = errors.New("the command went away meanwhile")
+	}
+	return conn, err
 }
 
 // readLine reads one request line of at most MaxRequest bytes.

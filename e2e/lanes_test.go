@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -187,4 +188,52 @@ func TestLaneCutMidwayOverALossyLink(t *testing.T) {
 	if hashFile(t, filepath.Join(inbox, "big.bin")) != hashFile(t, src) {
 		t.Fatal("the file sent with a lane cut mid-way differs (SHA-256)")
 	}
+}
+
+// A sender whose own kin up runs dials through it (one presence per
+// identity) and still spreads a big file over lanes: the agent opens them
+// on its connection and carries their bytes (agent.OpLane).
+func TestSendThroughOwnAgentOnLanes(t *testing.T) {
+	a := startAgent(t)
+	mine := a.kid.start("up", "--dir", filepath.Join(t.TempDir(), "kid-inbox"))
+	mine.waitFor(`kin is up`)
+	a.kid.Env = append(a.kid.Env, "KIN_LANES=4")
+	src := randomFile(t, 64<<20)
+	_, errs, code := a.kid.run("--verbose", "send", src, "dad")
+	if code != 0 {
+		t.Fatalf("kin send: exit %d: %s", code, errs)
+	}
+	if !strings.Contains(errs, "dialing through the agent") {
+		t.Fatalf("the send did not go through kid's agent: %s", errs)
+	}
+	if n := lanesUsed(errs); n != 4 {
+		t.Errorf("used %d lanes through the agent, forced 4: %q", n, errs)
+	}
+	if hashFile(t, filepath.Join(a.inbox, "big.bin")) != hashFile(t, src) {
+		t.Fatal("the file sent on lanes through the agent differs (SHA-256)")
+	}
+}
+
+// kin connect whose own kin up runs dials through it and still carries
+// each forwarded connection on a QUIC stream of its own (agent.OpStream),
+// once the connection has shown it runs end to end.
+func TestConnectThroughOwnAgentOnStreams(t *testing.T) {
+	url, _ := startSignal(t)
+	webPort, page, _ := webServer(t, 0)
+	dad := newUser(t, "dad", "KIN_SIGNAL="+url)
+	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
+	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", fmt.Sprintf("port=%d", webPort))
+	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+	dad.start("up").waitFor(`kin is up`)
+	kid.start("up", "--dir", filepath.Join(t.TempDir(), "kid-inbox")).waitFor(`kin is up`)
+
+	conn := kid.start("--verbose", "connect", fmt.Sprintf("dad:%d", webPort), "--listen", "127.0.0.1:0")
+	local := conn.waitFor(forwardingRE)[1]
+	conn.waitFor(`dialing through the agent`)
+	for range 3 { // the first may go before the bindings were compared
+		if got := string(get(t, local, "/")); got != page {
+			t.Fatalf("page = %q", got)
+		}
+	}
+	conn.waitFor(`msg="forwarded connection" .*on="QUIC stream"`)
 }

@@ -604,7 +604,10 @@ func (s *streamForward) Close() error {
 }
 
 func (s *streamForward) CloseWrite() error {
-	return s.Conn.(interface{ CloseWrite() error }).CloseWrite()
+	if cw, ok := s.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return s.Close()
 }
 
 // pipe copies both ways with half-close (where an end can: SSH channels,
