@@ -6,6 +6,8 @@ package e2e
 import (
 	"crypto/rand"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -230,10 +232,21 @@ func TestConnectThroughOwnAgentOnStreams(t *testing.T) {
 	conn := kid.start("--verbose", "connect", fmt.Sprintf("dad:%d", webPort), "--listen", "127.0.0.1:0")
 	local := conn.waitFor(forwardingRE)[1]
 	conn.waitFor(`dialing through the agent`)
-	for range 3 { // the first may go before the bindings were compared
-		if got := string(get(t, local, "/")); got != page {
-			t.Fatalf("page = %q", got)
+	// Each GET on a connection of its own. A forward that starts before
+	// the bindings were compared (a round trip after connecting) goes
+	// inside SSH; later ones go on streams.
+	web := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; i < 50 && !strings.Contains(conn.Output(), `on="QUIC stream"`); i++ {
+		resp, err := web.Get("http://" + local + "/")
+		if err != nil {
+			t.Fatal(err)
 		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(got) != page {
+			t.Fatalf("page = %q, %v", got, err)
+		}
+		time.Sleep(50 * time.Millisecond) // the log line follows the forward
 	}
 	conn.waitFor(`msg="forwarded connection" .*on="QUIC stream"`)
 }
