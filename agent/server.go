@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"kin/keys"
+	"kin/session"
 	"kin/transport"
 )
 
@@ -49,18 +50,7 @@ type Server struct {
 	wg    sync.WaitGroup
 
 	mu     sync.Mutex
-	dialed map[string]sideConn // connections dialed for commands, by Reply.Dialed
-}
-
-// sideConn is a dialed connection that carries lanes and streams beside
-// SSH's (transport.Conn on QUIC).
-type sideConn interface {
-	HasLanes() bool
-	Binding() []byte
-	OpenLane(ctx context.Context) (net.Conn, error)
-	AcceptLane(ctx context.Context) (net.Conn, error)
-	OpenStream(ctx context.Context) (net.Conn, error)
-	AcceptStream(ctx context.Context) (net.Conn, error)
+	dialed map[string]session.LaneConn // connections dialed for commands, by Reply.Dialed
 }
 
 // dialedSize is the bytes of a dialed connection's random name.
@@ -98,7 +88,7 @@ func Listen(home string, h Handler, log *slog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	return &Server{ln: ln, path: path, owner: os.Getuid(), h: h, log: log, dialed: map[string]sideConn{}}, nil
+	return &Server{ln: ln, path: path, owner: os.Getuid(), h: h, log: log, dialed: map[string]session.LaneConn{}}, nil
 }
 
 // Path is the socket's file name.
@@ -224,7 +214,7 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 		}
 		defer conn.Close()
 		reply.OK, reply.Conn = true, &info
-		if sc, ok := conn.(sideConn); ok && sc.HasLanes() {
+		if sc, ok := conn.(session.LaneConn); ok && sc.HasLanes() {
 			var name [dialedSize]byte
 			rand.Read(name[:])
 			reply.Dialed, reply.Binding = hex.EncodeToString(name[:]), sc.Binding()

@@ -220,12 +220,8 @@ func TestSendThroughOwnAgentOnLanes(t *testing.T) {
 // each forwarded connection on a QUIC stream of its own (agent.OpStream),
 // once the connection has shown it runs end to end.
 func TestConnectThroughOwnAgentOnStreams(t *testing.T) {
-	url, _ := startSignal(t)
 	webPort, page, _ := webServer(t, 0)
-	dad := newUser(t, "dad", "KIN_SIGNAL="+url)
-	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
-	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", fmt.Sprintf("port=%d", webPort))
-	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+	dad, kid := portFriends(t, webPort)
 	dad.start("up").waitFor(`kin is up`)
 	kid.start("up", "--dir", filepath.Join(t.TempDir(), "kid-inbox")).waitFor(`kin is up`)
 

@@ -25,13 +25,20 @@ import (
 // kin connect to a friend's kin up keeps its local port through a restart
 // of the agent: it says it lost the connection, reconnects by itself, says
 // so, and the same local address works again.
-func TestConnectReconnectsAfterAgentRestart(t *testing.T) {
+// portFriends are dad and kid on a signaling server of their own, kid
+// allowed dad's port.
+func portFriends(t *testing.T, port int) (dad, kid *user) {
 	url, _ := startSignal(t)
-	webPort, page, _ := webServer(t, 0)
-	dad := newUser(t, "dad", "KIN_SIGNAL="+url)
-	kid := newUser(t, "kid", "KIN_SIGNAL="+url)
-	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", fmt.Sprintf("port=%d", webPort))
+	dad = newUser(t, "dad", "KIN_SIGNAL="+url)
+	kid = newUser(t, "kid", "KIN_SIGNAL="+url)
+	dad.mustRun("friends", "add", "kid", strings.TrimSpace(kid.mustRun("id")), "--allow", fmt.Sprintf("port=%d", port))
 	kid.mustRun("friends", "add", "dad", strings.TrimSpace(dad.mustRun("id")))
+	return dad, kid
+}
+
+func TestConnectReconnectsAfterAgentRestart(t *testing.T) {
+	webPort, page, _ := webServer(t, 0)
+	dad, kid := portFriends(t, webPort)
 	agent := dad.start("up")
 	agent.waitFor(`kin is up`)
 
