@@ -178,10 +178,15 @@ func (s *Server) serveConn(ctx context.Context, c *net.UnixConn) error {
 			reply.Error = "no such connection (it ended?)"
 			return writeReply(c, reply)
 		}
-		open := map[[2]bool]func(context.Context) (net.Conn, error){
-			{false, false}: conn.OpenLane, {false, true}: conn.AcceptLane,
-			{true, false}: conn.OpenStream, {true, true}: conn.AcceptStream,
-		}[[2]bool{req.Op == OpStream, req.Accept}]
+		open := conn.OpenLane
+		switch {
+		case req.Op == OpLane && req.Accept:
+			open = conn.AcceptLane
+		case req.Op == OpStream && req.Accept:
+			open = conn.AcceptStream
+		case req.Op == OpStream:
+			open = conn.OpenStream
+		}
 		side, err := untilGone(ctx, c, open)
 		if err != nil {
 			reply.Error = err.Error()

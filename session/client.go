@@ -216,13 +216,11 @@ func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
 	id := newStreamID()
 	go func() {
 		if streams {
-			ch, reqs, err := c.ssh.OpenChannel(streamChannel, ssh.Marshal(streamTCP{Host: "localhost", Port: uint32(port), OriginHost: "127.0.0.1", Stream: id[:]}))
-			var oe *ssh.OpenChannelError
-			if !errors.As(err, &oe) || (oe.Reason != ssh.UnknownChannelType && oe.Message != errNoStreams) {
+			ch, reqs, err := c.openStreamed(streamChannel, ssh.Marshal(streamTCP{Host: "localhost", Port: uint32(port), OriginHost: "127.0.0.1", Stream: id[:]}))
+			if ch != nil || err != nil {
 				got <- opened{ch, reqs, err}
 				return
 			}
-			c.noStreams.Store(true)
 			streams = false
 		}
 		ch, reqs, err := c.ssh.OpenChannel("direct-tcpip", ssh.Marshal(directTCPIP{Host: "localhost", Port: uint32(port), OriginHost: "127.0.0.1"}))
@@ -255,13 +253,37 @@ func (c *Client) DialPort(ctx context.Context, port int) (net.Conn, error) {
 		return newChannelConn(o.ch, o.reqs, c.ssh), nil
 	}
 	c.log.Debug("forwarded connection", "port", port, "on", "QUIC stream")
-	go ssh.DiscardRequests(o.reqs)
-	st, err := c.lanes.openStream(ctx, id)
+	conn, err := c.onStream(ctx, o.ch, o.reqs, id)
 	if err != nil {
-		o.ch.Close()
 		return nil, fmt.Errorf("port %d: %w", port, err)
 	}
-	return &streamForward{Conn: st, ch: o.ch}, nil
+	return conn, nil
+}
+
+// openStreamed opens a channel of typ whose payload names a stream beside
+// SSH's for its bytes. All nil: the peer has no streams here (its kin is
+// older, or its side found the QUIC not end to end), and the caller asks
+// for the plain channel.
+func (c *Client) openStreamed(typ string, payload []byte) (ssh.Channel, <-chan *ssh.Request, error) {
+	ch, reqs, err := c.ssh.OpenChannel(typ, payload)
+	var oe *ssh.OpenChannelError
+	if errors.As(err, &oe) && (oe.Reason == ssh.UnknownChannelType || oe.Message == errNoStreams) {
+		c.noStreams.Store(true)
+		return nil, nil, nil
+	}
+	return ch, reqs, err
+}
+
+// onStream opens the stream id names, for the channel ch the peer
+// accepted; closing either closes both.
+func (c *Client) onStream(ctx context.Context, ch ssh.Channel, reqs <-chan *ssh.Request, id streamID) (net.Conn, error) {
+	go ssh.DiscardRequests(reqs)
+	st, err := c.lanes.openStream(ctx, id)
+	if err != nil {
+		ch.Close()
+		return nil, err
+	}
+	return &streamForward{Conn: st, ch: ch}, nil
 }
 
 // Forward serves ln: each accepted connection goes to the peer's port over
@@ -437,25 +459,21 @@ func (c *Client) Pipe(ctx context.Context) (net.Conn, error) {
 	// stream beside SSH's (they are encrypted by OpenSSH already).
 	if c.lanes.waitEndToEnd(ctx) && !c.noStreams.Load() {
 		id := newStreamID()
-		ch, reqs, err := c.ssh.OpenChannel(pipeStreamChannel, ssh.Marshal(streamName{id[:]}))
+		ch, reqs, err := c.openStreamed(pipeStreamChannel, ssh.Marshal(streamName{id[:]}))
 		var oe *ssh.OpenChannelError
 		switch {
-		case err == nil:
-			go ssh.DiscardRequests(reqs)
-			st, err := c.lanes.openStream(ctx, id)
+		case ch != nil:
+			conn, err := c.onStream(ctx, ch, reqs, id)
 			if err != nil {
-				ch.Close()
 				return nil, fmt.Errorf("open pipe: %w", err)
 			}
 			c.log.Debug("pipe", "on", "QUIC stream")
-			return &streamForward{Conn: st, ch: ch}, nil
-		case errors.As(err, &oe) && (oe.Reason == ssh.UnknownChannelType || oe.Message == errNoStreams):
-			c.noStreams.Store(true) // the channel, below
+			return conn, nil
 		case errors.As(err, &oe) && oe.Reason == ssh.Prohibited:
 			return nil, fmt.Errorf("%w: %s", ErrPipeNotAllowed, oe.Message)
-		default:
+		case err != nil:
 			return nil, fmt.Errorf("open pipe: %w", err)
-		}
+		} // no streams: the channel, below
 	}
 	ch, reqs, err := c.ssh.OpenChannel(pipeChannel, nil)
 	if err != nil {

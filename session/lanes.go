@@ -216,11 +216,17 @@ func (h *laneHub) openStream(ctx context.Context, id streamID) (net.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.Write(id[:]); err != nil {
-		s.Close()
+	return present(s, id[:])
+}
+
+// present writes name (a lane's secret, a stream's name) as c's first
+// bytes; c is closed if that fails.
+func present(c net.Conn, name []byte) (net.Conn, error) {
+	if _, err := c.Write(name); err != nil {
+		c.Close()
 		return nil, err
 	}
-	return s, nil
+	return c, nil
 }
 
 // expectStream readies the wait for the stream that presents id (the
@@ -252,8 +258,7 @@ func (w *streamWaiter) take(ctx context.Context) net.Conn {
 	defer t.Stop()
 	select {
 	case s := <-w.ch:
-		w.forget()
-		return s
+		return s // admitStream forgot it for us
 	case <-t.C:
 	case <-ctx.Done():
 	case <-w.h.ctx.Done():
@@ -328,8 +333,7 @@ func (h *laneHub) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, e
 	if err != nil {
 		return nil, err
 	}
-	if _, err := l.Write(token); err != nil {
-		l.Close()
+	if l, err = present(l, token); err != nil {
 		return nil, err
 	}
 	if h.cutAt > 0 && h.cut.CompareAndSwap(false, true) {

@@ -424,25 +424,19 @@ func (s *Server) channel(ctx context.Context, g *Grant, nc ssh.NewChannel, sc *s
 			}
 			await = lanes.expectStream(streamID(m.Stream))
 		}
-		ch := acceptData(nc)
+		ch, fwd, err := acceptStreamed(ctx, nc, await)
+		if err != nil {
+			log.Warn("pipe failed", "why", err)
+		}
 		if ch == nil {
-			if await != nil {
-				await.forget()
-			}
 			return
 		}
 		var conn net.Conn = &channelConn{Channel: ch, ends: sc}
-		if await != nil {
-			st := await.take(ctx)
-			if st == nil {
-				log.Warn("pipe failed", "why", "its stream did not come")
-				ch.Close()
-				return
-			}
-			conn = &streamForward{Conn: st, ch: ch}
+		if fwd != nil {
+			conn = fwd
 		}
 		log.Info("pipe: an SSH connection inside this one")
-		err := s.ServeConn(ctx, conn, "pipe from "+g.who())
+		err = s.ServeConn(ctx, conn, "pipe from "+g.who())
 		log.Info("pipe ended", "err", err)
 	case "session":
 		cfg, ok := s.sessionConfig(g)
@@ -561,24 +555,17 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, strea
 	if streams != nil {
 		await = streams.expectStream(id) // before the client may open it
 	}
-	ch := acceptData(nc)
+	ch, fwd, err := acceptStreamed(ctx, nc, await)
+	if err != nil {
+		log.Warn("forwarded connection failed", "port", port, "why", err)
+	}
 	if ch == nil {
-		if await != nil {
-			await.forget()
-		}
 		local.Close()
 		return
 	}
 	var remote io.ReadWriteCloser = ch
-	if await != nil {
-		st := await.take(ctx)
-		if st == nil {
-			log.Warn("forwarded connection failed", "port", port, "why", "its stream did not come")
-			ch.Close()
-			local.Close()
-			return
-		}
-		remote = &streamForward{Conn: st, ch: ch}
+	if fwd != nil {
+		remote = fwd
 	}
 	// A local service may never close its end: ctx ending closes it.
 	stop := context.AfterFunc(ctx, func() { remote.Close(); local.Close() })
@@ -589,6 +576,32 @@ func (s *Server) forward(ctx context.Context, g *Grant, nc ssh.NewChannel, strea
 	start := time.Now()
 	pipe(remote, local)
 	log.Info("port forward closed", "port", port, "after", time.Since(start).Round(time.Millisecond))
+}
+
+// errStreamMissing: a channel's client never opened the stream it named.
+var errStreamMissing = errors.New("its stream did not come")
+
+// acceptStreamed accepts nc and, when w is set, takes the stream w waits
+// for (fwd, whose closing closes the channel too). A nil channel: the
+// client went away, or its stream did not come (errStreamMissing);
+// nothing is left open then.
+func acceptStreamed(ctx context.Context, nc ssh.NewChannel, w *streamWaiter) (ch ssh.Channel, fwd *streamForward, err error) {
+	ch = acceptData(nc)
+	if ch == nil {
+		if w != nil {
+			w.forget()
+		}
+		return nil, nil, nil
+	}
+	if w == nil {
+		return ch, nil, nil
+	}
+	st := w.take(ctx)
+	if st == nil {
+		ch.Close()
+		return nil, nil, errStreamMissing
+	}
+	return ch, &streamForward{Conn: st, ch: ch}, nil
 }
 
 // streamForward is a forwarded connection's stream with the channel that
