@@ -48,7 +48,7 @@ func main() {
 	if *quick {
 		o.sizeMiB, o.runs = 64, 1
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	if err := run(ctx, o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -103,7 +103,7 @@ func run(ctx context.Context, o options) error {
 	size := int64(o.sizeMiB) << 20
 	var rows []*Row
 	if strings.Contains("loopback", o.link) {
-		if rows, err = b.link(ctx, "loopback", host{}, host{}, size, false); err != nil {
+		if rows, err = b.link(ctx, "loopback", host{}, host{}, load{size: size, dataChannelFile: size}, false); err != nil {
 			return err
 		}
 	}
@@ -118,13 +118,11 @@ func run(ctx context.Context, o options) error {
 			}
 			continue
 		}
-		// Sized to take wanSeconds at the link's rate.
-		n := min(size, link.Rate/8*wanSeconds>>20<<20)
 		pair, err := netem.Start(ctx, link)
 		if err != nil {
 			return err
 		}
-		wan, err := b.link(ctx, name, host{pair.B}, host{pair.A}, n, link.Loss > 0)
+		wan, err := b.link(ctx, name, host{pair.B}, host{pair.A}, wanLoad(link, size), link.Loss > 0)
 		if cerr := pair.Close(); err == nil {
 			err = cerr
 		}
@@ -137,7 +135,7 @@ func run(ctx context.Context, o options) error {
 		rows = append(rows, wan...)
 	}
 
-	title := fmt.Sprintf("kin bench: median of %d runs; %d MiB per run on loopback, a second of the link's rate on a WAN", o.runs, o.sizeMiB)
+	title := fmt.Sprintf("kin bench: median of %d runs; %d MiB per run on loopback; on a WAN, %d s of the link's rate (streams stop after %d s, kin send over the data channel moves 1 s)", o.runs, o.sizeMiB, wanSeconds, 2*wanSeconds)
 	printTable(os.Stdout, title, rows)
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
@@ -160,12 +158,13 @@ type bench struct {
 	runs              int
 }
 
-// link measures every path between client and server, size bytes per run.
+// link measures every path between client and server, moving what ld says.
 // Files go from client to server; streams come from a source on the
 // server to the client.
 // lossy says whether the link drops packets: there a forced lane count is
 // measured beside the adaptive one.
-func (b *bench) link(ctx context.Context, name string, server, client host, size int64, lossy bool) ([]*Row, error) {
+func (b *bench) link(ctx context.Context, name string, server, client host, ld load, lossy bool) ([]*Row, error) {
+	size := ld.size
 	dir, err := os.MkdirTemp(b.dir, "link")
 	if err != nil {
 		return nil, err
@@ -182,6 +181,13 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	file := filepath.Join(dir, "payload.bin")
 	if err := writePayload(file, size); err != nil {
 		return nil, err
+	}
+	dcFile := file // what kin send moves over the data channel
+	if ld.dataChannelFile < size {
+		dcFile = filepath.Join(dir, "payload-dc.bin")
+		if err := writePayload(dcFile, ld.dataChannelFile); err != nil {
+			return nil, err
+		}
 	}
 	lab := &kinLab{ctx: ctx, dir: dir, kin: b.kin, profile: b.profile, server: server, client: client}
 	defer lab.stop()
@@ -207,13 +213,14 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	send := &Row{Name: "kin send (QUIC)", Link: name}
 	sendDC := &Row{Name: "kin send (data channel)", Link: name}
 	sendForced := &Row{Name: fmt.Sprintf("kin send (QUIC, KIN_LANES=%d)", forcedBenchLanes), Link: name}
-	// each measures f b.runs times into r.
-	each := func(r *Row, f func() (float64, error)) error {
+	// each measures f b.runs times into r; f returns MB/s and the bytes
+	// it moved.
+	each := func(r *Row, f func() (float64, int64, error)) error {
 		for range b.runs {
 			var mbps float64
-			cpu, drops, err := metered(size, hosts, func() (err error) {
-				mbps, err = f()
-				return err
+			cpu, drops, err := metered(hosts, func() (moved int64, err error) {
+				mbps, moved, err = f()
+				return moved, err
 			})
 			if err != nil {
 				return fmt.Errorf("%s: %w", r.Name, err)
@@ -223,7 +230,7 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 		return nil
 	}
 	stream := func(r *Row, addr string) error {
-		return each(r, func() (float64, error) { return measure(ctx, client, addr, size) })
+		return each(r, func() (float64, int64, error) { return measure(ctx, client, addr, size, ld.streamLimit) })
 	}
 
 	// Streams: one forwarded TCP connection.
@@ -301,7 +308,10 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 		// The ceiling: kin's transport alone, in this process, with kin's GC setting.
 		old := debug.SetGCPercent(400)
 		for _, r := range []*Row{trQ, trDC} {
-			if err := each(r, func() (float64, error) { return transportAlone(ctx, size, laneOf(r)) }); err != nil {
+			if err := each(r, func() (float64, int64, error) {
+				mbps, err := transportAlone(ctx, size, laneOf(r))
+				return mbps, size, err
+			}); err != nil {
 				debug.SetGCPercent(old)
 				return nil, err
 			}
@@ -315,9 +325,10 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 		scp.Skipped = sshErr.Error()
 	} else {
 		dst := filepath.Join(dir, "scp-copy.bin")
-		err := each(scp, func() (float64, error) {
+		err := each(scp, func() (float64, int64, error) {
 			defer os.Remove(dst)
-			return sd.scp(ctx, file, dst)
+			mbps, err := sd.scp(ctx, file, dst)
+			return mbps, size, err
 		})
 		if err != nil {
 			return nil, err
@@ -330,10 +341,14 @@ func (b *bench) link(ctx context.Context, name string, server, client host, size
 	}
 	for _, r := range sends {
 		lab.lane, lab.lanes = laneOf(r), lanesOf(r)
-		if err := each(r, func() (float64, error) {
-			mbps, lanes, err := lab.send(file, size)
+		f, n := file, size
+		if r == sendDC {
+			f, n = dcFile, ld.dataChannelFile
+		}
+		if err := each(r, func() (float64, int64, error) {
+			mbps, lanes, err := lab.send(f, n)
 			r.lanes = append(r.lanes, lanes)
-			return mbps, err
+			return mbps, n, err
 		}); err != nil {
 			return nil, err
 		}
@@ -375,20 +390,21 @@ func connectRuns(runs int) int { return max(3, 2*runs-1) }
 // metered runs f and returns the machine's CPU seconds per GB moved and
 // how many UDP datagrams the hosts' kernels dropped meanwhile for lack of
 // buffer.
-func metered(size int64, hosts []host, f func() error) (cpuPerGB float64, drops int64, err error) {
+// f returns how many bytes it moved.
+func metered(hosts []host, f func() (int64, error)) (cpuPerGB float64, drops int64, err error) {
 	c0, ok := machineCPU()
 	for _, h := range hosts {
 		drops -= h.udpDrops()
 	}
-	err = f()
+	moved, err := f()
 	c1, ok1 := machineCPU()
 	for _, h := range hosts {
 		drops += h.udpDrops()
 	}
-	if err != nil || !ok || !ok1 {
+	if err != nil || !ok || !ok1 || moved == 0 {
 		return 0, 0, err
 	}
-	return (c1 - c0).Seconds() / (float64(size) / 1e9), drops, nil
+	return (c1 - c0).Seconds() / (float64(moved) / 1e9), drops, nil
 }
 
 func printTable(w io.Writer, title string, rows []*Row) {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"time"
 )
 
@@ -44,15 +46,21 @@ func startSource(h host, size int64) (net.Listener, error) {
 	return ln, nil
 }
 
-// measure reads from addr until EOF, as host h, and returns MB/s.
-func measure(ctx context.Context, h host, addr string, want int64) (float64, error) {
+// measure reads from addr until EOF, as host h, and returns MB/s and the
+// bytes read. With a limit, it stops reading after that long and measures
+// what came until then.
+func measure(ctx context.Context, h host, addr string, want int64, limit time.Duration) (float64, int64, error) {
 	start := time.Now()
 	c, err := h.dial(ctx, addr, 30*time.Second)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	deadline, cut := start.Add(5*time.Minute), false
+	if limit > 0 {
+		deadline, cut = start.Add(limit), true
+	}
+	c.SetDeadline(deadline)
 	buf := make([]byte, 256<<10)
 	var n int64
 	for {
@@ -61,15 +69,18 @@ func measure(ctx context.Context, h host, addr string, want int64) (float64, err
 		if err == io.EOF {
 			break
 		}
+		if cut && errors.Is(err, os.ErrDeadlineExceeded) && n > 0 {
+			break
+		}
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
 	el := time.Since(start)
-	if n != want {
-		return 0, fmt.Errorf("got %d bytes, want %d", n, want)
+	if n != want && !(cut && n < want && el >= limit) {
+		return 0, 0, fmt.Errorf("got %d bytes, want %d", n, want)
 	}
-	return float64(n) / 1e6 / el.Seconds(), nil
+	return float64(n) / 1e6 / el.Seconds(), n, nil
 }
 
 // firstByte dials addr from h until something listens there and returns

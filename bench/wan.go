@@ -22,9 +22,33 @@ var wanLinks = []netem.Link{
 var wanPaths = []string{"raw TCP", "raw TCP, CUBIC", "raw TCP, BBR", "ssh -L (OpenSSH)", "kin connect (QUIC)", "kin connect (data channel)", "scp (OpenSSH)", "kin send (QUIC)", "kin send (data channel)"}
 
 // wanSeconds is how long one run on a WAN link takes at the link's full
-// rate; the size moved follows from it. One second: kin moves 0.5 MB/s
-// over the lossy link, so each of its runs there takes 25 s already.
-const wanSeconds = 1
+// rate; the size moved follows from it. Files are timed from starting the
+// command, so connecting is part of every file row (0.65 s of kin's and
+// scp's on the 40 ms link): four seconds keep it a small part, where one
+// second made it most of the run.
+const wanSeconds = 4
+
+// load is what each run on a link moves.
+type load struct {
+	size            int64         // bytes per run
+	dataChannelFile int64         // bytes per kin send over the data channel
+	streamLimit     time.Duration // a stream run stops after this long (0: never)
+}
+
+// wanLoad is the load on an emulated link, at most size bytes per run.
+// The paths a window or pion's SCTP holds far below the link's rate (TCP
+// CUBIC and one QUIC flow on the lossy link, the data channel) would take
+// minutes to move that: a stream stops after twice wanSeconds and is
+// measured by what it moved, and the data channel's kin send moves one
+// second of the link.
+func wanLoad(link netem.Link, size int64) load {
+	second := link.Rate / 8 >> 20 << 20
+	return load{
+		size:            min(size, wanSeconds*second),
+		dataChannelFile: min(size, second),
+		streamLimit:     2 * wanSeconds * time.Second,
+	}
+}
 
 // congestionControl sets TCP's congestion control (net.ipv4.
 // tcp_congestion_control, per network namespace) on every emulated host,

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -440,6 +441,104 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 	}
 }
 
+// Lanes in slow start move more than they keep on a lossy path. The
+// controller judges a step once every lane has lost a packet, so a burst
+// of new lanes filling the link is not taken for what fewer lanes would
+// keep (measured: 8 fresh lanes moved 12.6 MB/s on 100 Mbit/s, 40 ms,
+// 0.5% loss; the step back to 4 then moved 2.5).
+func TestLaneControllerWaitsOutSlowStart(t *testing.T) {
+	const (
+		link   = 12.5e6 // 100 Mbit/s
+		steady = 0.6e6  // a lane once losses cap it
+		burst  = 4e6    // a lane in slow start
+		fresh  = 300 * time.Millisecond
+	)
+	c := newLaneController(maxLanes)
+	now := time.Unix(0, 0)
+	var opened []time.Time // when each lane in use opened
+	var moved float64
+	var seen []int
+	n := 1
+	opened = append(opened, now)
+	for range 1000 { // 10 s
+		now = now.Add(laneTick)
+		var rate float64
+		anyFresh := false
+		for _, o := range opened {
+			if now.Sub(o) < fresh {
+				rate += burst
+				anyFresh = true
+			} else {
+				rate += steady
+			}
+		}
+		moved += min(rate, link) * laneTick.Seconds()
+		path := PathStats{RTT: 40 * time.Millisecond, Sent: 10000, Lost: 50, Fresh: anyFresh}
+		n = c.sample(now, int64(moved), true, path, true)
+		for len(opened) < n {
+			opened = append(opened, now)
+		}
+		opened = opened[:n] // the newest go first
+		seen = append(seen, n)
+	}
+	at := ticksTo(seen, 16)
+	if at < 0 || slices.ContainsFunc(seen[at:], func(n int) bool { return n != 16 }) {
+		t.Errorf("lanes %v, want 16 once reached: a step was judged while its lanes were in slow start", runs(seen))
+	}
+}
+
+// Lanes that left slow start still run above what they keep for a while,
+// until losses cap their windows. A step taken while fewer lanes ran high
+// may look as if it did not pay; once the fewer lanes fall, going back
+// up is what pays, at once rather than after the hold.
+func TestLaneControllerComesBackWhenFewerLanesFall(t *testing.T) {
+	const (
+		link   = 12.5e6
+		steady = 0.6e6
+		burst  = 4e6
+		fresh  = 200 * time.Millisecond
+		decay  = 1600 * time.Millisecond // how fast a lane falls to steady
+	)
+	c := newLaneController(maxLanes)
+	now := time.Unix(0, 0)
+	opened := []time.Time{now}
+	var moved float64
+	var seen []int
+	for range 1000 { // 10 s
+		now = now.Add(laneTick)
+		var rate float64
+		anyFresh := false
+		for _, o := range opened {
+			age := now.Sub(o)
+			rate += steady + (burst-steady)*math.Exp(-age.Seconds()/decay.Seconds())
+			anyFresh = anyFresh || age < fresh
+		}
+		moved += min(rate, link) * laneTick.Seconds()
+		path := PathStats{RTT: 40 * time.Millisecond, Sent: 10000, Lost: 50, Fresh: anyFresh}
+		n := c.sample(now, int64(moved), true, path, true)
+		for len(opened) < n {
+			opened = append(opened, now)
+		}
+		opened = opened[:n]
+		seen = append(seen, n)
+	}
+	// Without coming back, the lanes stay fewer for the hold (laneHoldFirst
+	// windows) and then step up again as if untried.
+	hold := int(laneHoldFirst * rttSpan(40*time.Millisecond, laneWindowRTTs, laneWindowMin, laneWindowMax) / laneTick)
+	at := ticksTo(seen, 16)
+	below := 0
+	if at >= 0 {
+		for _, n := range seen[at:] {
+			if n < 16 {
+				below++
+			}
+		}
+	}
+	if at < 0 || below >= hold || seen[len(seen)-1] != 16 {
+		t.Errorf("lanes %v: %d ticks below 16 after reaching it, want fewer than the hold's %d", runs(seen), below, hold)
+	}
+}
+
 // While the lanes asked for are still opening, the controller does not
 // start measuring: their handshakes would count as a step that did not pay.
 func TestLaneControllerWaitsForLanesToOpen(t *testing.T) {
@@ -795,4 +894,18 @@ func TestLaneControllerLooksAtTheLossRate(t *testing.T) {
 	if m := mostLanes(often); m != 16 {
 		t.Errorf("0.5%% of packets lost: at most %d lanes, want 16", m)
 	}
+}
+
+// runs writes a lane count per tick as count x ticks.
+func runs(s []int) []string {
+	var out []string
+	for i := 0; i < len(s); {
+		j := i
+		for j < len(s) && s[j] == s[i] {
+			j++
+		}
+		out = append(out, strconv.Itoa(s[i])+"x"+strconv.Itoa(j-i))
+		i = j
+	}
+	return out
 }
