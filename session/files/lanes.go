@@ -284,7 +284,10 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 		return c.n
 	case now.Before(c.due):
 		return c.n
-	case !c.measuring && known && path.lossy() && path.Fresh && now.Before(c.freshEnd):
+	case !c.measuring && c.n > 1 && known && path.lossy() && path.Fresh && now.Before(c.freshEnd):
+		// (One lane is not waited for: the first look only asks whether
+		// it is slow, and a step judged against its slow start comes
+		// back up once the one lane falls.)
 		return c.n
 	case !c.measuring:
 		if c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {

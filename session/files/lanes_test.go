@@ -485,6 +485,12 @@ func TestLaneControllerWaitsOutSlowStart(t *testing.T) {
 	if at < 0 || slices.ContainsFunc(seen[at:], func(n int) bool { return n != 16 }) {
 		t.Errorf("lanes %v, want 16 once reached: a step was judged while its lanes were in slow start", runs(seen))
 	}
+	// One lane is not waited for: the first look only asks whether it is
+	// slow.
+	first := int(rttSpan(40*time.Millisecond, laneFirstRTTs, laneSettleMin, laneWindowMax)/laneTick) + 1
+	if at := ticksTo(seen, 4); at < 0 || at > first {
+		t.Errorf("lanes %v: the first step after %d ticks, want it after the first window's %d", runs(seen), at, first)
+	}
 }
 
 // Lanes that left slow start still run above what they keep for a while,
