@@ -42,6 +42,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -157,6 +158,27 @@ func (p PathStats) lossy() bool {
 	}
 	return float64(p.Lost) >= laneLossRate*float64(p.Sent)
 }
+
+// keeps is the most n loss-based flows keep on the path in the long run,
+// in bytes per second: a flow's window averages laneMathis/sqrt(p) packets
+// where p of them are lost (Mathis et al., 1997), one window per round
+// trip. 0: the loss rate is not known well enough.
+func (p PathStats) keeps(n int) float64 {
+	if p.Sent < laneKeepsSent || p.Lost < laneKeepsLost || p.RTT <= 0 {
+		return 0
+	}
+	loss := float64(p.Lost) / float64(p.Sent)
+	return float64(n) * lanePacket / p.RTT.Seconds() * laneMathis / math.Sqrt(loss)
+}
+
+const (
+	// laneMathis: 1.22 is Reno's constant; quic-go's CUBIC moved 0.8-1.0
+	// MB/s on 100 Mbit/s, 40 ms, 0.5% loss, where 1.22 gives 0.58.
+	laneMathis = 1.8
+	lanePacket = 1400 // bytes of data in a full QUIC packet
+	// The loss rate is known once this many packets were sent and lost.
+	laneKeepsSent, laneKeepsLost = 1000, 5
+)
 
 // laneReporter is implemented by a lane that tells how many bytes its
 // connection has delivered so far (the bytes written into other lanes
@@ -305,7 +327,11 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	if known && path.lossy() && c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
 		c.factor = 4 // the first step on a path known to lose packets: no step has failed yet
 	}
-	c.judge(rate, !known || path.lossy())
+	keeps := 0.0
+	if known {
+		keeps = path.keeps(c.n)
+	}
+	c.judge(rate, keeps, !known || path.lossy())
 	if c.n != before {
 		c.measuring = false
 		settleFrom(now)
@@ -315,9 +341,10 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	return c.n
 }
 
-// judge takes the total rate over the last window; lossy says whether the
-// path loses packets (or may: not known).
-func (c *laneController) judge(rate float64, lossy bool) {
+// judge takes the total rate over the last window, the most the lanes in
+// use keep on this path (0: not known) and whether the path loses packets
+// (or may: not known).
+func (c *laneController) judge(rate, keeps float64, lossy bool) {
 	per := rate / float64(c.n)
 	if c.prev != 0 {
 		if rate < c.base*laneGain && !c.doubt {
@@ -354,7 +381,15 @@ func (c *laneController) judge(rate float64, lossy bool) {
 		c.n, c.above, c.hold = c.above, 0, 0
 		return
 	}
-	c.base, c.per = rate, per
+	// The next step is judged against what these lanes keep: lanes that
+	// just left slow start run above it for a while, and a step judged
+	// against that rate looks as if it did not pay (measured: 4 lanes at
+	// 11-12.6 MB/s on 100 Mbit/s, 0.5% loss, where 16 then moved 12.2
+	// and 8 fell to 8).
+	if keeps > 0 {
+		rate = min(rate, keeps)
+	}
+	c.base, c.per = rate, rate/float64(c.n)
 	if c.hold > 0 {
 		c.hold--
 		return
