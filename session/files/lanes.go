@@ -230,7 +230,8 @@ type laneController struct {
 	freshEnd  time.Time // a settle waits for fresh lanes until then
 	from      time.Time
 	fromBytes int64
-	rate      float64 // the last window's rate (for the log)
+	fromPath  PathStats // the path's counts at from
+	rate      float64   // the last window's rate (for the log)
 }
 
 const (
@@ -319,6 +320,7 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 			window = rttSpan(path.RTT, laneFirstRTTs, laneSettleMin, laneWindowMax)
 		}
 		c.measuring, c.from, c.fromBytes, c.due = true, now, moved, now.Add(window)
+		c.fromPath = path
 		return c.n
 	}
 	rate := float64(moved-c.fromBytes) / now.Sub(c.from).Seconds()
@@ -329,7 +331,10 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	}
 	keeps := 0.0
 	if known {
-		keeps = path.keeps(c.n)
+		// The window's own loss rate: the losses of a slow start that
+		// overshot a queue (a clean fast link's) are behind it.
+		in := PathStats{RTT: path.RTT, Sent: path.Sent - c.fromPath.Sent, Lost: path.Lost - c.fromPath.Lost}
+		keeps = in.keeps(c.n)
 	}
 	c.judge(rate, keeps, !known || path.lossy())
 	if c.n != before {
@@ -337,6 +342,7 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 		settleFrom(now)
 	} else {
 		c.from, c.fromBytes, c.due = now, moved, now.Add(window)
+		c.fromPath = path
 	}
 	return c.n
 }
