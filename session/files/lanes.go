@@ -162,9 +162,11 @@ func (p PathStats) lossy() bool {
 // keeps is the most n loss-based flows keep on the path in the long run,
 // in bytes per second: a flow's window averages laneMathis/sqrt(p) packets
 // where p of them are lost (Mathis et al., 1997), one window per round
-// trip. 0: the loss rate is not known well enough.
+// trip. 0: the loss rate is not known well enough, or below laneLossRate,
+// where the flows are held by the link (a full queue's drops) and not by
+// loss.
 func (p PathStats) keeps(n int) float64 {
-	if p.Sent < laneKeepsSent || p.Lost < laneKeepsLost || p.RTT <= 0 {
+	if p.Sent < laneKeepsSent || p.Lost < laneKeepsLost || p.RTT <= 0 || !p.lossy() {
 		return 0
 	}
 	loss := float64(p.Lost) / float64(p.Sent)
