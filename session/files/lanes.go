@@ -140,6 +140,11 @@ type PathStats struct {
 	// Fresh: a lane in use has lost no packet yet, so it is still in slow
 	// start, moving more than it will once the path's losses cap it.
 	Fresh bool
+	// Events counts the lanes' loss events: a lane that lost packets
+	// within one round trip answers them once (its congestion window
+	// shrinks once), so a queue's burst of drops is one event and random
+	// losses are one each.
+	Events uint64
 }
 
 // laneLossRate: a path that loses at least this share of its packets is
@@ -161,15 +166,15 @@ func (p PathStats) lossy() bool {
 
 // keeps is the most n loss-based flows keep on the path in the long run,
 // in bytes per second: a flow's window averages laneMathis/sqrt(p) packets
-// where p of them are lost (Mathis et al., 1997), one window per round
-// trip. 0: the loss rate is not known well enough, or below laneLossRate,
-// where the flows are held by the link (a full queue's drops) and not by
-// loss.
+// where p is the share of packets that start a loss event (Mathis et al.,
+// 1997), one window per round trip. 0: the rate of loss events is not
+// known well enough, or the path is not lossy (below laneLossRate a full
+// queue's drops hold the flows, not loss).
 func (p PathStats) keeps(n int) float64 {
-	if p.Sent < laneKeepsSent || p.Lost < laneKeepsLost || p.RTT <= 0 || !p.lossy() {
+	if p.Sent < laneKeepsSent || p.Events < laneKeepsLost || p.RTT <= 0 || !p.lossy() {
 		return 0
 	}
-	loss := float64(p.Lost) / float64(p.Sent)
+	loss := float64(p.Events) / float64(p.Sent)
 	return float64(n) * lanePacket / p.RTT.Seconds() * laneMathis / math.Sqrt(loss)
 }
 
@@ -178,7 +183,8 @@ const (
 	// MB/s on 100 Mbit/s, 40 ms, 0.5% loss, where 1.22 gives 0.58.
 	laneMathis = 1.8
 	lanePacket = 1400 // bytes of data in a full QUIC packet
-	// The loss rate is known once this many packets were sent and lost.
+	// The loss rate is known once this many packets were sent, and this
+	// many loss events seen.
 	laneKeepsSent, laneKeepsLost = 1000, 5
 )
 
@@ -335,7 +341,7 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	if known {
 		// The window's own loss rate: the losses of a slow start that
 		// overshot a queue (a clean fast link's) are behind it.
-		in := PathStats{RTT: path.RTT, Sent: path.Sent - c.fromPath.Sent, Lost: path.Lost - c.fromPath.Lost}
+		in := PathStats{RTT: path.RTT, Sent: path.Sent - c.fromPath.Sent, Lost: path.Lost - c.fromPath.Lost, Events: path.Events - c.fromPath.Events}
 		keeps = in.keeps(c.n)
 	}
 	c.judge(rate, keeps, !known || path.lossy())
@@ -459,6 +465,7 @@ type laneSet struct {
 	laneMoved, mainMoved atomic.Int64
 	goneDelivered        int64  // lanes lost or retired: what they delivered (under mu)
 	goneSent, goneLost   uint64 // and the packets they sent and lost
+	goneEvents           uint64 // and their loss events
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -492,6 +499,8 @@ type sendLane struct {
 	delivered int64  // what its connection delivered, last asked (laneReporter)
 	sent      uint64 // and the packets it sent
 	lost      uint64 // and lost
+	events    uint64 // its loss events (PathStats.Events)
+	lossAt    time.Time
 }
 
 func newLaneSet(ctx context.Context, opts LaneOptions, tokens [][]byte) *laneSet {
@@ -568,10 +577,10 @@ func (ls *laneSet) control() {
 			if pr != nil {
 				path, known = pr.PathStats()
 			}
-			delivered, sent, lost, fresh := ls.lanesDelivered()
-			path.Sent += sent
-			path.Lost += lost
-			path.Fresh = fresh
+			delivered, lanes := ls.lanesDelivered(now, path.RTT)
+			path.Sent += lanes.Sent
+			path.Lost += lanes.Lost
+			path.Fresh, path.Events = lanes.Fresh, lanes.Events
 			moved := ls.laneMoved.Load() + delivered
 			if known {
 				moved += int64(path.Delivered)
@@ -591,24 +600,31 @@ func (ls *laneSet) control() {
 }
 
 // lanesDelivered is what the lanes that tell it (laneReporter) have
-// delivered so far, and the packets they sent and lost, the ones gone
-// included; fresh says a lane in use has lost none yet.
-func (ls *laneSet) lanesDelivered() (delivered int64, sent, lost uint64, fresh bool) {
+// delivered so far, and their packets sent and lost and loss events (a
+// round trip rtt counts one per lane), the ones gone included; Fresh says
+// a lane in use has lost none yet.
+func (ls *laneSet) lanesDelivered(now time.Time, rtt time.Duration) (delivered int64, lanes PathStats) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	delivered, sent, lost = ls.goneDelivered, ls.goneSent, ls.goneLost
+	delivered = ls.goneDelivered
+	lanes = PathStats{Sent: ls.goneSent, Lost: ls.goneLost, Events: ls.goneEvents}
 	for _, l := range ls.live {
 		if d, ok := l.conn.(laneReporter); ok {
 			s, x := d.Packets()
+			if x > l.lost && now.Sub(l.lossAt) >= rtt {
+				l.events++
+				l.lossAt = now
+			}
 			l.delivered = max(l.delivered, int64(d.Delivered()))
 			l.sent, l.lost = max(l.sent, s), max(l.lost, x)
 			delivered += l.delivered
-			sent += l.sent
-			lost += l.lost
-			fresh = fresh || (l.lost == 0 && !l.dead && !l.retire)
+			lanes.Sent += l.sent
+			lanes.Lost += l.lost
+			lanes.Events += l.events
+			lanes.Fresh = lanes.Fresh || (l.lost == 0 && !l.dead && !l.retire)
 		}
 	}
-	return delivered, sent, lost, fresh
+	return delivered, lanes
 }
 
 // laneCountPiece: a lane's writes are counted (laneSet.laneMoved) in pieces of
@@ -909,6 +925,7 @@ func (ls *laneSet) lose(l *sendLane, err error) {
 	ls.goneDelivered += l.delivered
 	ls.goneSent += l.sent
 	ls.goneLost += l.lost
+	ls.goneEvents += l.events
 	for i, x := range ls.live {
 		if x == l {
 			ls.live = append(ls.live[:i], ls.live[i+1:]...)

@@ -463,9 +463,10 @@ func freshRun(lane func(age time.Duration) float64, fresh time.Duration, loss fl
 		}
 		moved += min(rate, link) * laneTick.Seconds()
 		path := PathStats{RTT: 40 * time.Millisecond, Lost: 50, Fresh: anyFresh}
-		if loss > 0 {
+		if loss > 0 { // random: every loss an event
 			path.Sent = uint64(moved / lanePacket)
 			path.Lost = uint64(float64(path.Sent) * loss)
+			path.Events = path.Lost
 		}
 		n := c.sample(now, int64(moved), true, path, true)
 		for len(opened) < n {
@@ -550,37 +551,77 @@ func TestLaneControllerJudgesByWhatLanesKeep(t *testing.T) {
 	}
 	// 0.5% loss, 40 ms: one lane keeps about 0.9 MB/s (quic-go measured
 	// 0.8-1.0 there).
-	one := PathStats{RTT: 40 * time.Millisecond, Sent: 10000, Lost: 50}.keeps(1)
+	one := PathStats{RTT: 40 * time.Millisecond, Sent: 10000, Lost: 50, Events: 50}.keeps(1)
 	if one < 0.8e6 || one > 1e6 {
 		t.Errorf("one lane keeps %.0f B/s on 0.5%% loss, 40 ms", one)
 	}
-	if k := (PathStats{RTT: 40 * time.Millisecond, Sent: 100, Lost: 1}).keeps(1); k != 0 {
+	if k := (PathStats{RTT: 40 * time.Millisecond, Sent: 100, Lost: 1, Events: 1}).keeps(1); k != 0 {
 		t.Errorf("keeps %.0f from 100 packets, want 0: not known", k)
 	}
-	// The loss rate is the window's own, and counts only from laneLossRate
-	// on: a fast link that lost a burst as slow start overshot its queue,
-	// and a few packets since as its queue fills, is held by the link,
-	// not by loss (measured on 1 Gbit/s, 10 ms: counted over the whole
-	// transfer, or below 0.1%, it took 16 lanes where 4 moved as much).
-	for _, since := range []float64{0, 0.0005} {
+	// What lanes keep follows from the window's own loss events: a fast
+	// link that lost a burst as slow start overshot its queue, or loses
+	// bursts as its queue fills (many packets, one event per lane), is
+	// held by the link, not by loss (measured on 1 Gbit/s, 10 ms: with the
+	// whole transfer's count, or with packets for events, it took 16 lanes
+	// where 4 moved as much).
+	for _, queue := range []bool{false, true} {
 		c := newLaneController(maxLanes)
 		now := time.Unix(0, 0)
 		var moved float64
 		var fast []int
 		n := 1
-		for range 1000 {
+		path := PathStats{RTT: 10 * time.Millisecond, Sent: 10000, Lost: 200, Events: 1}
+		for i := range 1000 {
 			now = now.Add(laneTick)
-			moved += min(120e6, 85e6*float64(n)) * laneTick.Seconds()
-			sent := moved / lanePacket
-			path := PathStats{RTT: 10 * time.Millisecond, Sent: 10000 + uint64(sent), Lost: 200 + uint64(sent*since)}
+			rate := min(120e6, 85e6*float64(n))
+			moved += rate * laneTick.Seconds()
+			path.Sent += uint64(rate * laneTick.Seconds() / lanePacket)
+			if queue && i%20 == 0 { // every 200 ms the queue drops 0.3% of what went
+				path.Lost += uint64(0.003 * 20 * rate * laneTick.Seconds() / lanePacket)
+				path.Events += uint64(n)
+			}
 			n = c.sample(now, int64(moved), true, path, true)
 			fast = append(fast, n)
 		}
 		if fast[len(fast)-1] == 16 {
-			t.Errorf("fast link with a burst of losses at its start, %.2f%% since: lanes %v, want fewer than 16", since*100, runs(fast))
+			t.Errorf("fast link, losses at its queue %v: lanes %v, want fewer than 16", queue, runs(fast))
 		}
 	}
 }
+
+// A lane's losses within a round trip are one loss event.
+func TestLaneLossEvents(t *testing.T) {
+	lane := &countedLane{}
+	ls := &laneSet{live: []*sendLane{{conn: lane}}}
+	now := time.Unix(0, 0)
+	const rtt = 40 * time.Millisecond
+	for _, step := range []struct {
+		after      time.Duration
+		lost, want uint64
+	}{
+		{10 * time.Millisecond, 0, 0},
+		{10 * time.Millisecond, 3, 1}, // a burst: one event
+		{10 * time.Millisecond, 5, 1}, // within the round trip: the same
+		{50 * time.Millisecond, 6, 2}, // later: another
+		{10 * time.Millisecond, 6, 2},
+	} {
+		now = now.Add(step.after)
+		lane.sent += 100
+		lane.lost = step.lost
+		if _, got := ls.lanesDelivered(now, rtt); got.Events != step.want || got.Lost != step.lost {
+			t.Fatalf("after %d lost: %d events, %d lost; want %d events", step.lost, got.Events, got.Lost, step.want)
+		}
+	}
+}
+
+// countedLane is a lane that reports the counts it is given.
+type countedLane struct {
+	io.ReadWriteCloser
+	sent, lost uint64
+}
+
+func (c *countedLane) Delivered() uint64            { return c.sent * lanePacket }
+func (c *countedLane) Packets() (sent, lost uint64) { return c.sent, c.lost }
 
 // While the lanes asked for are still opening, the controller does not
 // start measuring: their handshakes would count as a step that did not pay.
