@@ -208,6 +208,7 @@ func (in *Inbox) prune(root *os.Root, olderThan time.Duration) int64 {
 		if root.Remove(name) == nil {
 			freed += info.Size()
 			root.Remove(sidecarOf(name))
+			root.Remove(sidecarOf(name) + sidecarNew)
 		}
 	}
 	return freed
@@ -766,11 +767,23 @@ func (rc *receiver) hashFile(end int64) error {
 	return nil
 }
 
-// writeSidecar records the contiguous prefix of the current file.
+// writeSidecar records the contiguous prefix of the current file. It
+// writes aside and renames over the old record: a resume that starts while
+// this transfer still writes (its sender was killed, its lanes still hand
+// over what they buffered) reads the old value or the new one, never an
+// empty file, which would start the file over.
 func (rc *receiver) writeSidecar() error {
 	rc.sideAt = rc.written
-	return rc.root.WriteFile(sidecarOf(rc.partName(rc.cur)), []byte(strconv.FormatInt(rc.written, 10)), 0o600)
+	side := sidecarOf(rc.partName(rc.cur))
+	if err := rc.root.WriteFile(side+sidecarNew, []byte(strconv.FormatInt(rc.written, 10)), 0o600); err != nil {
+		return err
+	}
+	return rc.root.Rename(side+sidecarNew, side)
 }
+
+// sidecarNew ends the name a sidecar is written under before it replaces
+// the old one.
+const sidecarNew = ".new"
 
 func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)

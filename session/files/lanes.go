@@ -206,20 +206,24 @@ type PathReporter interface {
 // has moved, looked at every few round trips (a window). After a change it
 // lets the new lanes start (settle: their handshake and slow start), then
 // measures a window; on a lossy path it also waits until every lane has
-// lost a packet (see laneFreshRTTs). A step that paid (the total rate grew by at least
-// laneGain) is kept and the next one taken at once: twice the lanes, or
-// four times while the lanes added moved about as much each as the ones
-// before (the link has room; on a lossy long path every flow adds its own
-// loss-capped share). A step that did not pay goes back to the count
-// before it (to its half when it was x4 and gained a little), and the next
-// try waits longer each time; a step is not judged a failure on one window
-// alone. A step that paid is kept even when it paid
-// much less than its size: the rate before it was measured while its
-// lanes were new, in slow start, faster than they stay once they lose
-// packets. It adds lanes only
-// while the rate is below laneFastEnough and, when the path's losses are
-// known, once some packet was lost: a flow on a clean path is not held by
-// its window, so more of them would only cost CPU and crowd a shared link.
+// lost a packet (see laneFreshRTTs).
+//
+// A step that paid (the total rate grew by at least laneGain over what the
+// lanes before it keep) is kept and the next one taken at once: twice the
+// lanes, or four times while the lanes added moved about as much each as
+// the ones before (the link has room; on a lossy long path every flow adds
+// its own loss-capped share). A step that did not pay in two windows goes
+// back to the count before it (to its half when it was x4 and gained a
+// little), and the next try waits longer each time; but when going back
+// costs what the step had gained, it comes back up at once. A step that
+// paid is kept even when it paid much less than its size: the rate before
+// it was measured while its lanes were new, faster than they stay once
+// they lose packets.
+//
+// It adds lanes only while the rate is below laneFastEnough and, when the
+// path's losses are known, once some packet was lost: a flow on a clean
+// path is not held by its window, so more of them would only cost CPU and
+// crowd a shared link.
 type laneController struct {
 	n, max  int
 	prev    int     // the count before a step being judged; 0: none
@@ -398,8 +402,8 @@ func (c *laneController) judge(rate, keeps float64, lossy bool) {
 	// The next step is judged against what these lanes keep: lanes that
 	// just left slow start run above it for a while, and a step judged
 	// against that rate looks as if it did not pay (measured: 4 lanes at
-	// 11-12.6 MB/s on 100 Mbit/s, 0.5% loss, where 16 then moved 12.2
-	// and 8 fell to 8).
+	// 11-12.6 MB/s on 100 Mbit/s, 0.5% loss; 16 then moved 12.2, and the
+	// 8 lanes the step went back to fell to 8 MB/s).
 	if keeps > 0 {
 		rate = min(rate, keeps)
 	}

@@ -993,3 +993,32 @@ func runs(s []int) []string {
 	}
 	return out
 }
+
+// A resume that starts while the transfer it takes over still writes
+// (its sender was killed, its lanes still deliver what they buffered)
+// reads the sidecar as that one rewrites it: it must never see it
+// half-written and start the file over (seen in e2e: a 256 MiB resume
+// sent everything again).
+func TestSidecarIsNeverSeenHalfWritten(t *testing.T) {
+	rc := receivingFirst(t, Entry{Path: "f", Size: 1 << 20, Mode: 0o644})
+	if _, err := rc.writeAt(0, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rc.writeAt(5000, make([]byte, 1000)); err != nil { // a gap: the sidecar says 1000
+		t.Fatal(err)
+	}
+	const rounds = 5000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range rounds {
+			rc.writeSidecar()
+		}
+	}()
+	for range rounds {
+		if got := rc.partialHave(0); got != 1000 {
+			t.Fatalf("a resume read %d bytes to keep while the sidecar was rewritten, want 1000", got)
+		}
+	}
+	<-done
+}
