@@ -209,15 +209,17 @@ func (c *Conn) PathStats() (rtt time.Duration, sent, lost, delivered uint64, ok 
 	return st.SmoothedRTT, st.PacketsSent, st.PacketsLost, deliveredBytes(st), true
 }
 
-// Delivered is how many bytes the lane's connection has delivered so far
-// (deliveredBytes).
-func (l *laneConn) Delivered() uint64 { return deliveredBytes(l.qc.ConnectionStats()) }
+// The session's lane controller reads a lane's counts through Counts
+// (session/files' laneReporter, which it looks for by this shape).
+var _ interface {
+	Counts() (delivered, sent, lost uint64)
+} = (*laneConn)(nil)
 
-// Packets is how many packets the lane's connection has sent so far, and
-// lost.
-func (l *laneConn) Packets() (sent, lost uint64) {
+// Counts is how many bytes the lane's connection has delivered so far
+// (deliveredBytes), and how many packets it has sent and lost.
+func (l *laneConn) Counts() (delivered, sent, lost uint64) {
 	st := l.qc.ConnectionStats()
-	return st.PacketsSent, st.PacketsLost
+	return deliveredBytes(st), st.PacketsSent, st.PacketsLost
 }
 
 // deliveredBytes estimates the bytes a QUIC connection has had acknowledged:

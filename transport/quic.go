@@ -143,6 +143,10 @@ func (q *quicIdentity) clientTLS(peerFP []byte) *tls.Config {
 		VerifyPeerCertificate: pin(peerFP)}
 }
 
+// maxStreams bounds the streams a peer may have open at once on one QUIC
+// connection: SSH's and one per forwarded TCP connection (streams.go).
+const maxStreams = 1024
+
 // quicConfig: windows large enough for a fast LAN; idle timeout and
 // keep-alives in step with ICE's (a silent peer is gone after
 // peerSilence; keep-alive every second).
@@ -153,10 +157,6 @@ func (q *quicIdentity) clientTLS(peerFP []byte) *tls.Config {
 // maximum). The lane is CPU-bound there (~1.75 of 2 cores, ~2.9 CPU s/GB,
 // all of it in quic-go, syscalls and AES-GCM); its slow runs (~1 core,
 // 270-390 MB/s) are runs during which the rest of the host took a core.
-// maxStreams bounds the streams a peer may have open at once on one QUIC
-// connection: SSH's and one per forwarded TCP connection (streams.go).
-const maxStreams = 1024
-
 func quicConfig() *quic.Config {
 	return &quic.Config{MaxIdleTimeout: peerSilence, KeepAlivePeriod: time.Second,
 		HandshakeIdleTimeout:   quicHandshakeTimeout,

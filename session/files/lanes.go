@@ -190,11 +190,10 @@ const (
 
 // laneReporter is implemented by a lane that tells how many bytes its
 // connection has delivered so far (the bytes written into other lanes
-// stand for it) and how many of its packets were lost: the lanes share
-// the main connection's path, so their losses are the path's.
+// stand for it) and how many packets it has sent and lost: the lanes
+// share the main connection's path, so their losses are the path's.
 type laneReporter interface {
-	Delivered() uint64
-	Packets() (sent, lost uint64)
+	Counts() (delivered, sent, lost uint64)
 }
 
 // PathReporter is implemented by a Lanes that knows its path's PathStats.
@@ -614,12 +613,12 @@ func (ls *laneSet) lanesDelivered(now time.Time, rtt time.Duration) (delivered i
 	lanes = PathStats{Sent: ls.goneSent, Lost: ls.goneLost, Events: ls.goneEvents}
 	for _, l := range ls.live {
 		if d, ok := l.conn.(laneReporter); ok {
-			s, x := d.Packets()
+			got, s, x := d.Counts()
 			if x > l.lost && now.Sub(l.lossAt) >= rtt {
 				l.events++
 				l.lossAt = now
 			}
-			l.delivered = max(l.delivered, int64(d.Delivered()))
+			l.delivered = max(l.delivered, int64(got))
 			l.sent, l.lost = max(l.sent, s), max(l.lost, x)
 			delivered += l.delivered
 			lanes.Sent += l.sent

@@ -620,8 +620,9 @@ type countedLane struct {
 	sent, lost uint64
 }
 
-func (c *countedLane) Delivered() uint64            { return c.sent * lanePacket }
-func (c *countedLane) Packets() (sent, lost uint64) { return c.sent, c.lost }
+func (c *countedLane) Counts() (delivered, sent, lost uint64) {
+	return c.sent * lanePacket, c.sent, c.lost
+}
 
 // While the lanes asked for are still opening, the controller does not
 // start measuring: their handshakes would count as a step that did not pay.
