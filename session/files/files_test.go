@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -217,12 +219,18 @@ type cutConn struct {
 	left  int
 	cut   func()        // called when it breaks
 	stall chan struct{} // if set, the link breaks only once it is closed: a sender gone silent first
+	// once, if set, is shared by links of which only the first to reach
+	// its limit breaks; the others pass everything.
+	once *atomic.Bool
 }
 
 func (c *cutConn) Write(p []byte) (int, error) {
 	if c.left <= 0 {
 		c.Conn.Close()
 		return 0, errors.New("link down")
+	}
+	if len(p) > c.left && c.once != nil && !c.once.CompareAndSwap(false, true) {
+		c.left = math.MaxInt // another link broke: this one stays up
 	}
 	if len(p) > c.left {
 		n, _ := c.Conn.Write(p[:c.left])

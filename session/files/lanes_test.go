@@ -35,8 +35,11 @@ type tcpLanes struct {
 	refused  int
 	accepted int
 	// cut, if set, says after how many bytes the n-th lane (from 0) the
-	// sender opens breaks (0: never).
-	cut func(n int) int
+	// sender opens breaks (0: never); with cutOne, only the first lane to
+	// get there does.
+	cut    func(n int) int
+	cutOne bool
+	oneCut atomic.Bool
 	// wg tracks the goroutines checking tokens.
 	wg sync.WaitGroup
 }
@@ -82,11 +85,15 @@ func (l *tcpLanes) Open(ctx context.Context, token []byte) (io.ReadWriteCloser, 
 	}
 	if l.cut != nil {
 		if k := l.cut(n); k > 0 {
-			return &cutConn{Conn: a, left: k, cut: func() {
+			c := &cutConn{Conn: a, left: k, cut: func() {
 				l.mu.Lock()
 				l.cuts++
 				l.mu.Unlock()
-			}}, nil
+			}}
+			if l.cutOne {
+				c.once = &l.oneCut
+			}
+			return c, nil
 		}
 	}
 	return a, nil
@@ -184,12 +191,10 @@ func TestLaneKilledMidwayIsMadeUpByTheOthers(t *testing.T) {
 	src, inbox := t.TempDir(), t.TempDir()
 	want := writeRandom(t, filepath.Join(src, "big.bin"), 32<<20)
 	lanes := newTCPLanes(t)
-	lanes.cut = func(n int) int {
-		if n == 0 {
-			return 2*dataChunk + 777 // mid-chunk, its third
-		}
-		return 0
-	}
+	// The first lane to carry its third chunk breaks mid-chunk (which lane
+	// that is depends on scheduling: a fixed one may get fewer chunks).
+	lanes.cut = func(int) int { return 2*dataChunk + 777 }
+	lanes.cutOne = true
 	_, _, serr, rerr := laneTransfer(t, mustScan(t, filepath.Join(src, "big.bin")), inbox, lanes, 4, 0)
 	if serr != nil || rerr != nil {
 		t.Fatal(serr, rerr)
