@@ -489,6 +489,7 @@ type receiver struct {
 	h       hash.Hash
 	written int64 // the contiguous prefix: written and hashed
 	flushed int64 // rc.f's bytes up to here are on their way to the disk
+	dropped int64 // and up to here on it, and out of the page cache
 	// chunks (lanes): what arrived beyond the prefix, and whether (and
 	// with what) the sidecar records the prefix
 	above      spans
@@ -499,8 +500,9 @@ type receiver struct {
 }
 
 // writebackBytes is how much written data the receiver lets pile up before
-// it asks the OS to start writing it out, so that the fsync before the
-// rename has little left to do (an fsync of 256 MiB alone took 0.5 s).
+// it asks the OS to start writing it out (writeBehind), so that the fsync
+// before the rename has little left to do (an fsync of 256 MiB alone took
+// 0.5 s), and the page cache holds two such windows of the file.
 const writebackBytes = 8 << 20
 
 func (rc *receiver) list() []Result {
@@ -731,8 +733,8 @@ func (rc *receiver) writeAt(off int64, p []byte) (int64, error) {
 	}
 	fresh := rc.written + rc.aboveBytes - before
 	if rc.written-rc.flushed >= writebackBytes {
-		startWriteback(rc.f, rc.flushed, rc.written-rc.flushed)
-		rc.flushed = rc.written
+		writeBehind(rc.f, rc.dropped, rc.flushed, rc.written)
+		rc.dropped, rc.flushed = rc.flushed, rc.written
 	}
 	switch {
 	case rc.sidecar && len(rc.above) == 0:
@@ -867,7 +869,7 @@ func (rc *receiver) openPart(i int, off int64) error {
 		return diskError(err, off > 0)
 	}
 	e := rc.offer.Entries[i]
-	rc.f, rc.h, rc.written, rc.flushed = f, h, off, off
+	rc.f, rc.h, rc.written, rc.flushed, rc.dropped = f, h, off, off, off
 	rc.above, rc.aboveBytes, rc.sidecar, rc.sideAt = nil, 0, false, off
 	rc.pr.File, rc.pr.FileSize, rc.pr.FileDone = e.Path, e.Size, off
 	rc.pr.Done += off

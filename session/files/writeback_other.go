@@ -4,5 +4,5 @@ package files
 
 import "os"
 
-// startWriteback does nothing here: the final fsync writes everything.
-func startWriteback(f *os.File, off, n int64) {}
+// writeBehind does nothing here: the final fsync writes everything.
+func writeBehind(f *os.File, prev, off, end int64) {}
