@@ -219,11 +219,11 @@ type PathReporter interface {
 // it was measured while its lanes were new, faster than they stay once
 // they lose packets.
 //
-// It adds lanes where something holds each lane back: on a path that loses
-// packets (or may: its losses are not known), a flow's window, while the
-// rate is below laneFast; on a clean path, the CPU, once the rate is at
-// laneFast or more. Anywhere else the link is what holds the transfer, and
-// more flows would only cost CPU and crowd a shared link.
+// It adds lanes where something may hold each lane back: below laneFast,
+// on a path that loses packets (or may: its losses are not known), a
+// flow's window; at laneFast or more, on any path, the CPU. On a clean
+// path below laneFast the link is what holds the transfer, and more flows
+// would only cost CPU and crowd a shared link.
 type laneController struct {
 	n, max  int
 	prev    int     // the count before a step being judged; 0: none
@@ -251,11 +251,12 @@ const (
 	// laneLinear: a step whose new lanes each moved at least this share of
 	// what a lane moved before it is followed by a bigger one.
 	laneLinear = 0.7
-	// laneFast: at this rate a lossy path's lanes are not held by their
-	// windows (a flow capped by loss on a long path moves a few MB/s), and
-	// a clean path's lanes may be held by the CPU: one QUIC connection is
-	// handled on one core at a time (measured on loopback, 2 cores, 1 GiB:
-	// 1, 2, 4 and 8 lanes moved 267-290, 302-310, 335-356 and 362 MB/s).
+	// laneFast: at this rate lanes are not held by their windows (a flow
+	// capped by loss on a long path moves a few MB/s) but may be by the
+	// CPU: one QUIC connection is handled on one core at a time (measured
+	// on loopback, 2 cores, 1 GiB: 1, 2, 4 and 8 lanes moved 267-290,
+	// 302-310, 335-356 and 362 MB/s). Where the link holds them instead,
+	// the step does not pay and goes back.
 	laneFast      = 100e6
 	laneHoldFirst = 4
 	laneHoldLimit = 64
@@ -417,8 +418,8 @@ func (c *laneController) judge(rate, keeps float64, lossy bool) {
 		c.hold--
 		return
 	}
-	if c.n >= c.max || (rate >= laneFast) == lossy {
-		return // nothing the lanes hold back: the link holds the transfer
+	if c.n >= c.max || (rate < laneFast && !lossy) {
+		return // a clean path holds one flow back by nothing but the link
 	}
 	c.prev, c.n, c.above = c.n, min(c.factor*c.n, c.max), 0
 }

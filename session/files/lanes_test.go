@@ -405,13 +405,16 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 	if fast[len(fast)-1] != 1 || count(fast, 1) < len(fast)*9/10 {
 		t.Errorf("fast clean link: lanes %v, want one lane but for a few tries", fast)
 	}
-	// A fast clean path where each lane is held by the CPU (measured on
+	// A fast path where each lane is held by the CPU (measured on
 	// loopback, 2 cores): it goes to 4 lanes at its first step and stays,
-	// as 8 gain little more.
+	// as 8 gain little more; losses or none (quic-go declares a few on
+	// loopback, where a scheduling hiccup is many round trips).
 	onCPU := map[int]float64{1: 280e6, 2: 310e6, 4: 350e6, 8: 362e6, 16: 350e6}
-	cpu := laneRun(func(n int) float64 { return onCPU[n] }, PathStats{RTT: 100 * time.Microsecond}, true, 20*time.Second)
-	if at := ticksTo(cpu, 4); at < 0 || at*int(laneTick) > int(300*time.Millisecond) || cpu[len(cpu)-1] != 4 || count(cpu, 4) < len(cpu)*85/100 {
-		t.Errorf("CPU-held lanes: lanes %v, want 4 from the first step on", cpu)
+	for _, p := range []PathStats{{RTT: 100 * time.Microsecond}, {RTT: 100 * time.Microsecond, Sent: 1e5, Lost: 200}} {
+		cpu := laneRun(func(n int) float64 { return onCPU[n] }, p, true, 20*time.Second)
+		if at := ticksTo(cpu, 4); at < 0 || at*int(laneTick) > int(300*time.Millisecond) || cpu[len(cpu)-1] != 4 || count(cpu, 4) < len(cpu)*85/100 {
+			t.Errorf("CPU-held lanes, %d of %d packets lost: lanes %v, want 4 from the first step on", p.Lost, p.Sent, cpu)
+		}
 	}
 	// A slower link that loses nothing: one flow is not held back by loss.
 	clean := laneRun(func(n int) float64 { return 40e6 }, PathStats{RTT: 10 * time.Millisecond}, true, 20*time.Second)
