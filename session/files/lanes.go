@@ -393,15 +393,20 @@ func (c *laneController) judge(rate, keeps float64, lossy bool) {
 			return
 		}
 		c.factor = 2 // it paid: keep it, and try the next step now
-		if per >= c.per*laneLinear {
+		if per >= c.per*laneLinear && rate < laneFast {
+			// (Not on a fast path, whose lanes share the cores: a first
+			// look at one lane there also sees its flow-control window
+			// still growing, so four look as if each moved as much.)
 			c.factor = 4
 		}
 		c.prev = 0
 	}
-	if c.above != 0 && rate*laneGain < c.aboveAt {
+	if c.above != 0 && rate*laneGain < c.aboveAt && rate < laneFast {
 		// Going back cost what the step had gained: the step paid after
 		// all. On a lossy path the fewer lanes ran above what they keep
 		// while the step was judged, and fall back once losses cap them.
+		// (Lanes held by the CPU do not fall: there, a slow window is
+		// the machine's noise.)
 		c.n, c.above, c.hold = c.above, 0, 0
 		return
 	}

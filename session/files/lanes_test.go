@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -414,6 +415,37 @@ func TestLaneControllerAddsWhileItPaysAndDropsBack(t *testing.T) {
 		cpu := laneRun(func(n int) float64 { return onCPU[n] }, p, true, 20*time.Second)
 		if at := ticksTo(cpu, 4); at < 0 || at*int(laneTick) > int(300*time.Millisecond) || cpu[len(cpu)-1] != 4 || count(cpu, 4) < len(cpu)*85/100 {
 			t.Errorf("CPU-held lanes, %d of %d packets lost: lanes %v, want 4 from the first step on", p.Lost, p.Sent, cpu)
+		}
+	}
+	// The same, where the first look at one lane sees it still growing
+	// its flow-control window: four lanes then look as if each moved as
+	// much as that one, but the cores are shared, and it does not go on
+	// to 16.
+	ticks := 0
+	ramp := laneRun(func(n int) float64 {
+		if ticks++; n == 1 && ticks < 30 {
+			return 100e6
+		}
+		return onCPU[n]
+	}, PathStats{RTT: 100 * time.Microsecond}, true, 20*time.Second)
+	if mostLanes(ramp) > 8 || ramp[len(ramp)-1] != 4 {
+		t.Errorf("CPU-held lanes after a slow first look: lanes %v, want at most 8 and to settle at 4", ramp)
+	}
+	// The same with the rate up to 10% up or down at random for 100 ms at
+	// a time (a busy machine's loopback): a window that happens to be slow
+	// after a step back is not taken for fewer lanes falling, so it does
+	// not swing between 4 and 16.
+	for seed := range uint64(20) {
+		r := rand.New(rand.NewPCG(seed, 0))
+		tick, noise := 0, 1.0
+		noisy := laneRun(func(n int) float64 {
+			if tick++; tick%10 == 0 {
+				noise = 0.9 + 0.2*r.Float64()
+			}
+			return onCPU[n] * noise
+		}, PathStats{RTT: 100 * time.Microsecond}, true, 20*time.Second)
+		if k := count(noisy, 16); k > len(noisy)/10 || noisy[len(noisy)-1] > 8 {
+			t.Errorf("noisy CPU-held lanes (seed %d): %d of %d ticks at 16 lanes: %v", seed, k, len(noisy), noisy)
 		}
 	}
 	// A slower link that loses nothing: one flow is not held back by loss.
