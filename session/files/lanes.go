@@ -292,6 +292,12 @@ func rttSpan(rtt time.Duration, k int, lo, hi time.Duration) time.Duration {
 	return min(max(time.Duration(k)*rtt, lo), hi)
 }
 
+// firstLook says no step was taken yet: one lane, none being judged, none
+// gone back from.
+func (c *laneController) firstLook() bool {
+	return c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst
+}
+
 // idle says no file is being sent: the next sample starts afresh.
 func (c *laneController) idle() { c.started, c.measuring = false, false }
 
@@ -328,7 +334,7 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 		// back up once the one lane falls.)
 		return c.n
 	case !c.measuring:
-		if c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
+		if c.firstLook() {
 			// The first look only asks whether one lane is slow on a
 			// lossy path; the rate it takes is what the first step is
 			// judged against, and a step that paid is kept.
@@ -341,7 +347,7 @@ func (c *laneController) sample(now time.Time, moved int64, ready bool, path Pat
 	rate := float64(moved-c.fromBytes) / now.Sub(c.from).Seconds()
 	c.rate = rate
 	before := c.n
-	if known && c.n == 1 && c.prev == 0 && c.backoff == laneHoldFirst {
+	if known && c.firstLook() {
 		// The first step on a path whose losses are known, and no step
 		// has failed yet: on a lossy path each flow adds its share; on a
 		// clean fast one, x2 gains too little to tell from noise.
